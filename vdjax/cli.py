@@ -1,0 +1,120 @@
+"""`vdjax` command line: the main job (a spirals learnt-depth network)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MAIN_HELP = """\
+Train learnt-depth networks (Variational Depth Search in ResNets) with JAX.
+
+The main job, `vdjax spirals`, trains a spirals LDN (max_depth 20, width 20, the paper's
+protocol: SGD lr 0.1 momentum 0.5, full batch, up to 8000 epochs, early stopping after 500
+epochs without a better train ELBO), then prints q(d), d_opt and test metrics, and writes
+results.json, the kept parameters and two PNGs to --out.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vdjax", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("spirals", help="train a spirals LDN and report its learnt depth",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--max-depth", type=int, default=20, help="D: number of residual blocks")
+    s.add_argument("--width", type=int, default=20, help="hidden width of every block")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="network seeds, trained together (vmapped)")
+    s.add_argument("--data-seed", type=int, default=0, help="seed of the spirals data set")
+    s.add_argument("--rotation", type=float, default=720.0, help="degrees of rotation of each arm")
+    s.add_argument("--n-train", type=int, default=200, help="training points (of 2000)")
+    s.add_argument("--max-epochs", type=int, default=8000)
+    s.add_argument("--patience", type=int, default=500, help="epochs without a better train ELBO before stopping")
+    s.add_argument("--method", choices=["ldn", "ddn"], default="ldn", help="learnt depth, or one fixed depth")
+    s.add_argument("--out", type=Path, default=Path("results/spirals"), help="output directory")
+    s.add_argument("--quick", action="store_true", help="a smoke run: 300 epochs, patience 100")
+    s.add_argument("--no-plots", action="store_true")
+    return p
+
+
+def _bar(v: float, scale: float, n: int = 40) -> str:
+    return "#" * int(round(n * v / scale)) if scale > 0 else ""
+
+
+def spirals_main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vdjax.data import SpiralsConfig, spirals_dataset
+    from vdjax.experiment import decision_grid, run_in_memory
+    from vdjax.io import write_bytes, write_json
+    from vdjax.models import ModelConfig
+    from vdjax.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.train import TrainConfig
+
+    data = spirals_dataset(SpiralsConfig(rotation=args.rotation, n_train=args.n_train, seed=args.data_seed))
+    model_config = ModelConfig("mlp", args.max_depth, data.num_classes, data.input_shape, width=args.width)
+    train_config = TrainConfig(method=args.method, max_epochs=args.max_epochs, patience=args.patience)
+    if args.quick:
+        train_config = train_config.replace(max_epochs=300, patience=100)
+    print(f"spirals: {data.n_train} train / {len(data.x_test)} test points, max_depth={args.max_depth}, "
+          f"width={args.width}, seeds={args.seeds}, method={args.method}")
+    with tqdm(total=train_config.max_epochs, unit="epoch", desc="training (compile first)") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.set_description("training")
+            bar.update(done - bar.n)
+
+        run = run_in_memory(data, model_config, train_config, args.seeds, progress=progress)
+    print(f"trained {len(args.seeds)} network(s) in {run.train_seconds:.1f} s (compile included)")
+
+    for s in run.seeds:
+        print(f"\nseed {s.seed}: stopped after {s.epochs} epochs, best train ELBO {-s.best_loss:.4f} at epoch {s.best_epoch}"
+              + ("  [loss became non-finite: kept the best parameters]" if s.nonfinite else ""))
+        print(" d   q(d)    test LL  test acc")
+        for d, (qd, ll, err) in enumerate(zip(s.q, s.test["per_depth_log_lik"], s.test["per_depth_error"])):
+            mark = " <- d_opt" if d == s.d_opt else ""
+            print(f"{d:2d}  {qd:.3f}  {ll:8.4f}  {1 - err:7.3f}  {_bar(qd, s.q.max(), 20)}{mark}")
+        print(f"d_opt (95% rule) = {s.d_opt}   expected depth = {s.d_expected}")
+        print(f"test accuracy / log-likelihood, marginal over all depths : {1 - s.test['error']:.4f} / {s.test['log_lik']:.4f}")
+        print(f"test accuracy / log-likelihood, pruned to d <= {s.d_opt:<2d}       : "
+              f"{1 - s.test_pruned['error']:.4f} / {s.test_pruned['log_lik']:.4f}")
+        best = int(np.argmax(s.test["per_depth_log_lik"]))
+        print(f"best single depth on test: d = {best} ({s.test['per_depth_log_lik'][best]:.4f})")
+    if any(s.nonfinite for s in run.seeds):
+        print("warning: some seeds hit a non-finite loss; their best parameters before it were kept", file=sys.stderr)
+
+    out = args.out
+    summary = run.summary()
+    summary["data"] = {"name": data.name, "n_train": data.n_train, "n_test": len(data.x_test),
+                       "rotation": args.rotation, "data_seed": args.data_seed}
+    write_json(out / "results.json", summary)
+    write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))
+    written = [out / "results.json", out / "params_seed0.msgpack"]
+    if not args.no_plots:
+        s0 = run.seeds[0]
+        written.append(plot_depth_posterior(
+            np.stack([s.q for s in run.seeds]), np.stack([s.test["per_depth_log_lik"] for s in run.seeds]),
+            np.mean([s.test["log_lik"] for s in run.seeds]), s0.d_opt, out / "depth_posterior.png",
+            title=f"spirals LDN, max_depth {args.max_depth}: q(d) and test log-likelihood"))
+        state = run.fit.best_state(0)
+        depths = sorted({0, 1, 2, s0.d_opt // 2, s0.d_opt, min(s0.d_opt + 3, args.max_depth), args.max_depth})
+        gx, gy, probs, titles = decision_grid(model_config, state.variables, s0.q, data.x_train, depths)
+        written.append(plot_decision_functions(gx, gy, probs, titles, data.x_train, data.y_train,
+                                               out / "decision_function.png"))
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "spirals":
+            return spirals_main(args)
+    except ValueError as err:  # configuration and data errors: say what, not a traceback
+        print(f"vdjax: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

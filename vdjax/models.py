@@ -1,0 +1,238 @@
+"""Learnt-depth residual networks (LDN) in Flax.
+
+One forward pass computes `a_0 = f_in(x)` and `a_d = a_{d-1} + f_d(a_{d-1})` for d = 1..D with
+the residual-block parameters stacked along a leading depth axis and the blocks run under
+`lax.scan` (`nn.scan`), so compile time does not grow with depth. The shared output block is
+`vmap`ped over the D+1 activations and gives logits `[max_depth + 1, batch, classes]`.
+
+For the CNN the output block starts with a global average pool; the pool is parameter-free
+and is applied inside the scan, so the scan emits `[D, batch, channels]` features rather than
+`[D, batch, H, W, channels]` maps (which at D=100 and batch 512 would be gigabytes). The
+output block's BatchNorm keeps running statistics per depth (its parameters are shared):
+each depth's features have their own distribution, and evaluation should use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Literal
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vdjax.layers import (
+    Conv3x3,
+    ConvImpl,
+    Linear,
+    batch_norm,
+    resolve_conv_impl,
+    torch_bias_init,
+    torch_kernel_init,
+)
+
+Arch = Literal["mlp", "cnn"]
+DEFAULT_WIDTH = {"mlp": 20, "cnn": 64}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an LDN. `width` is the MLP width or the CNN's outer channel count.
+
+    conv_impl: 'auto' (matmul im2col on CPU, native conv elsewhere), 'im2col' or 'xla'.
+    unroll: `lax.scan` unroll factor for the block stack (1 = rolled: flat compile time).
+    remat: recompute each block in the backward pass (saves memory at large depth on GPU).
+    """
+
+    arch: Arch
+    max_depth: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    width: int | None = None
+    bottleneck: int = 32
+    conv_impl: ConvImpl = "auto"
+    unroll: int = 1
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.arch not in DEFAULT_WIDTH:
+            raise ValueError(f"arch must be 'mlp' or 'cnn', got {self.arch!r}")
+        if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, int) or self.max_depth < 0:
+            raise ValueError(f"max_depth must be an integer >= 0, got {self.max_depth!r}")
+        if self.width is None:
+            object.__setattr__(self, "width", DEFAULT_WIDTH[self.arch])
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
+        if self.bottleneck < 1:
+            raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        want = 1 if self.arch == "mlp" else 3
+        if len(self.input_shape) != want or min(self.input_shape) < 1:
+            kind = "[features]" if self.arch == "mlp" else "[height, width, channels]"
+            raise ValueError(f"{self.arch} input_shape must be {kind}, got {self.input_shape}")
+        resolve_conv_impl(self.conv_impl)  # validates the name
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+class MLPBlock(nn.Module):
+    """Spirals residual block: a + BN(ReLU(Linear(a)))."""
+
+    width: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, a: jax.Array) -> jax.Array:
+        h = nn.relu(Linear(self.width)(a))
+        return a + batch_norm(self.train)(h)
+
+
+class BottleneckBlock(nn.Module):
+    """Pre-activation bottleneck: a + Conv1x1(BN-ReLU(Conv3x3(BN-ReLU(Conv1x1(BN-ReLU(a))))))."""
+
+    width: int
+    bottleneck: int
+    train: bool
+    conv_impl: str
+
+    @nn.compact
+    def __call__(self, a: jax.Array) -> jax.Array:
+        h = nn.relu(batch_norm(self.train)(a))
+        h = Linear(self.bottleneck, use_bias=False)(h)  # 1x1 conv == dot over channels
+        h = nn.relu(batch_norm(self.train)(h))
+        h = Conv3x3(self.bottleneck, impl=self.conv_impl)(h)
+        h = nn.relu(batch_norm(self.train)(h))
+        h = Linear(self.width, use_bias=False)(h)
+        return a + h
+
+
+def global_pool(a: jax.Array) -> jax.Array:
+    """The parameter-free start of the CNN output block: mean over height and width."""
+    return jnp.mean(a, axis=(1, 2))
+
+
+class _ScanStep(nn.Module):
+    """One scan iteration: apply block d, emit the (reduced) activation a_d."""
+
+    block: Callable[[], nn.Module]
+    reduce: Callable[[jax.Array], jax.Array]
+
+    @nn.compact
+    def __call__(self, a: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
+        a = self.block()(a)
+        return a, self.reduce(a)
+
+
+class BlockStack(nn.Module):
+    """`depth` residual blocks with stacked parameters, run under `lax.scan`.
+
+    Returns the final activation and the reduced activations a_1..a_depth, stacked.
+    """
+
+    block: Callable[[], nn.Module]
+    depth: int
+    reduce: Callable[[jax.Array], jax.Array]
+    unroll: int = 1
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, a: jax.Array) -> tuple[jax.Array, jax.Array]:
+        step = nn.remat(_ScanStep) if self.remat else _ScanStep
+        scanned = nn.scan(
+            step,
+            variable_axes={"params": 0, "batch_stats": 0},
+            split_rngs={"params": True},
+            in_axes=0,
+            length=self.depth,
+            unroll=min(self.unroll, max(self.depth, 1)),
+        )
+        return scanned(self.block, self.reduce, name="scan")(a, None)
+
+
+# ---------------------------------------------------------------------------- heads
+
+
+class MLPHead(nn.Module):
+    """Spirals output block: Linear(width -> classes)."""
+
+    num_classes: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        return Linear(self.num_classes)(h)
+
+
+class CNNHead(nn.Module):
+    """CNN output block after the pool: one residual MLP block, then Linear(width -> classes)."""
+
+    width: int
+    num_classes: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        h = MLPBlock(self.width, self.train)(h)
+        return Linear(self.num_classes)(h)
+
+
+# ---------------------------------------------------------------------------- network
+
+
+class LDN(nn.Module):
+    """A learnt-depth network: logits at every depth 0..max_depth from one forward pass.
+
+    Variables: 'params' (input block, 'blocks' stacked [max_depth, ...], 'head') and
+    'batch_stats' (blocks stacked [max_depth, ...], head per depth [max_depth + 1, ...]).
+    A deterministic-depth network (DDN) is the same module trained on its last depth only.
+    The conv implementation is resolved when the model is traced, i.e. for the backend it runs on.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        cfg = self.config
+        chex.assert_shape(x, (None, *cfg.input_shape))
+        if cfg.arch == "mlp":
+            a = Linear(cfg.width, name="input")(x)
+            reduce = _identity
+            block = functools.partial(MLPBlock, cfg.width, train)
+            head = functools.partial(MLPHead, cfg.num_classes, train)
+        else:
+            fan_in = 5 * 5 * cfg.input_shape[-1]
+            a = nn.Conv(cfg.width, (5, 5), padding="SAME", kernel_init=torch_kernel_init,
+                        bias_init=torch_bias_init(fan_in), name="input")(x)
+            a = nn.avg_pool(a, (2, 2), strides=(2, 2))
+            reduce = global_pool
+            impl = resolve_conv_impl(cfg.conv_impl)
+            block = functools.partial(BottleneckBlock, cfg.width, cfg.bottleneck, train, impl)
+            head = functools.partial(CNNHead, cfg.width, cfg.num_classes, train)
+        feats = reduce(a)[None]
+        if cfg.max_depth > 0:
+            _, deeper = BlockStack(block, cfg.max_depth, reduce, cfg.unroll, cfg.remat, name="blocks")(a)
+            feats = jnp.concatenate([feats, deeper], axis=0)
+        heads = nn.vmap(
+            head,
+            variable_axes={"params": None, "batch_stats": 0},
+            split_rngs={"params": False},
+            in_axes=0,
+            out_axes=0,
+        )
+        logits = heads(name="head")(feats)
+        chex.assert_shape(logits, (cfg.max_depth + 1, x.shape[0], cfg.num_classes))
+        return logits
+
+
+def _identity(t: jax.Array) -> jax.Array:
+    return t

@@ -1,0 +1,73 @@
+"""Figures drawn from results (arrays or result files), never from inside training code."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vdjax.io import save_figure  # noqa: E402
+
+
+def plot_depth_posterior(
+    q: np.ndarray,
+    per_depth_log_lik: np.ndarray,
+    marginal_log_lik: float,
+    d_opt: int,
+    path: str | os.PathLike,
+    ddn_log_lik: np.ndarray | None = None,
+    title: str = "",
+):
+    """Fig 2 (left): q(d) as bars, test log-likelihood per depth on a second axis."""
+    q = np.atleast_2d(q)
+    depths = np.arange(q.shape[1])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.bar(depths, q.mean(0), yerr=q.std(0) if len(q) > 1 else None, color="tab:blue", alpha=0.6,
+           label="q(d)")
+    ax.axvline(d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt = {d_opt}")
+    ax.set_xlabel("depth d")
+    ax.set_ylabel("q(d)")
+    ax2 = ax.twinx()
+    ll = np.atleast_2d(per_depth_log_lik)
+    ax2.plot(depths, ll.mean(0), "o-", color="tab:red", ms=3, label="LDN, single depth d")
+    if ddn_log_lik is not None:
+        ddn = np.atleast_2d(ddn_log_lik)
+        ax2.plot(np.arange(ddn.shape[1]), ddn.mean(0), "s-", color="tab:green", ms=3, label="DDN of depth d")
+    ax2.axhline(float(np.mean(marginal_log_lik)), color="k", ls=":", label="LDN marginal")
+    ax2.set_ylabel("test log-likelihood")
+    ax2.set_ylim(max(float(np.nanmin(ll)) - 0.05, -3.0), 0.05)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_title(title or "posterior over depth and test log-likelihood")
+    return save_figure(fig, path)
+
+
+def plot_decision_functions(
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    probs: np.ndarray,
+    titles: list[str],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    path: str | os.PathLike,
+    ncols: int = 4,
+):
+    """Fig 3: p(class 1 | x) over the input plane, one panel per depth (or marginal)."""
+    n = len(probs)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, p, title in zip(axes.flat, probs, titles):
+        ax.contourf(grid_x, grid_y, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+        ax.scatter(x_train[:, 0], x_train[:, 1], c=y_train, cmap="RdBu_r", s=5, edgecolors="k", linewidths=0.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)

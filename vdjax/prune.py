@@ -1,0 +1,122 @@
+"""Choosing d_opt, pruning the stacked block parameters, and marginal prediction.
+
+Pruning to d_opt keeps blocks 1..d_opt (a slice of every stacked leaf), so the pruned model
+is a genuine `max_depth = d_opt` network: its forward pass runs d_opt blocks, not D. The
+posterior mass of the removed depths is folded onto d_opt, and predictions marginalise over
+d <= d_opt, which costs one forward pass of the pruned network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdjax.metrics import marginal_log_probs
+from vdjax.models import LDN, ModelConfig
+
+Rule = Literal["95", "expected"]
+
+
+def d_opt_95(q: np.ndarray, threshold: float = 0.95) -> int:
+    """The shallowest depth whose q(d) reaches `threshold` times the largest q(d)."""
+    q = np.asarray(q)
+    return int(np.argmax(q >= threshold * q.max()))
+
+
+def expected_depth(q: np.ndarray) -> int:
+    """round(sum_d d q(d)): the paper's alternative pruning depth."""
+    q = np.asarray(q)
+    return int(np.round(np.sum(np.arange(len(q)) * q)))
+
+
+def select_depth(q: np.ndarray, rule: Rule = "95") -> int:
+    if rule == "95":
+        return d_opt_95(q)
+    if rule == "expected":
+        return expected_depth(q)
+    raise ValueError(f"pruning rule must be '95' or 'expected', got {rule!r}")
+
+
+def fold_posterior(q: np.ndarray, depth: int) -> np.ndarray:
+    """q restricted to 0..depth with the mass of every deeper depth added onto `depth`."""
+    q = np.asarray(q)
+    _check_depth(depth, len(q) - 1)
+    folded = np.array(q[: depth + 1], copy=True)
+    folded[depth] += q[depth + 1 :].sum()
+    return folded
+
+
+def prune_variables(variables: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Keeps blocks 1..depth of the stacked 'blocks' and the head statistics of depths 0..depth."""
+    out = {}
+    for collection, tree in variables.items():
+        tree = dict(tree)
+        if "blocks" in tree:
+            if depth == 0:
+                del tree["blocks"]
+            else:
+                tree["blocks"] = jax.tree_util.tree_map(lambda a: a[:depth], tree["blocks"])
+        if collection == "batch_stats" and "head" in tree:
+            tree["head"] = jax.tree_util.tree_map(lambda a: a[: depth + 1], tree["head"])
+        out[collection] = tree
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunedLDN:
+    """A network cut to `config.max_depth = d_opt` blocks, with its folded posterior `q`."""
+
+    config: ModelConfig
+    variables: dict[str, Any]
+    q: np.ndarray
+
+    @property
+    def d_opt(self) -> int:
+        return self.config.max_depth
+
+
+def prune(config: ModelConfig, variables: dict[str, Any], q: np.ndarray, depth: int) -> PrunedLDN:
+    """Cuts a trained LDN to `depth` blocks (use `select_depth` for d_opt)."""
+    _check_depth(depth, config.max_depth)
+    return PrunedLDN(
+        config=config.replace(max_depth=depth),
+        variables=prune_variables(variables, depth),
+        q=fold_posterior(q, depth),
+    )
+
+
+def predict_log_probs(
+    config: ModelConfig, variables: dict[str, Any], q: np.ndarray, x: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """Marginal log p(y|x) over the depths of `q` (length max_depth + 1), in eval mode."""
+    logits = eval_logits(config, variables, x, batch_size)
+    return np.asarray(_marginal(logits, jnp.asarray(q)))
+
+
+_marginal = jax.jit(marginal_log_probs)
+
+
+def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Logits at every depth in evaluation mode, [max_depth + 1, N, classes], in batches."""
+    fn = _eval_fn(config)
+    chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate(chunks, axis=1)
+
+
+_EVAL_CACHE: dict[ModelConfig, Any] = {}
+
+
+def _eval_fn(config: ModelConfig):
+    if config not in _EVAL_CACHE:
+        model = LDN(config)
+        _EVAL_CACHE[config] = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    return _EVAL_CACHE[config]
+
+
+def _check_depth(depth: int, max_depth: int) -> None:
+    if not 0 <= depth <= max_depth:
+        raise ValueError(f"pruning depth must be in [0, {max_depth}], got {depth}")

@@ -1,0 +1,184 @@
+"""Training state, the loss, and the train step shared by every trainer.
+
+Weights and depth logits live in one parameter tree, `{'model': ..., 'depth_logits': ...}`,
+and a single `optax.sgd(lr, momentum)` updates both, as in the paper. A deterministic-depth
+network (method 'ddn') uses the same model and step, with the loss on its last depth only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
+from vdjax.models import LDN, ModelConfig
+from vdjax.posterior import ddn_loss, depth_posterior, init_depth_logits, negative_elbo
+from vdjax.prune import eval_logits
+
+Method = Literal["ldn", "ddn"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and protocol; defaults are the paper's spirals protocol.
+
+    lr_drop_epoch: epoch after which the learning rate is multiplied by `lr_drop_factor`
+    (the paper drops it after 30 epochs on images); None keeps it fixed (spirals).
+    """
+
+    method: Method = "ldn"
+    learning_rate: float = 0.1
+    momentum: float = 0.5
+    batch_size: int = 512
+    max_epochs: int = 8000
+    patience: int = 500
+    prior_decay: float = 0.85
+    lr_drop_epoch: int | None = None
+    lr_drop_factor: float = 0.1
+
+    def __post_init__(self):
+        if self.method not in ("ldn", "ddn"):
+            raise ValueError(f"method must be 'ldn' or 'ddn', got {self.method!r}")
+        for name in ("learning_rate", "batch_size", "max_epochs", "patience"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 < self.prior_decay <= 1.0:
+            raise ValueError(f"prior_decay must be in (0, 1], got {self.prior_decay}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: dict[str, Any]  # {'model': ..., 'depth_logits': [D+1]}
+    batch_stats: dict[str, Any]
+    opt_state: optax.OptState
+
+    @property
+    def q(self) -> jax.Array:
+        return depth_posterior(self.params["depth_logits"])
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The model's Flax variables, as `LDN.apply` takes them."""
+        return {"params": self.params["model"], "batch_stats": self.batch_stats}
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """One SGD-with-momentum for weights and depth logits together."""
+    lr: Any = config.learning_rate
+    if config.lr_drop_epoch is not None:
+        lr = optax.piecewise_constant_schedule(
+            config.learning_rate, {config.lr_drop_epoch * steps_per_epoch: config.lr_drop_factor}
+        )
+    return optax.sgd(lr, momentum=config.momentum)
+
+
+def init_state(
+    key: jax.Array, model_config: ModelConfig, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum."""
+    dummy = jnp.zeros((1, *model_config.input_shape), jnp.float32)
+    variables = LDN(model_config).init(key, dummy, train=False)
+    params = {"model": variables["params"], "depth_logits": init_depth_logits(model_config.max_depth)}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(params),
+    )
+
+
+def loss_fn(
+    params: dict[str, Any],
+    batch_stats: dict[str, Any],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    n_train: int,
+) -> tuple[jax.Array, tuple[dict[str, Any], dict[str, jax.Array]]]:
+    """The training loss in train mode (batch statistics), and the updated running stats."""
+    logits, updates = LDN(model_config).apply(
+        {"params": params["model"], "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+    )
+    if train_config.method == "ldn":
+        loss, aux = negative_elbo(logits, y, params["depth_logits"], n_train, train_config.prior_decay)
+    else:
+        loss, aux = ddn_loss(logits, y)
+    return loss, (updates.get("batch_stats", {}), aux)
+
+
+def train_step(
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    n_train: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on a batch; returns the loss of the parameters *before* the step.
+
+    Pure: jit it with the keyword arguments bound (see `make_train_step`).
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (batch_stats, aux)), grads = grad_fn(
+        state.params, state.batch_stats, x, y,
+        model_config=model_config, train_config=train_config, n_train=n_train,
+    )
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, {"loss": loss, **aux}
+
+
+def make_train_step(
+    model_config: ModelConfig, train_config: TrainConfig, optimizer: optax.GradientTransformation, n_train: int
+):
+    """The jitted train step for one (model, protocol, data size); the state buffer is donated."""
+    step = functools.partial(
+        train_step, model_config=model_config, train_config=train_config, optimizer=optimizer, n_train=n_train
+    )
+    return jax.jit(step, donate_argnums=0)
+
+
+def evaluate(
+    model_config: ModelConfig,
+    state: TrainState,
+    x: np.ndarray,
+    y: np.ndarray,
+    method: Method = "ldn",
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """Test metrics in eval mode: every depth, and the marginal over all depths under q.
+
+    For a DDN the 'marginal' is its last depth.
+    """
+    logits = jnp.asarray(eval_logits(model_config, state.variables, x, batch_size))
+    y = jnp.asarray(y)
+    q = state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
+    log_probs = marginal_log_probs(logits, q)
+    per_depth = per_depth_metrics(logits, y)
+    return {
+        "log_lik": float(log_likelihood(log_probs, y)),
+        "error": float(error_rate(log_probs, y)),
+        "per_depth_log_lik": np.asarray(per_depth["log_lik"]),
+        "per_depth_error": np.asarray(per_depth["error"]),
+    }
