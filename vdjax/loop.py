@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
 
@@ -167,11 +168,15 @@ def fit(
     seeds = np.asarray(seeds, dtype=np.uint32)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")
+    x, y = np.asarray(x), np.asarray(y)
     per_seed_data = x.ndim == len(model_config.input_shape) + 2
     data_axis = 0 if per_seed_data else None
     if per_seed_data and (x.shape[0] != seeds.size or y.shape[0] != seeds.size):
         raise ValueError(f"per-seed data needs a leading axis of {seeds.size}, got {x.shape[0]} and {y.shape[0]}")
     n_train = x.shape[1] if per_seed_data else x.shape[0]
+    flat_x = check_inputs(np.reshape(x, (-1, *model_config.input_shape)) if per_seed_data else x, model_config.input_shape)
+    flat_y = check_labels(np.reshape(y, (-1,)), model_config.num_classes, len(flat_x))
+    x, y = flat_x.reshape(np.shape(x)), flat_y.reshape(np.shape(y))
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     init = jax.jit(jax.vmap(functools.partial(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdjax.data.core import check_inputs
 from vdjax.metrics import marginal_log_probs
 from vdjax.models import LDN, ModelConfig
 
@@ -102,6 +103,7 @@ _marginal = jax.jit(marginal_log_probs)
 
 def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits at every depth in evaluation mode, [max_depth + 1, N, classes], in batches."""
+    x = check_inputs(x, config.input_shape)
     fn = _eval_fn(config)
     chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return np.concatenate(chunks, axis=1)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vdjax.data.core import check_labels
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
 from vdjax.models import LDN, ModelConfig
 from vdjax.posterior import ddn_loss, depth_posterior, init_depth_logits, negative_elbo
@@ -171,8 +172,8 @@ def evaluate(
 
     For a DDN the 'marginal' is its last depth.
     """
+    y = jnp.asarray(check_labels(y, model_config.num_classes, len(x)))
     logits = jnp.asarray(eval_logits(model_config, state.variables, x, batch_size))
-    y = jnp.asarray(y)
     q = state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
     log_probs = marginal_log_probs(logits, q)
     per_depth = per_depth_metrics(logits, y)

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vdjax.layers import conv3x3_im2col, conv_xla, resolve_conv_impl
+from vdjax.models import LDN, ModelConfig
+
+
+def mlp(max_depth, **kw):
+    return ModelConfig("mlp", max_depth, 2, (2,), **kw)
+
+
+def cnn(max_depth, **kw):
+    return ModelConfig("cnn", max_depth, 10, (8, 8, 1), **kw)
+
+
+@pytest.mark.parametrize("make", [mlp, cnn])
+@pytest.mark.parametrize("max_depth", [0, 1, 4])
+def test_logits_have_one_row_per_depth(make, max_depth):
+    cfg = make(max_depth)
+    x = jax.random.normal(jax.random.key(0), (3, *cfg.input_shape))
+    variables = LDN(cfg).init(jax.random.key(1), x)
+    logits_eval = LDN(cfg).apply(variables, x)
+    logits_train, _ = LDN(cfg).apply(variables, x, train=True, mutable=["batch_stats"])
+    assert logits_eval.shape == logits_train.shape == (max_depth + 1, 3, cfg.num_classes)
+    assert np.all(np.isfinite(logits_eval))
+
+
+def test_block_parameters_are_stacked_along_depth():
+    cfg = cnn(5)
+    v = LDN(cfg).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    leaves = jax.tree_util.tree_leaves(v["params"]["blocks"]) + jax.tree_util.tree_leaves(v["batch_stats"]["blocks"])
+    assert leaves and all(leaf.shape[0] == 5 for leaf in leaves)
+    # The output block's parameters are shared; its BatchNorm statistics are kept per depth.
+    assert v["params"]["head"]["Linear_0"]["kernel"].shape == (64, 10)
+    assert all(leaf.shape[0] == 6 for leaf in jax.tree_util.tree_leaves(v["batch_stats"]["head"]))
+
+
+def test_depth_d_logits_do_not_depend_on_deeper_blocks():
+    cfg = mlp(4)
+    x = jax.random.normal(jax.random.key(0), (7, 2))
+    v = LDN(cfg).init(jax.random.key(1), x)
+    logits = LDN(cfg).apply(v, x)
+    v2 = jax.tree_util.tree_map(lambda a: a, v)
+    k = v2["params"]["blocks"]["scan"]["MLPBlock_0"]["Linear_0"]["kernel"]
+    v2["params"]["blocks"]["scan"]["MLPBlock_0"]["Linear_0"]["kernel"] = k.at[3].add(1.0)  # block 4
+    logits2 = LDN(cfg).apply(v2, x)
+    np.testing.assert_allclose(logits[:4], logits2[:4], rtol=1e-6)
+    assert not np.allclose(logits[4], logits2[4])
+
+
+def test_im2col_and_native_convolution_agree():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
+    np.testing.assert_allclose(conv3x3_im2col(x, k), conv_xla(x, k), rtol=1e-4, atol=1e-4)
+    # ... and so do whole models holding the same parameters, forward and backward.
+    a, b = cnn(3, conv_impl="im2col"), cnn(3, conv_impl="xla")
+    xs = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
+    v = LDN(a).init(jax.random.key(3), xs)
+    np.testing.assert_allclose(LDN(a).apply(v, xs), LDN(b).apply(v, xs), rtol=1e-4, atol=1e-4)
+    g = lambda c: jax.grad(lambda p: jnp.sum(LDN(c).apply({**v, "params": p}, xs) ** 2))(v["params"])  # noqa: E731
+    for ga, gb in zip(jax.tree_util.tree_leaves(g(a)), jax.tree_util.tree_leaves(g(b))):
+        np.testing.assert_allclose(ga, gb, rtol=2e-3, atol=2e-4)
+
+
+def test_unrolled_scan_computes_the_same_function():
+    x = jax.random.normal(jax.random.key(0), (5, 2))
+    v = LDN(mlp(6)).init(jax.random.key(1), x)
+    np.testing.assert_allclose(LDN(mlp(6)).apply(v, x), LDN(mlp(6, unroll=6)).apply(v, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(LDN(mlp(6)).apply(v, x), LDN(mlp(6, remat=True)).apply(v, x), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_impl_is_chosen_per_backend():
+    assert resolve_conv_impl("auto", "cpu") == "im2col"
+    assert resolve_conv_impl("auto", "gpu") == "xla"
+    assert resolve_conv_impl("xla", "cpu") == "xla"
+    with pytest.raises(ValueError, match="conv_impl"):
+        resolve_conv_impl("fft")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_depth=-1), "max_depth"),
+        (dict(max_depth=2.5), "max_depth"),
+        (dict(width=0), "width"),
+        (dict(num_classes=1), "num_classes"),
+        (dict(input_shape=(2, 2)), "input_shape"),
+        (dict(arch="rnn"), "arch"),
+        (dict(conv_impl="fft"), "conv_impl"),
+    ],
+)
+def test_invalid_configs_are_rejected(kwargs, match):
+    base = dict(arch="mlp", max_depth=3, num_classes=2, input_shape=(2,))
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**{**base, **kwargs})
+
+
+def test_wrong_input_shape_is_reported():
+    cfg = mlp(2)
+    v = LDN(cfg).init(jax.random.key(0), jnp.zeros((1, 2)))
+    with pytest.raises(AssertionError, match="shape"):
+        LDN(cfg).apply(v, jnp.zeros((4, 3)))

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from vdjax.data import SpiralsConfig, spirals_dataset
+from vdjax.experiment import run_in_memory
+from vdjax.loop import Batching, fit
+from vdjax.models import ModelConfig
+from vdjax.train import TrainConfig
+
+SPIRALS = spirals_dataset()
+MLP = ModelConfig("mlp", 6, 2, (2,))
+
+
+def test_batching_uses_equal_batches():
+    assert Batching.for_size(200, 512) == Batching(1, 200)
+    assert Batching.for_size(2000, 512) == Batching(4, 500)
+    assert Batching.for_size(1025, 512) == Batching(3, 341)
+
+
+def test_same_seed_same_result_and_seeds_differ():
+    tc = TrainConfig(max_epochs=60, patience=60)
+    a = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=None)
+    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # chunking changes nothing
+    np.testing.assert_array_equal(a.state.history, b.state.history)
+    np.testing.assert_array_equal(a.best_state(0).q, b.best_state(0).q)
+    assert not np.allclose(a.best_state(0).q, a.best_state(1).q)
+    # A vmapped seed starts exactly as the same seed trained alone, and tracks it until float
+    # rounding (batched vs single kernels) is amplified by the chaotic SGD dynamics.
+    c = fit(MLP, tc.replace(max_epochs=3), SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
+    np.testing.assert_allclose(a.state.history[1, :3], c.state.history[0], rtol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_parameters():
+    tc = TrainConfig(max_epochs=400, patience=20, learning_rate=0.5)
+    r = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0], chunk_epochs=None)
+    hist = r.state.history[0]
+    epochs, best = int(r.state.epoch[0]), int(r.state.best_epoch[0])
+    ran = hist[:epochs]
+    assert best == int(np.nanargmin(ran))
+    assert float(r.state.best_loss[0]) == pytest.approx(float(ran.min()))
+    assert epochs == 400 or epochs == best + tc.patience + 1
+    assert np.all(np.isnan(hist[epochs:]))
+
+
+def test_minibatch_epochs_and_per_seed_data():
+    data = [spirals_dataset(SpiralsConfig(n_train=700, seed=s)) for s in (0, 1)]
+    x = np.stack([d.x_train for d in data])
+    y = np.stack([d.y_train for d in data])
+    tc = TrainConfig(max_epochs=20, patience=20, batch_size=256)
+    r = fit(MLP, tc, x, y, [0, 0], chunk_epochs=None)
+    assert r.state.history.shape == (2, 20) and np.all(np.isfinite(r.state.history))
+    # Same network seed, different data: different runs.
+    assert not np.allclose(r.state.history[0], r.state.history[1])
+
+
+def test_divergence_stops_the_seed_and_keeps_its_best_parameters():
+    tc = TrainConfig(max_epochs=200, patience=200, learning_rate=1e6)
+    r = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0], chunk_epochs=None)
+    assert bool(r.state.nonfinite[0]) and int(r.state.epoch[0]) < 200
+    state = r.best_state(0)
+    assert all(np.all(np.isfinite(a)) for a in __import__("jax").tree_util.tree_leaves(state.params))
+
+
+def test_fit_rejects_bad_inputs():
+    tc = TrainConfig(max_epochs=5)
+    with pytest.raises(ValueError, match="NaN"):
+        fit(MLP, tc, np.full((10, 2), np.nan), np.zeros(10, int), [0])
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        fit(MLP, tc, np.zeros((10, 2)), np.full(10, 5), [0])
+    with pytest.raises(ValueError, match="shape"):
+        fit(MLP, tc, np.zeros((10, 3)), np.zeros(10, int), [0])
+    with pytest.raises(ValueError, match="seeds"):
+        fit(MLP, tc, np.zeros((10, 2)), np.zeros(10, int), [])
+    with pytest.raises(ValueError):
+        TrainConfig(momentum=1.5)
+    with pytest.raises(ValueError):
+        TrainConfig(method="darts")
+
+
+def test_spirals_ldn_learns_and_finds_a_moderate_depth():
+    """The paper's setting (D=20, w=20, 200 points) on a shortened schedule."""
+    cfg = ModelConfig("mlp", 20, 2, (2,))
+    tc = TrainConfig(max_epochs=2000, patience=500)
+    run = run_in_memory(SPIRALS, cfg, tc, seeds=[0, 1], chunk_epochs=None)
+    for s in run.seeds:
+        assert 1 - s.test["error"] > 0.9  # chance is 0.5
+        assert 1 - s.test_pruned["error"] > 0.9
+        # Pruning to d_opt costs (almost) nothing, as in the paper.
+        assert s.test_pruned["log_lik"] > s.test["log_lik"] - 0.05
+        # Not trivially shallow (the spiral needs depth) and well short of max_depth (Fig 2).
+        assert 3 <= s.d_opt <= 15
+        assert s.q.sum() == pytest.approx(1.0)

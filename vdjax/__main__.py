@@ -1,0 +1,5 @@
+import sys
+
+from vdjax.cli import main
+
+sys.exit(main())
