@@ -107,6 +107,9 @@ def spirals_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from vdjax.runtime import use_all_cpu_cores
+
+    use_all_cpu_cores()
     try:
         if args.command == "spirals":
             return spirals_main(args)

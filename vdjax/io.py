@@ -45,11 +45,15 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     text = json.dumps(to_jsonable(obj), indent=1)
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    return write_text(path, text)
 
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
+from vdjax.runtime import seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
 
 
@@ -179,11 +180,14 @@ def fit(
     x, y = flat_x.reshape(np.shape(x)), flat_y.reshape(np.shape(y))
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    init = jax.jit(jax.vmap(functools.partial(
-        init_loop_state, model_config=model_config, train_config=train_config, n_train=n_train)))
-    loop = init(keys)
-    run = _compiled_run(model_config, train_config, data_axis)
+    loop = _compiled_init(model_config, train_config, n_train)(keys)
     x, y = jnp.asarray(x), jnp.asarray(y)
+    sharding = seed_sharding(seeds.size)
+    if sharding is not None:  # seeds split over devices (CPU cores, see vdjax.runtime)
+        loop = jax.device_put(loop, sharding)
+        if per_seed_data:
+            x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
+    run = _compiled_run(model_config, train_config, data_axis)
     step = chunk_epochs or train_config.max_epochs
     stop = 0
     while stop < train_config.max_epochs:
@@ -195,6 +199,12 @@ def fit(
         if bool(jnp.all(loop.done)):
             break
     return FitResult(model_config, train_config, loop)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, n_train: int):
+    init = functools.partial(init_loop_state, model_config=model_config, train_config=train_config, n_train=n_train)
+    return jax.jit(jax.vmap(init))
 
 
 @functools.lru_cache(maxsize=32)

@@ -43,7 +43,9 @@ class ModelConfig:
 
     conv_impl: 'auto' (matmul im2col on CPU, native conv elsewhere), 'im2col' or 'xla'.
     unroll: `lax.scan` unroll factor for the block stack (1 = rolled: flat compile time).
-    remat: recompute each block in the backward pass (saves memory at large depth on GPU).
+    remat: recompute each block in the backward pass instead of saving its intermediates.
+      'auto' turns it on for CPU, where the saved per-block buffers (zero-filled and copied
+      by the scan) cost more than the recomputation (D=20, batch 128: 2.1 s -> 1.3 s a step).
     """
 
     arch: Arch
@@ -54,7 +56,7 @@ class ModelConfig:
     bottleneck: int = 32
     conv_impl: ConvImpl = "auto"
     unroll: int = 1
-    remat: bool = False
+    remat: bool | str = "auto"
 
     def __post_init__(self):
         if self.arch not in DEFAULT_WIDTH:
@@ -77,6 +79,8 @@ class ModelConfig:
             kind = "[features]" if self.arch == "mlp" else "[height, width, channels]"
             raise ValueError(f"{self.arch} input_shape must be {kind}, got {self.input_shape}")
         resolve_conv_impl(self.conv_impl)  # validates the name
+        if self.remat not in (True, False, "auto"):
+            raise ValueError(f"remat must be True, False or 'auto', got {self.remat!r}")
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -220,7 +224,8 @@ class LDN(nn.Module):
             head = functools.partial(CNNHead, cfg.width, cfg.num_classes, train)
         feats = reduce(a)[None]
         if cfg.max_depth > 0:
-            _, deeper = BlockStack(block, cfg.max_depth, reduce, cfg.unroll, cfg.remat, name="blocks")(a)
+            remat = jax.default_backend() == "cpu" if cfg.remat == "auto" else cfg.remat
+            _, deeper = BlockStack(block, cfg.max_depth, reduce, cfg.unroll, remat, name="blocks")(a)
             feats = jnp.concatenate([feats, deeper], axis=0)
         heads = nn.vmap(
             head,

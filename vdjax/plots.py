@@ -71,3 +71,30 @@ def plot_decision_functions(
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_sweep(table: dict[str, np.ndarray], key: str, path: str | os.PathLike, xlabel: str = "",
+               log_x: bool = False, title: str = ""):
+    """Figs 2 (right), 5, 6: d_opt and test log-likelihood against a swept variable, with
+    error bars over repeats (from `vdjax.sweeps.sweep_table`)."""
+    x = table[key]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.errorbar(x, table["d_opt"], table["d_opt_std"], marker="o", capsize=3, label="d_opt (95% rule)")
+    a1.errorbar(x, table["d_expected"], table["d_expected_std"], marker="s", capsize=3, alpha=0.6,
+                label="expected depth")
+    a1.set_ylabel("learnt depth")
+    a2.errorbar(x, table["test_log_lik"], table["test_log_lik_std"], marker="o", capsize=3,
+                label="marginal over all depths")
+    a2.errorbar(x, table["pruned_log_lik"], table["pruned_log_lik_std"], marker="s", capsize=3, ls="--",
+                label="pruned, d <= d_opt")
+    a2.set_ylabel("test log-likelihood")
+    for ax in (a1, a2):
+        ax.set_xlabel(xlabel or key)
+        if log_x:
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

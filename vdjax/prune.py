@@ -9,6 +9,7 @@ d <= d_opt, which costs one forward pass of the pruned network.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 import jax
@@ -104,19 +105,16 @@ _marginal = jax.jit(marginal_log_probs)
 def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits at every depth in evaluation mode, [max_depth + 1, N, classes], in batches."""
     x = check_inputs(x, config.input_shape)
-    fn = _eval_fn(config)
+    fn = forward_fn(config)
     chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return np.concatenate(chunks, axis=1)
 
 
-_EVAL_CACHE: dict[ModelConfig, Any] = {}
-
-
-def _eval_fn(config: ModelConfig):
-    if config not in _EVAL_CACHE:
-        model = LDN(config)
-        _EVAL_CACHE[config] = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    return _EVAL_CACHE[config]
+@functools.lru_cache(maxsize=64)
+def forward_fn(config: ModelConfig):
+    """The jitted eval-mode forward pass `(variables, x) -> logits [max_depth + 1, B, C]`, cached per config."""
+    model = LDN(config)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
 def _check_depth(depth: int, max_depth: int) -> None:

@@ -1,0 +1,64 @@
+"""CNN LDN train step on this machine: compile time and median step time per implementation.
+
+    python benchmarks/cnn_step.py --depths 10 20 50 100 --impls im2col xla --batch 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from vdjax.models import ModelConfig
+from vdjax.train import TrainConfig, init_state, make_optimizer, make_train_step
+
+
+def time_train_step(cfg: ModelConfig, batch: int, steps: int, warmup: int = 1) -> dict[str, float]:
+    """Compile time (trace + XLA compile) and median seconds per step after warm-up."""
+    tc = TrainConfig()
+    opt = make_optimizer(tc, 1)
+    state = init_state(jax.random.key(0), cfg, opt)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *cfg.input_shape)).astype(np.float32)
+    y = rng.integers(0, cfg.num_classes, batch).astype(np.int32)
+    step = make_train_step(cfg, tc, opt, batch)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        state, m = compiled(state, x, y)
+        jax.block_until_ready(m["loss"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, x, y)
+        jax.block_until_ready(m["loss"])
+        times.append(time.perf_counter() - t0)
+    return {"compile_s": compile_s, "step_s": statistics.median(times), "examples_per_s": batch / statistics.median(times)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depths", type=int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--impls", nargs="+", default=["im2col", "xla"])
+    p.add_argument("--unroll", type=int, nargs="+", default=[1])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--shape", type=int, nargs=3, default=[28, 28, 1])
+    args = p.parse_args()
+    print(f"backend {jax.default_backend()}, devices {jax.devices()}")
+    print(f"{'impl':8s} {'unroll':>6s} {'D':>4s} {'compile s':>10s} {'step s':>8s} {'ex/s':>8s}")
+    for impl in args.impls:
+        for unroll in args.unroll:
+            for d in args.depths:
+                cfg = ModelConfig("cnn", d, 10, tuple(args.shape), conv_impl=impl, unroll=unroll)
+                r = time_train_step(cfg, args.batch, args.steps)
+                print(f"{impl:8s} {unroll:6d} {d:4d} {r['compile_s']:10.2f} {r['step_s']:8.3f} {r['examples_per_s']:8.1f}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

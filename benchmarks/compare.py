@@ -1,0 +1,191 @@
+"""vdjax against PyTorch, same machine, same run, same shapes: a table of ratios.
+
+    python benchmarks/compare.py            # the full table (about 15 min on 2 CPU cores)
+    python benchmarks/compare.py --quick    # seconds, tiny shapes (run by the tests)
+
+Every time is a median over several steps after warm-up; vdjax compile time is reported
+apart from step time. PyTorch is optional: without it only the vdjax columns are filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cnn_step import time_train_step  # noqa: E402
+
+from vdjax.data import spirals_dataset  # noqa: E402
+from vdjax.loop import fit  # noqa: E402
+from vdjax.models import ModelConfig  # noqa: E402
+from vdjax.prune import forward_fn, prune  # noqa: E402
+from vdjax.runtime import use_all_cpu_cores  # noqa: E402
+from vdjax.train import TrainConfig, init_state, make_optimizer  # noqa: E402
+
+try:
+    import torch
+
+    import torch_ldn
+except ImportError:  # the benchmark extra is not installed
+    torch = None
+
+
+def median_time(fn, steps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torch_cnn_step(depth: int, batch: int, shape: tuple[int, int, int], steps: int) -> float:
+    model = torch_ldn.TorchLDN("cnn", depth, 10, shape[-1], 64)
+    opt = torch_ldn.make_optimizer(model)
+    x = torch.randn(batch, shape[2], shape[0], shape[1])
+    y = torch.randint(0, 10, (batch,))
+    return median_time(lambda: torch_ldn.train_step(model, opt, x, y, batch), steps)
+
+
+def cnn_rows(depths, batch, shape, steps):
+    rows = []
+    for d in depths:
+        cfg = ModelConfig("cnn", d, 10, shape)
+        r = time_train_step(cfg, batch, steps)
+        row = {"max_depth": d, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
+               "vdjax_ex_s": batch / r["step_s"]}
+        if torch is not None:
+            t = torch_cnn_step(d, batch, shape, steps)
+            row.update(torch_step_s=t, torch_ex_s=batch / t, speedup=t / r["step_s"])
+        rows.append(row)
+        print("cnn", {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return rows
+
+
+def spirals_row(n_seeds, max_depth, max_epochs, patience):
+    data = spirals_dataset()
+    cfg = ModelConfig("mlp", max_depth, 2, (2,))
+    tc = TrainConfig(max_epochs=max_epochs, patience=patience)
+    seeds = list(range(n_seeds))
+    t0 = time.perf_counter()
+    r = fit(cfg, tc, data.x_train, data.y_train, seeds, chunk_epochs=None)
+    jax.block_until_ready(r.state.best_loss)
+    row = {"seeds": n_seeds, "max_depth": max_depth, "vdjax_s": time.perf_counter() - t0,
+           "vdjax_epochs": [int(e) for e in r.state.epoch]}
+    t0 = time.perf_counter()
+    fit(cfg, tc, data.x_train, data.y_train, seeds, chunk_epochs=None)  # cached: no compile
+    row["vdjax_s_no_compile"] = time.perf_counter() - t0
+    if torch is not None:
+        x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
+        t0 = time.perf_counter()
+        runs = [torch_ldn.fit_spirals(x, y, max_depth, 20, s, max_epochs, patience) for s in seeds]
+        row.update(torch_s=time.perf_counter() - t0, torch_epochs=[r["epochs"] for r in runs])
+        row["speedup"] = row["torch_s"] / row["vdjax_s"]
+    print("spirals", row, flush=True)
+    return row
+
+
+def pruned_row(max_depth, d_opt, batch, shape, steps):
+    cfg = ModelConfig("cnn", max_depth, 10, shape)
+    state = init_state(jax.random.key(0), cfg, make_optimizer(TrainConfig(), 1))
+    q = np.full(max_depth + 1, 1.0 / (max_depth + 1))
+    small = prune(cfg, state.variables, q, d_opt)
+    x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
+    full_fn, small_fn = forward_fn(cfg), forward_fn(small.config)
+    t_full = median_time(lambda: jax.block_until_ready(full_fn(state.variables, x)), steps)
+    t_small = median_time(lambda: jax.block_until_ready(small_fn(small.variables, x)), steps)
+    row = {"max_depth": max_depth, "d_opt": d_opt, "ideal_ratio": (d_opt + 1) / (max_depth + 1),
+           "vdjax_full_s": t_full, "vdjax_pruned_s": t_small, "vdjax_ratio": t_small / t_full}
+    row["vdjax_vs_ideal"] = row["vdjax_ratio"] / row["ideal_ratio"]
+    if torch is not None:
+        model = torch_ldn.TorchLDN("cnn", max_depth, 10, shape[-1], 64).eval()
+        pruned = model.pruned(d_opt).eval()
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            tf = median_time(lambda: model(xt), steps)
+            tp = median_time(lambda: pruned(xt), steps)
+        row.update(torch_full_s=tf, torch_pruned_s=tp, torch_ratio=tp / tf)
+    print("pruned", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    return row
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Machine: {res['machine']}  ", f"Command: `{res['command']}`", ""]
+    lines += ["### CNN LDN train step (batch %d, %s inputs)" % (res["batch"], "x".join(map(str, res["shape"]))), "",
+              "| max_depth | vdjax ex/s | PyTorch ex/s | vdjax / PyTorch | vdjax step s | PyTorch step s | vdjax compile s |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res["cnn"]:
+        lines.append(f"| {r['max_depth']} | {r['vdjax_ex_s']:.1f} | {r.get('torch_ex_s', float('nan')):.1f} | "
+                     f"{r.get('speedup', float('nan')):.2f}x | {r['vdjax_step_s']:.3f} | {r.get('torch_step_s', float('nan')):.3f} | "
+                     f"{r['vdjax_compile_s']:.2f} |")
+    comp = {r["max_depth"]: r["vdjax_compile_s"] for r in res["cnn"]}
+    lo, hi = min(comp), max(comp)
+    lines += ["", f"Compile time D={hi} / D={lo}: **{comp[hi] / comp[lo]:.2f}x**", ""]
+    s = res["spirals"]
+    lines += ["### Spirals, full protocol, %d seeds (max_depth %d)" % (s["seeds"], s["max_depth"]), "",
+              "| vdjax s (compile incl.) | vdjax s (compiled) | PyTorch s | vdjax / PyTorch | epochs vdjax | epochs PyTorch |",
+              "|---:|---:|---:|---:|---|---|",
+              f"| {s['vdjax_s']:.1f} | {s['vdjax_s_no_compile']:.1f} | {s.get('torch_s', float('nan')):.1f} | "
+              f"{s.get('speedup', float('nan')):.1f}x | {s['vdjax_epochs']} | {s.get('torch_epochs', '-')} |", ""]
+    p = res["pruned"]
+    lines += ["### Pruned inference (forward, batch %d)" % res["infer_batch"], "",
+              "| max_depth | d_opt | ideal (d_opt+1)/(D+1) | vdjax pruned/full | vdjax vs ideal | PyTorch pruned/full |",
+              "|---:|---:|---:|---:|---:|---:|",
+              f"| {p['max_depth']} | {p['d_opt']} | {p['ideal_ratio']:.3f} | {p['vdjax_ratio']:.3f} "
+              f"({p['vdjax_pruned_s'] * 1e3:.0f} / {p['vdjax_full_s'] * 1e3:.0f} ms) | {p['vdjax_vs_ideal']:.2f} | "
+              f"{p.get('torch_ratio', float('nan')):.3f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny shapes, seconds: checks the script, not the speed")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None, help="write results JSON and a Markdown table here")
+    args = p.parse_args(argv)
+    use_all_cpu_cores()  # before the first JAX computation: seeds then run on every core
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+    if args.quick:
+        cfg = dict(depths=[2, 4], compile_depths=[], batch=8, shape=(8, 8, 1), steps=2,
+                   spirals=(2, 4, 30, 10), pruned=(4, 1, 16))
+    else:
+        cfg = dict(depths=[10, 20, 50], compile_depths=[100], batch=128, shape=(28, 28, 1), steps=args.steps,
+                   spirals=(6, 20, 8000, 500), pruned=(50, 10, 512))
+    res = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, jax {jax.__version__} "
+                   f"({jax.default_backend()})" + (f", torch {torch.__version__}" if torch is not None else ", no torch"),
+        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else ""),
+        "batch": cfg["batch"], "shape": cfg["shape"], "infer_batch": cfg["pruned"][2],
+    }
+    res["cnn"] = cnn_rows(cfg["depths"], cfg["batch"], cfg["shape"], cfg["steps"])
+    for d in cfg["compile_depths"]:  # compile time (and step time) only: PyTorch has no compile step
+        r = time_train_step(ModelConfig("cnn", d, 10, cfg["shape"]), cfg["batch"], 2)
+        res["cnn"].append({"max_depth": d, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
+                           "vdjax_ex_s": cfg["batch"] / r["step_s"]})
+        print("cnn", res["cnn"][-1], flush=True)
+    res["spirals"] = spirals_row(*cfg["spirals"])
+    res["pruned"] = pruned_row(*cfg["pruned"][:2], cfg["pruned"][2], cfg["shape"], cfg["steps"])
+    table = markdown(res)
+    print(table)
+    if args.out:
+        from vdjax.io import write_json, write_text
+
+        write_json(args.out / "results.json", res)
+        write_text(args.out / "table.md", table)
+    return res
+
+
+if __name__ == "__main__":
+    main()

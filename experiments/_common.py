@@ -1,0 +1,53 @@
+"""What every spirals experiment script shares: its command line and the sweep call."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPEATS = 6  # the paper's repeats for spirals
+
+
+def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run: a short grid, 2 repeats, 300 epochs")
+    p.add_argument("--repeats", type=int, default=None, help=f"network seeds per grid point (default {REPEATS})")
+    p.add_argument("--out", type=Path, default=Path("results") / default_out, help="results directory")
+    p.add_argument("--max-epochs", type=int, default=None, help="override the protocol's 8000 epochs")
+    return p
+
+
+def protocol(args):
+    from vdjax.train import TrainConfig
+
+    if args.quick:
+        return TrainConfig(max_epochs=args.max_epochs or 300, patience=100)
+    return TrainConfig(max_epochs=args.max_epochs or 8000, patience=500)
+
+
+def seeds(args) -> list[int]:
+    return list(range(args.repeats or (2 if args.quick else REPEATS)))
+
+
+def start() -> None:
+    """First thing in a script: one XLA device per CPU core, so repeats run on every core."""
+    from vdjax.runtime import use_all_cpu_cores
+
+    use_all_cpu_cores()
+
+
+def scan(doc: str, name: str, key: str, grid: list, quick_grid: list, point_kwargs, fig: str, xlabel: str,
+         log_x: bool = False, argv=None):
+    """A one-variable spirals scan: run (or resume) every grid point, then draw the figure.
+
+    point_kwargs(value) gives the `spirals_point` keywords (model/data settings) for one value.
+    """
+    args = parser(doc, name).parse_args(argv)
+    start()
+    from vdjax.plots import plot_sweep
+    from vdjax.sweeps import run_grid, spirals_point, sweep_table
+
+    values = quick_grid if args.quick else grid
+    points = [spirals_point(f"{key}={v:04d}", {key: v}, train=protocol(args), **point_kwargs(v)) for v in values]
+    records = run_grid(points, args.out, seeds(args))
+    return plot_sweep(sweep_table(records, key), key, args.out / fig, xlabel=xlabel, log_x=log_x)

@@ -1,0 +1,29 @@
+"""Learnt depth against the number of training points, 50 ... 2000 (paper Fig 6, right).
+
+The paper finds d_opt grows with the data and saturates near 11 after about 500 points.
+The test set stays 1800 points. Writes one results file per size, then fig6_data_amount.png.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def main(argv=None):
+    return _common.scan(
+        __doc__, "scan_data_amount",
+        key="n_train",
+        grid=[50, 100, 200, 300, 400, 500, 750, 1000, 1500, 2000],
+        quick_grid=[50, 200, 1000],
+        point_kwargs=lambda n: {"n_train": n, "n_points": n + 1800},
+        fig="fig6_data_amount.png",
+        xlabel="number of training points",
+        log_x=True,
+        argv=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

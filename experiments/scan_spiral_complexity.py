@@ -1,0 +1,28 @@
+"""Learnt depth against spiral complexity: rotation 180 ... 1260 degrees (paper Fig 6, left).
+
+The paper finds d_opt grows with the rotation, and test performance suffers past 720
+degrees with D=20. Writes one results file per rotation, then fig6_complexity.png.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def main(argv=None):
+    return _common.scan(
+        __doc__, "scan_spiral_complexity",
+        key="rotation",
+        grid=[180, 360, 540, 720, 900, 1080, 1260],
+        quick_grid=[180, 720, 1080],
+        point_kwargs=lambda r: {"rotation": float(r)},
+        fig="fig6_complexity.png",
+        xlabel="rotation (degrees)",
+        argv=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Learnt depth against block width 2 ... 512 (paper Fig 5, log axis).
+
+The paper finds d_opt falls quickly as the width grows, with stable test performance for
+mid-range widths. Writes one results file per width, then fig5_width.png.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def main(argv=None):
+    return _common.scan(
+        __doc__, "scan_width_spirals",
+        key="width",
+        grid=[2, 4, 8, 16, 32, 64, 128, 256, 512],
+        quick_grid=[2, 16, 128],
+        point_kwargs=lambda w: {"width": w},
+        fig="fig5_width.png",
+        xlabel="width",
+        log_x=True,
+        argv=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

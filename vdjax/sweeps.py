@@ -1,0 +1,96 @@
+"""Grids of spirals runs: one results file per grid point, skipped when it already exists.
+
+Each grid point trains all repeats together (`vmap` over seeds, one compile) through
+`vdjax.experiment.run_in_memory` and writes `<out>/<name>.json` (configs, q(d), d_opt,
+marginal / pruned / per-depth test metrics for every seed) and `<out>/<name>.msgpack` (the
+kept parameters of every seed), atomically. A killed sweep resumes at the first missing point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import flax.serialization
+import numpy as np
+
+from vdjax.data import SpiralsConfig, spirals_dataset
+from vdjax.experiment import run_in_memory
+from vdjax.io import read_json, write_bytes, write_json
+from vdjax.models import ModelConfig
+from vdjax.train import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    """One run of a sweep: a name (the file stem), and what to train on what."""
+
+    name: str
+    data: SpiralsConfig
+    model: ModelConfig
+    train: TrainConfig
+    meta: tuple[tuple[str, Any], ...] = ()  # the swept variable(s), e.g. (("max_depth", 20),)
+
+
+def spirals_point(name: str, meta: dict[str, Any], *, max_depth: int = 20, width: int = 20,
+                  train: TrainConfig = TrainConfig(), **data_kwargs) -> GridPoint:
+    data = SpiralsConfig(**data_kwargs)
+    model = ModelConfig("mlp", max_depth, data.n_arms, (2,), width=width)
+    return GridPoint(name, data, model, train, tuple(meta.items()))
+
+
+def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
+             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Runs every missing grid point and returns all their records (loaded or fresh)."""
+    out = Path(out)
+    records = []
+    points = list(points)
+    for i, point in enumerate(points, 1):
+        path = out / f"{point.name}.json"
+        if path.exists():
+            records.append(read_json(path))
+            log(f"[{i}/{len(points)}] {point.name}: done before, skipped")
+            continue
+        start = time.perf_counter()
+        run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds, chunk_epochs=None)
+        record = run.summary()
+        record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data))
+        # Parameters first, results last: a results file always has its parameters beside it.
+        write_bytes(out / f"{point.name}.msgpack", flax.serialization.msgpack_serialize(
+            {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
+             "depth_logits": [np.asarray(run.fit.best_state(s).params["depth_logits"]) for s in range(len(seeds))]}))
+        write_json(path, record)
+        records.append(read_json(path))
+        m = record["mean"]
+        log(f"[{i}/{len(points)}] {point.name}: d_opt {m['d_opt']:.1f}, test LL {m['test_log_lik']:.3f}, "
+            f"error {m['test_error']:.3f} ({time.perf_counter() - start:.0f} s)")
+    return records
+
+
+def load_variables(out: str | Path, name: str, seed_index: int = 0) -> tuple[dict, np.ndarray]:
+    """The kept variables and depth logits of one seed of a finished grid point."""
+    blob = flax.serialization.msgpack_restore((Path(out) / f"{name}.msgpack").read_bytes())
+    return _index(blob["variables"], seed_index), np.asarray(_index(blob["depth_logits"], seed_index))
+
+
+def _index(seq, i):
+    """msgpack may restore a list as a dict keyed '0', '1', ..."""
+    return seq[str(i)] if isinstance(seq, dict) else seq[i]
+
+
+def _np(tree):
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def sweep_table(records: list[dict[str, Any]], key: str) -> dict[str, np.ndarray]:
+    """Means and stds over repeats, per grid point, ordered by the swept value `key`."""
+    records = sorted(records, key=lambda r: r["meta"][key])
+    out: dict[str, Any] = {key: np.array([r["meta"][key] for r in records])}
+    for stat in ("d_opt", "d_expected", "test_log_lik", "pruned_log_lik", "test_error", "pruned_error"):
+        out[stat] = np.array([r["mean"][stat] for r in records])
+        out[stat + "_std"] = np.array([r["std"][stat] for r in records])
+    return out
