@@ -124,19 +124,30 @@ def run_in_memory(
     return RunResult(model_config, train_config, seed_results, result, train_seconds)
 
 
+def input_grid(x_train: np.ndarray, resolution: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A square grid over the 2-D input plane around the training points: (gx, gy, points [R*R, 2])."""
+    lo, hi = x_train.min(0) - 0.5, x_train.max(0) + 0.5
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    return gx, gy, np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+
+
+def depth_probs(model_config: ModelConfig, variables: dict, points: np.ndarray) -> np.ndarray:
+    """p(class 1 | x, d) at every depth d: [max_depth + 1, len(points)]."""
+    logits = eval_logits(model_config, variables, points)
+    logits = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return probs[..., 1]
+
+
 def decision_grid(
     model_config: ModelConfig, variables: dict, q: np.ndarray, x_train: np.ndarray, depths: list[int],
     resolution: int = 120,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """p(class 1 | x) on a grid over the input plane: one map per listed depth, then the
     marginal of the network pruned to d_opt (95% rule). Returns (gx, gy, probs [K, R, R], titles)."""
-    lo, hi = x_train.min(0) - 0.5, x_train.max(0) + 0.5
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
-    pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
-    logits = eval_logits(model_config, variables, pts)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs = probs / probs.sum(-1, keepdims=True)
-    maps = [probs[d, :, 1].reshape(gx.shape) for d in depths]
+    gx, gy, pts = input_grid(x_train, resolution)
+    probs = depth_probs(model_config, variables, pts)
+    maps = [probs[d].reshape(gx.shape) for d in depths]
     titles = [f"d = {d}  q = {q[d]:.3f}" for d in depths]
     d95 = d_opt_95(q)
     pruned = prune(model_config, variables, q, d95)

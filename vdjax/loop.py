@@ -181,24 +181,61 @@ def fit(
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     loop = _compiled_init(model_config, train_config, n_train)(keys)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    sharding = seed_sharding(seeds.size)
-    if sharding is not None:  # seeds split over devices (CPU cores, see vdjax.runtime)
-        loop = jax.device_put(loop, sharding)
-        if per_seed_data:
-            x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
     run = _compiled_run(model_config, train_config, data_axis)
+    active = np.arange(seeds.size)  # original positions of the seeds still in `loop`
+    parts: list[tuple[np.ndarray, LoopState]] = []  # seeds compacted out, with their final state
+    x_all, y_all = jnp.asarray(x), jnp.asarray(y)
+    x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
     stop = 0
     while stop < train_config.max_epochs:
         stop = min(stop + step, train_config.max_epochs)
         loop = run(loop, x, y, jnp.int32(stop))
-        epochs = int(jnp.max(loop.epoch))
+        done = np.asarray(loop.done)
         if progress is not None:
-            progress(epochs, train_config.max_epochs)
-        if bool(jnp.all(loop.done)):
+            progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
+        if done.all():
             break
+        # Under vmap a stopped seed still costs a full share of every epoch. Once half the
+        # batch has stopped, move the stopped seeds out and go on with a smaller batch
+        # (one more compile per halving).
+        if done.sum() * 2 >= done.size:
+            parts.append((active[done], _take(loop, np.flatnonzero(done))))
+            keep = np.flatnonzero(~done)
+            active, loop = active[keep], _take(loop, keep)
+            x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
+    parts.append((active, loop))
+    order = np.argsort(np.concatenate([idx for idx, _ in parts]))
+    if len(parts) > 1:
+        loop = _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
     return FitResult(model_config, train_config, loop)
+
+
+def _take(tree, idx: np.ndarray):
+    """The seeds `idx` of a seed-batched tree (one compiled gather for the whole tree)."""
+    return _gather(tree, jnp.asarray(idx))
+
+
+@jax.jit
+def _gather(tree, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+@jax.jit
+def _merge(parts, order):
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a)[order], *parts)
+
+
+def _place(x, y, loop: LoopState, active: np.ndarray, per_seed_data: bool):
+    """Puts the active seeds' state (and their data) on the devices, seed axis sharded."""
+    if per_seed_data:
+        x, y = x[active], y[active]
+    sharding = seed_sharding(active.size)
+    if sharding is None:
+        return x, y, jax.device_put(loop)
+    if per_seed_data:
+        x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
+    return x, y, jax.device_put(loop, sharding)
 
 
 @functools.lru_cache(maxsize=32)

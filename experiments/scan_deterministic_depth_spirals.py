@@ -1,0 +1,58 @@
+"""Deterministic-depth networks (DDN) of every depth 0 ... 20 on spirals, beside an LDN of
+max depth 20 (paper Fig 2, left, and Fig 3).
+
+The paper finds that the depths the LDN gives most probability are those where DDNs do best,
+and that the LDN's marginal beats DDNs of every depth. Writes one results file per DDN depth
+and one for the LDN, then fig2_posterior_vs_ddn.png and fig3_decision_functions.png.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def main(argv=None):
+    p = _common.parser(__doc__, "scan_deterministic_depth_spirals")
+    p.add_argument("--max-depth", type=int, default=20)
+    args = p.parse_args(argv)
+    _common.start()
+    import numpy as np
+
+    from vdjax.data import spirals_dataset
+    from vdjax.experiment import depth_probs, input_grid
+    from vdjax.models import ModelConfig
+    from vdjax.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.sweeps import load_variables, run_grid, spirals_point
+
+    top = min(args.max_depth, 6) if args.quick else args.max_depth
+    ldn_train = _common.protocol(args)
+    ddn_train = ldn_train.replace(method="ddn")
+    ldn = spirals_point(f"ldn_max_depth={top:03d}", {"max_depth": top}, max_depth=top, train=ldn_train)
+    ddns = [spirals_point(f"ddn_depth={d:03d}", {"depth": d}, max_depth=d, train=ddn_train) for d in range(top + 1)]
+    (ldn_rec,) = run_grid([ldn], args.out, _common.seeds(args))
+    ddn_recs = run_grid(ddns, args.out, _common.seeds(args))
+
+    q = np.array([s["q"] for s in ldn_rec["seeds"]])
+    ldn_ll = np.array([s["test"]["per_depth_log_lik"] for s in ldn_rec["seeds"]])
+    ddn_ll = np.array([[s["test"]["log_lik"] for s in r["seeds"]] for r in ddn_recs]).T  # [seeds, depths]
+    plot_depth_posterior(q, ldn_ll, ldn_rec["mean"]["test_log_lik"], int(round(ldn_rec["mean"]["d_opt"])),
+                         args.out / "fig2_posterior_vs_ddn.png", ddn_log_lik=ddn_ll,
+                         title=f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth")
+
+    # Fig 3: the function computed at every depth of the LDN (top row) and by each DDN (bottom row).
+    data = spirals_dataset(ldn.data)
+    gx, gy, pts = input_grid(data.x_train, 80)
+    variables, _ = load_variables(args.out, ldn.name)
+    ldn_maps = depth_probs(ldn.model, variables, pts)
+    ddn_maps = [depth_probs(pt.model, load_variables(args.out, pt.name)[0], pts)[-1] for pt in ddns]
+    shown = sorted(set(np.linspace(0, top, min(top + 1, 8)).round().astype(int)))
+    maps = [ldn_maps[d].reshape(gx.shape) for d in shown] + [ddn_maps[d].reshape(gx.shape) for d in shown]
+    titles = [f"LDN, d = {d}, q = {q[0, d]:.2f}" for d in shown] + [f"DDN of depth {d}" for d in shown]
+    plot_decision_functions(gx, gy, np.stack(maps), titles, data.x_train, data.y_train,
+                            args.out / "fig3_decision_functions.png", ncols=len(shown))
+
+
+if __name__ == "__main__":
+    main()
