@@ -134,14 +134,18 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
     return row
 
 
+def _f(row: dict, key: str, spec: str) -> str:
+    return format(row[key], spec) if key in row else "-"
+
+
 def markdown(res: dict) -> str:
     lines = [f"Machine: {res['machine']}  ", f"Command: `{res['command']}`", ""]
     lines += ["### CNN LDN train step (batch %d, %s inputs)" % (res["batch"], "x".join(map(str, res["shape"]))), "",
               "| max_depth | vdjax ex/s | PyTorch ex/s | vdjax / PyTorch | vdjax step s | PyTorch step s | vdjax compile s |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["cnn"]:
-        lines.append(f"| {r['max_depth']} | {r['vdjax_ex_s']:.1f} | {r.get('torch_ex_s', float('nan')):.1f} | "
-                     f"{r.get('speedup', float('nan')):.2f}x | {r['vdjax_step_s']:.3f} | {r.get('torch_step_s', float('nan')):.3f} | "
+        lines.append(f"| {r['max_depth']} | {r['vdjax_ex_s']:.1f} | {_f(r, 'torch_ex_s', '.1f')} | "
+                     f"{_f(r, 'speedup', '.2f')}x | {r['vdjax_step_s']:.3f} | {_f(r, 'torch_step_s', '.3f')} | "
                      f"{r['vdjax_compile_s']:.2f} |")
     comp = {r["max_depth"]: r["vdjax_compile_s"] for r in res["cnn"]}
     lo, hi = min(comp), max(comp)
@@ -150,15 +154,15 @@ def markdown(res: dict) -> str:
     lines += ["### Spirals, full protocol, %d seeds (max_depth %d)" % (s["seeds"], s["max_depth"]), "",
               "| vdjax s (compile incl.) | vdjax s (compiled) | PyTorch s | vdjax / PyTorch | epochs vdjax | epochs PyTorch |",
               "|---:|---:|---:|---:|---|---|",
-              f"| {s['vdjax_s']:.1f} | {s['vdjax_s_no_compile']:.1f} | {s.get('torch_s', float('nan')):.1f} | "
-              f"{s.get('speedup', float('nan')):.1f}x | {s['vdjax_epochs']} | {s.get('torch_epochs', '-')} |", ""]
+              f"| {s['vdjax_s']:.1f} | {s['vdjax_s_no_compile']:.1f} | {_f(s, 'torch_s', '.1f')} | "
+              f"{_f(s, 'speedup', '.1f')}x | {s['vdjax_epochs']} | {s.get('torch_epochs', '-')} |", ""]
     p = res["pruned"]
     lines += ["### Pruned inference (forward, batch %d)" % res["infer_batch"], "",
               "| max_depth | d_opt | ideal (d_opt+1)/(D+1) | vdjax pruned/full | vdjax vs ideal | PyTorch pruned/full |",
               "|---:|---:|---:|---:|---:|---:|",
               f"| {p['max_depth']} | {p['d_opt']} | {p['ideal_ratio']:.3f} | {p['vdjax_ratio']:.3f} "
               f"({p['vdjax_pruned_s'] * 1e3:.0f} / {p['vdjax_full_s'] * 1e3:.0f} ms) | {p['vdjax_vs_ideal']:.2f} | "
-              f"{p.get('torch_ratio', float('nan')):.3f} |"]
+              f"{_f(p, 'torch_ratio', '.3f')} |"]
     return "\n".join(lines) + "\n"
 
 

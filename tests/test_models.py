@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vdjax.layers import conv3x3_im2col, conv_xla, resolve_conv_impl
+from vdjax.layers import conv_im2col, conv_xla, resolve_conv_impl
 from vdjax.models import LDN, ModelConfig
 
 
@@ -52,8 +52,9 @@ def test_depth_d_logits_do_not_depend_on_deeper_blocks():
 
 def test_im2col_and_native_convolution_agree():
     x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
-    k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
-    np.testing.assert_allclose(conv3x3_im2col(x, k), conv_xla(x, k), rtol=1e-4, atol=1e-4)
+    for size in (1, 3, 5):
+        k = jax.random.normal(jax.random.key(size), (size, size, 5, 4))
+        np.testing.assert_allclose(conv_im2col(x, k), conv_xla(x, k), rtol=1e-4, atol=1e-4)
     # ... and so do whole models holding the same parameters, forward and backward.
     a, b = cnn(3, conv_impl="im2col"), cnn(3, conv_impl="xla")
     xs = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))

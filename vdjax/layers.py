@@ -58,14 +58,14 @@ class Linear(nn.Module):
         return y
 
 
-def conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A stride-1 'SAME' 3x3 convolution as one matrix product over 9 shifted copies."""
+def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A stride-1 'SAME' k x k convolution (k odd) as one matrix product over k*k shifted copies."""
+    k = kernel.shape[0]
     _, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = jnp.concatenate(
-        [xp[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=-1
-    )
-    return jnp.dot(patches, kernel.reshape(9 * c, kernel.shape[-1]))
+    p = k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    patches = jnp.concatenate([xp[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1)
+    return jnp.dot(patches, kernel.reshape(k * k * c, kernel.shape[-1]))
 
 
 def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -75,18 +75,22 @@ def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     )
 
 
-class Conv3x3(nn.Module):
-    """3x3 stride-1 'SAME' convolution, no bias; `impl` is 'im2col' or 'xla'."""
+class Conv(nn.Module):
+    """k x k stride-1 'SAME' convolution (k odd), PyTorch init; `impl` is 'im2col' or 'xla'."""
 
     features: int
+    kernel_size: int = 3
     impl: str = "xla"
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", torch_kernel_init, (3, 3, x.shape[-1], self.features))
-        if self.impl == "im2col":
-            return conv3x3_im2col(x, kernel)
-        return conv_xla(x, kernel)
+        k, c = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (k, k, c, self.features))
+        y = conv_im2col(x, kernel) if self.impl == "im2col" else conv_xla(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", torch_bias_init(k * k * c), (self.features,))
+        return y
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:

@@ -24,13 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from vdjax.layers import (
-    Conv3x3,
+    Conv,
     ConvImpl,
     Linear,
     batch_norm,
     resolve_conv_impl,
-    torch_bias_init,
-    torch_kernel_init,
 )
 
 Arch = Literal["mlp", "cnn"]
@@ -114,7 +112,7 @@ class BottleneckBlock(nn.Module):
         h = nn.relu(batch_norm(self.train)(a))
         h = Linear(self.bottleneck, use_bias=False)(h)  # 1x1 conv == dot over channels
         h = nn.relu(batch_norm(self.train)(h))
-        h = Conv3x3(self.bottleneck, impl=self.conv_impl)(h)
+        h = Conv(self.bottleneck, 3, impl=self.conv_impl)(h)
         h = nn.relu(batch_norm(self.train)(h))
         h = Linear(self.width, use_bias=False)(h)
         return a + h
@@ -214,12 +212,10 @@ class LDN(nn.Module):
             block = functools.partial(MLPBlock, cfg.width, train)
             head = functools.partial(MLPHead, cfg.num_classes, train)
         else:
-            fan_in = 5 * 5 * cfg.input_shape[-1]
-            a = nn.Conv(cfg.width, (5, 5), padding="SAME", kernel_init=torch_kernel_init,
-                        bias_init=torch_bias_init(fan_in), name="input")(x)
+            impl = resolve_conv_impl(cfg.conv_impl)
+            a = Conv(cfg.width, 5, impl=impl, use_bias=True, name="input")(x)
             a = nn.avg_pool(a, (2, 2), strides=(2, 2))
             reduce = global_pool
-            impl = resolve_conv_impl(cfg.conv_impl)
             block = functools.partial(BottleneckBlock, cfg.width, cfg.bottleneck, train, impl)
             head = functools.partial(CNNHead, cfg.width, cfg.num_classes, train)
         feats = reduce(a)[None]
