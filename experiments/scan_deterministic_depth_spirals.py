@@ -22,7 +22,6 @@ def main(argv=None):
 
     from vdjax.data import spirals_dataset
     from vdjax.experiment import depth_probs, input_grid
-    from vdjax.models import ModelConfig
     from vdjax.plots import plot_decision_functions, plot_depth_posterior
     from vdjax.sweeps import load_variables, run_grid, spirals_point
 
