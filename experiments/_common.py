@@ -37,17 +37,20 @@ def start() -> None:
 
 
 def scan(doc: str, name: str, key: str, grid: list, quick_grid: list, point_kwargs, fig: str, xlabel: str,
-         log_x: bool = False, argv=None):
+         log_x: bool = False, functions_fig: str | None = None, argv=None):
     """A one-variable spirals scan: run (or resume) every grid point, then draw the figure.
 
-    point_kwargs(value) gives the `spirals_point` keywords (model/data settings) for one value.
+    point_kwargs(value) gives the `spirals_point` keywords (model/data settings) for one value;
+    functions_fig, if given, also draws the per-depth functions of every grid point (Figs 7/8).
     """
     args = parser(doc, name).parse_args(argv)
     start()
     from vdjax.plots import plot_sweep
-    from vdjax.sweeps import run_grid, spirals_point, sweep_table
+    from vdjax.sweeps import functions_figure, run_grid, spirals_point, sweep_table
 
     values = quick_grid if args.quick else grid
     points = [spirals_point(f"{key}={v:04d}", {key: v}, train=protocol(args), **point_kwargs(v)) for v in values]
     records = run_grid(points, args.out, seeds(args))
+    if functions_fig:
+        functions_figure(records, args.out, key, args.out / functions_fig)
     return plot_sweep(sweep_table(records, key), key, args.out / fig, xlabel=xlabel, log_x=log_x)

@@ -21,6 +21,7 @@ def main(argv=None):
         fig="fig6_data_amount.png",
         xlabel="number of training points",
         log_x=True,
+        functions_fig="fig8_functions_by_data.png",
         argv=argv,
     )
 

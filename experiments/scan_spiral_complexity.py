@@ -20,6 +20,7 @@ def main(argv=None):
         point_kwargs=lambda r: {"rotation": float(r)},
         fig="fig6_complexity.png",
         xlabel="rotation (degrees)",
+        functions_fig="fig7_functions_by_rotation.png",
         argv=argv,
     )
 

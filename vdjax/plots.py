@@ -47,24 +47,31 @@ def plot_depth_posterior(
 
 
 def plot_decision_functions(
-    grid_x: np.ndarray,
-    grid_y: np.ndarray,
-    probs: np.ndarray,
+    grid_x: np.ndarray | None,
+    grid_y: np.ndarray | None,
+    probs,
     titles: list[str],
-    x_train: np.ndarray,
-    y_train: np.ndarray,
+    x_train: np.ndarray | None,
+    y_train: np.ndarray | None,
     path: str | os.PathLike,
     ncols: int = 4,
+    rows: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ):
-    """Fig 3: p(class 1 | x) over the input plane, one panel per depth (or marginal)."""
+    """Figs 3/7/8: p(class 1 | x) over the input plane, one panel per depth (or marginal).
+
+    Either one grid and one training set for every panel, or (`rows`) one training set per row
+    of `ncols` panels with `probs` a list of (grid_x, grid_y, map) per panel.
+    """
     n = len(probs)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
-    for ax, p, title in zip(axes.flat, probs, titles):
-        ax.contourf(grid_x, grid_y, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
-        ax.scatter(x_train[:, 0], x_train[:, 1], c=y_train, cmap="RdBu_r", s=5, edgecolors="k", linewidths=0.2)
-        ax.set_title(title, fontsize=9)
+    for i, (ax, p, title) in enumerate(zip(axes.flat, probs, titles)):
+        gx, gy, p = p if rows is not None else (grid_x, grid_y, p)
+        xt, yt = rows[i // ncols] if rows is not None else (x_train, y_train)
+        ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+        ax.scatter(xt[:, 0], xt[:, 1], c=yt, cmap="RdBu_r", s=5, edgecolors="k", linewidths=0.2)
+        ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes.flat[n:]:

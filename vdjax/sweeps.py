@@ -94,3 +94,26 @@ def sweep_table(records: list[dict[str, Any]], key: str) -> dict[str, np.ndarray
         out[stat] = np.array([r["mean"][stat] for r in records])
         out[stat + "_std"] = np.array([r["std"][stat] for r in records])
     return out
+
+
+def functions_figure(records: list[dict[str, Any]], out: str | Path, key: str, path: str | Path,
+                     n_depths: int = 6, resolution: int = 70):
+    """Figs 7/8: p(class 1 | x, d) at single depths of each grid point's first-seed LDN, one row
+    per value of `key`, with that point's training data (single depths, no marginalisation)."""
+    from vdjax.experiment import depth_probs, input_grid
+    from vdjax.plots import plot_decision_functions
+
+    records = sorted(records, key=lambda r: r["meta"][key])
+    maps, titles, rows = [], [], []
+    for r in records:
+        cfg = ModelConfig(**{**r["model_config"], "input_shape": tuple(r["model_config"]["input_shape"])})
+        data = spirals_dataset(SpiralsConfig(**r["data_config"]))
+        variables, _ = load_variables(out, r["name"])
+        gx, gy, pts = input_grid(data.x_train, resolution)
+        probs = depth_probs(cfg, variables, pts)
+        q = np.asarray(r["seeds"][0]["q"])
+        for d in np.linspace(0, cfg.max_depth, n_depths).round().astype(int):
+            maps.append((gx, gy, probs[d].reshape(gx.shape)))
+            titles.append(f"{key}={r['meta'][key]}, d={d}, q={q[d]:.2f}")
+        rows.append((data.x_train, data.y_train))
+    return plot_decision_functions(None, None, maps, titles, None, None, path, ncols=n_depths, rows=rows)
