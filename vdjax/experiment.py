@@ -13,10 +13,12 @@ import time
 from typing import Any, Callable
 
 import flax.serialization
+import jax
 import numpy as np
 
 from vdjax.data import Dataset
 from vdjax.loop import FitResult, fit
+from vdjax.metrics import predictive_metrics
 from vdjax.models import ModelConfig
 from vdjax.prune import d_opt_95, eval_logits, expected_depth, predict_log_probs, prune
 from vdjax.train import TrainConfig, evaluate
@@ -50,8 +52,7 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         """A JSON-ready record (configs, per-seed metrics, means and stds)."""
         per_seed = [dataclasses.asdict(s) for s in self.seeds]
-        keys = {"d_opt": "d_opt", "d_expected": "d_expected"}
-        stats = {k: [getattr(s, v) for s in self.seeds] for k, v in keys.items()}
+        stats = {k: [getattr(s, k) for s in self.seeds] for k in ("d_opt", "d_expected")}
         stats["test_log_lik"] = [s.test["log_lik"] for s in self.seeds]
         stats["test_error"] = [s.test["error"] for s in self.seeds]
         stats["pruned_log_lik"] = [s.test_pruned["log_lik"] for s in self.seeds]
@@ -74,11 +75,9 @@ class RunResult:
 def pruned_metrics(
     model_config: ModelConfig, variables: dict, q: np.ndarray, depth: int, x: np.ndarray, y: np.ndarray
 ) -> dict[str, float]:
-    """Marginal test log-likelihood and error of the network pruned to `depth`."""
+    """Marginal test log-likelihood, error and ECE of the network pruned to `depth`."""
     pruned = prune(model_config, variables, q, depth)
-    log_probs = predict_log_probs(pruned.config, pruned.variables, pruned.q, x)
-    picked = log_probs[np.arange(len(y)), y]
-    return {"log_lik": float(picked.mean()), "error": float(np.mean(log_probs.argmax(-1) != y))}
+    return predictive_metrics(predict_log_probs(pruned.config, pruned.variables, pruned.q, x), y)
 
 
 def run_in_memory(
@@ -133,10 +132,7 @@ def input_grid(x_train: np.ndarray, resolution: int = 120) -> tuple[np.ndarray, 
 
 def depth_probs(model_config: ModelConfig, variables: dict, points: np.ndarray) -> np.ndarray:
     """p(class 1 | x, d) at every depth d: [max_depth + 1, len(points)]."""
-    logits = eval_logits(model_config, variables, points)
-    logits = logits - logits.max(-1, keepdims=True)
-    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    return probs[..., 1]
+    return np.asarray(jax.nn.softmax(eval_logits(model_config, variables, points), axis=-1))[..., 1]
 
 
 def decision_grid(

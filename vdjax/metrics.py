@@ -47,3 +47,19 @@ def expected_calibration_error(
     mean_conf = np.bincount(which, weights=conf, minlength=n_bins) / np.maximum(count, 1)
     ece = float(np.sum(count / max(len(labels), 1) * np.abs(acc - mean_conf)))
     return ece, {"edges": edges, "count": count, "accuracy": acc, "confidence": mean_conf}
+
+
+def predictive_metrics(log_probs: np.ndarray, labels: np.ndarray, n_bins: int = 10,
+                       reliability: bool = False) -> dict:
+    """Test log-likelihood, error and ECE of predictions `log_probs` [B, C] (host arrays);
+    with `reliability`, also the per-bin table of the reliability diagram."""
+    log_probs, labels = jnp.asarray(log_probs), jnp.asarray(labels)
+    ece, table = expected_calibration_error(np.exp(np.asarray(log_probs)), np.asarray(labels), n_bins)
+    out = {
+        "log_lik": float(log_likelihood(log_probs, labels)),
+        "error": float(error_rate(log_probs, labels)),
+        "ece": ece,
+    }
+    if reliability:
+        out["reliability"] = {k: np.asarray(v).tolist() for k, v in table.items()}
+    return out

@@ -1,0 +1,243 @@
+"""Image experiments: one trained network per (data set, method, depth, seed), one results file each.
+
+`run_image_point` trains (or resumes) one LDN or DDN with `vdjax.trainer.fit_dataset`, then
+evaluates it on the test set and writes `<out>/<data set>/<method>_D<depth>_s<seed>.json` and
+the kept parameters beside it (`.msgpack`), atomically; a finished point is skipped on rerun.
+
+An LDN record holds q(d), d_opt by the 95% rule and by expected depth, test log-likelihood,
+error and ECE (with reliability tables) of LDN-full, LDN-95 and LDN-expected, every single
+depth's test metrics, and -- when the DDN of the same depth and seed has been trained -- that
+DDN's metrics and the forward-pass speed-up of the pruned LDN over it, timed in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.serialization
+import jax
+import numpy as np
+
+from vdjax.data.core import Dataset
+from vdjax.io import read_json, write_bytes, write_json
+from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
+from vdjax.models import ModelConfig
+from vdjax.prune import d_opt_95, eval_logits, expected_depth, fold_posterior, forward_fn, prune
+from vdjax.train import TrainConfig
+from vdjax.trainer import fit_dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePoint:
+    """One network to train: which method at which (max) depth with which seed."""
+
+    method: str  # 'ldn' | 'ddn'
+    depth: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_D{self.depth:03d}_s{self.seed}"
+
+
+def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
+    return Path(out) / dataset / f"{point.name}.json"
+
+
+def cnn_config(data: Dataset, depth: int) -> ModelConfig:
+    return ModelConfig("cnn", depth, data.num_classes, data.input_shape)
+
+
+def run_image_point(
+    data: Dataset,
+    point: ImagePoint,
+    train_config: TrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    speed_batch: int = 512,
+) -> dict[str, Any]:
+    """Trains and evaluates one point (resuming its checkpoint), writes and returns its record."""
+    path = record_path(out, data.name, point)
+    if path.exists():
+        log(f"{data.name} {point.name}: done before, skipped")
+        return read_json(path)
+    model_config = cnn_config(data, point.depth)
+    train_config = train_config.replace(method=point.method)
+    ckpt_dir = path.parent / "checkpoints" / point.name
+    result = fit_dataset(data, model_config, train_config, point.seed, checkpoint_dir=ckpt_dir, progress=progress,
+                         log=log)
+    variables = jax.device_get(result.state.variables)
+    depth_logits = np.asarray(result.state.params["depth_logits"])
+    record: dict[str, Any] = {
+        "dataset": data.name,
+        "n_train": data.n_train,
+        "n_test": int(len(data.x_test)),
+        "method": point.method,
+        "max_depth": point.depth,
+        "seed": point.seed,
+        "model_config": dataclasses.asdict(model_config),
+        "train_config": dataclasses.asdict(train_config),
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "stopped": result.stopped,
+        "train_seconds": float(sum(h["seconds"] for h in result.history)),
+        "history": result.history,
+        "backend": jax.default_backend(),
+    }
+    logits = eval_logits(model_config, variables, data.x_test)
+    per_depth = per_depth_metrics(logits, data.y_test)
+    record["per_depth"] = {k: np.asarray(v).tolist() for k, v in per_depth.items()}
+    if point.method == "ldn":
+        q = np.asarray(jax.nn.softmax(depth_logits), np.float64)
+        d95, dexp = d_opt_95(q), expected_depth(q)
+        record.update(q=q.tolist(), d_opt=d95, d_expected=dexp)
+        record["ldn_full"] = predictive_metrics(marginal_log_probs(logits, q), data.y_test, reliability=True)
+        # Pruning keeps blocks 1..d, so the pruned network's logits are the first d + 1 depths.
+        for key, depth in (("ldn_95", d95), ("ldn_expected", dexp)):
+            folded = fold_posterior(q, depth)
+            record[key] = {"depth": depth, **predictive_metrics(
+                marginal_log_probs(logits[: depth + 1], folded), data.y_test, reliability=True)}
+        ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
+        if ddn_path.exists():
+            ddn = read_json(ddn_path)
+            record["ddn"] = ddn["test"]
+            ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
+            pruned = prune(model_config, variables, q, d95)
+            record["speed"] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
+                                              data.x_test[:speed_batch])
+    else:
+        record["test"] = predictive_metrics(jax.nn.log_softmax(logits[-1]), data.y_test, reliability=True)
+    # Parameters first, results last: a results file always has its parameters beside it.
+    write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
+        {"variables": variables, "depth_logits": depth_logits}))
+    write_json(path, record)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    log(summary_line(record))
+    return read_json(path)
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    head = f"{r['dataset']} {r['method']} D={r['max_depth']} seed {r['seed']}: "
+    tail = f" ({r['epochs']} epochs, best {r['best_epoch']}, {r['train_seconds']:.0f} s)"
+    if r["method"] == "ddn":
+        t = r["test"]
+        return head + f"test LL {t['log_lik']:.3f}, error {t['error']:.3f}, ECE {t['ece']:.3f}" + tail
+    f, p = r["ldn_full"], r["ldn_95"]
+    s = (f"d_opt {r['d_opt']} (expected {r['d_expected']}); full LL {f['log_lik']:.3f} err {f['error']:.3f} "
+         f"ECE {f['ece']:.3f}; pruned LL {p['log_lik']:.3f} err {p['error']:.3f} ECE {p['ece']:.3f}")
+    if "speed" in r:
+        s += f"; pruned forward {100 * r['speed']['speedup']:.0f}% faster than DDN-{r['max_depth']}"
+    return head + s + tail
+
+
+def load_image_variables(out: str | Path, dataset: str, point: ImagePoint) -> tuple[dict, np.ndarray]:
+    blob = flax.serialization.msgpack_restore(record_path(out, dataset, point).with_suffix(".msgpack").read_bytes())
+    return blob["variables"], np.asarray(blob["depth_logits"])
+
+
+def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats: int = 7) -> float:
+    """Median wall time of one jitted eval-mode forward pass on the batch `x` (after a warm-up)."""
+    fn = forward_fn(config)
+    x = jax.device_put(np.asarray(x, np.float32))
+    variables = jax.device_put(variables)
+    jax.block_until_ready(fn(variables, x))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(variables, x))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def forward_speedup(ddn_config: ModelConfig, ddn_variables: dict, pruned_config: ModelConfig,
+                    pruned_variables: dict, x: np.ndarray) -> dict[str, float]:
+    """Fig 11: the proportional reduction in forward time, 1 - t(pruned LDN) / t(DDN), same batch.
+
+    Both are timed alternately (twice each) and the medians kept, so drifting machine load
+    affects both alike.
+    """
+    t_ddn, t_pruned = [], []
+    for _ in range(2):
+        t_ddn.append(forward_seconds(ddn_config, ddn_variables, x))
+        t_pruned.append(forward_seconds(pruned_config, pruned_variables, x))
+    ddn_s, pruned_s = float(np.min(t_ddn)), float(np.min(t_pruned))
+    return {"ddn_seconds": ddn_s, "pruned_seconds": pruned_s, "speedup": 1.0 - pruned_s / ddn_s,
+            "batch": int(len(x)), "ddn_depth": ddn_config.max_depth, "pruned_depth": pruned_config.max_depth}
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def load_records(out: str | Path, dataset: str) -> list[dict[str, Any]]:
+    """Every finished record of one data set under `out`."""
+    return [read_json(p) for p in sorted((Path(out) / dataset).glob("*_D*_s*.json"))]
+
+
+def depth_table(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Fig 9: per max depth, mean and std over seeds of d_opt (both rules) and the test
+    log-likelihood / error / ECE of LDN-full, LDN-95, LDN-expected and the DDN of that depth."""
+    ldn = [r for r in records if r["method"] == "ldn"]
+    ddn = {(r["max_depth"], r["seed"]): r["test"] for r in records if r["method"] == "ddn"}
+    depths = sorted({r["max_depth"] for r in ldn} | {d for d, _ in ddn})
+    out: dict[str, Any] = {"max_depth": np.array(depths)}
+
+    def put(name: str, values_per_depth: list[list[float]]):
+        out[name] = np.array([np.mean(v) if v else np.nan for v in values_per_depth])
+        out[name + "_std"] = np.array([np.std(v) if v else np.nan for v in values_per_depth])
+
+    for stat in ("d_opt", "d_expected"):
+        put(stat, [[r[stat] for r in ldn if r["max_depth"] == d] for d in depths])
+    for variant in ("ldn_full", "ldn_95", "ldn_expected"):
+        for m in ("log_lik", "error", "ece"):
+            put(f"{variant}_{m}", [[r[variant][m] for r in ldn if r["max_depth"] == d] for d in depths])
+    for m in ("log_lik", "error", "ece"):
+        put(f"ddn_{m}", [[v[m] for (dd, _), v in ddn.items() if dd == d] for d in depths])
+    put("speedup", [[r["speed"]["speedup"] for r in ldn if r["max_depth"] == d and "speed" in r] for d in depths])
+    return out
+
+
+
+def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
+    """Figs 4, 9, 10 and 11 from the results files under `out` (whatever has been run so far)."""
+    from vdjax.plots import plot_depth_posterior, plot_image_depth_scan, plot_reliability, plot_speedup
+
+    out = Path(out)
+    records = {name: load_records(out, name) for name in datasets}
+    records = {k: v for k, v in records.items() if v}
+    paths: list[Path] = []
+    tables = {name: depth_table(rs) for name, rs in records.items()}
+    if any(any(r["method"] == "ldn" for r in rs) for rs in records.values()):
+        paths.append(plot_image_depth_scan(tables, out / "fig9_depth_scan.png"))
+        paths.append(plot_speedup(tables, out / "fig11_speedup.png"))
+    panels = []
+    for name, rs in records.items():
+        ldn = [r for r in rs if r["method"] == "ldn"]
+        if not ldn:
+            continue
+        deepest = max(r["max_depth"] for r in ldn)
+        top = [r for r in ldn if r["max_depth"] == deepest]
+        ddn = {}
+        for r in rs:
+            if r["method"] == "ddn" and r["max_depth"] <= deepest:
+                ddn.setdefault(r["max_depth"], []).append(r["test"]["log_lik"])
+        ddn_depths = sorted(ddn)
+        paths.append(plot_depth_posterior(
+            np.array([r["q"] for r in top]), np.array([r["per_depth"]["log_lik"] for r in top]),
+            float(np.mean([r["ldn_full"]["log_lik"] for r in top])), int(round(np.mean([r["d_opt"] for r in top]))),
+            out / f"fig4_posterior_{name}.png",
+            ddn_log_lik=np.array([np.mean(ddn[d]) for d in ddn_depths]) if ddn_depths else None,
+            ddn_depths=np.array(ddn_depths) if ddn_depths else None,
+            title=f"{name}: q(d) of LDN D={deepest} ({len(top)} seeds), test log-likelihood per depth",
+        ))
+        first = top[0]
+        if "ddn" in first:
+            panels += [(f"{name} DDN-{deepest}", first["ddn"]), (f"{name} LDN-{deepest} full", first["ldn_full"]),
+                       (f"{name} LDN pruned to {first['d_opt']}", first["ldn_95"])]
+    if panels:
+        paths.append(plot_reliability(panels, out / "fig10_calibration.png"))
+    return paths

@@ -1,0 +1,175 @@
+"""The LDN against NAS baselines on the depth search space, on equal terms.
+
+Same model, same data, same final evaluation; only the search strategy differs:
+- 'ldn': one LDN trained on the whole training set, pruned to d_opt (95% rule); no
+  validation split, no retraining;
+- 'grid': the paper's baseline, a DDN per depth 0..D trained on one half of the training set,
+  the best by validation log-likelihood (other half) retrained on the whole set;
+- every `vdjax.search` strategy: search with weights on one half and architecture on the
+  other, then the chosen depth retrained from scratch on the whole set (DARTS/SMASH protocol).
+
+Each row records the chosen depth, the final network's test log-likelihood, error and ECE,
+and the cost: wall time and gradient steps of search and retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from vdjax.data.core import Dataset
+from vdjax.metrics import marginal_log_probs, predictive_metrics
+from vdjax.models import ModelConfig
+from vdjax.prune import d_opt_95, eval_logits, fold_posterior
+from vdjax.search import STRATEGIES, SearchConfig, search
+from vdjax.train import TrainConfig
+
+ALL = ("ldn", "grid", *STRATEGIES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedNet:
+    variables: dict
+    q: np.ndarray | None  # LDN posterior; None for a DDN
+    steps: int
+    seconds: float
+
+
+def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> TrainedNet:
+    """Trains one LDN or DDN with the protocol of its data: the compiled in-memory loop for the
+    MLP (spirals), the epoch loop with early stopping on held-out data for the CNN (images)."""
+    start = time.perf_counter()
+    if model_config.arch == "mlp":
+        from vdjax.loop import Batching, fit
+
+        result = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None)
+        state = result.best_state(0)
+        steps = int(result.state.epoch[0]) * Batching.for_size(data.n_train, train_config.batch_size).n_batches
+    else:
+        from vdjax.trainer import fit_dataset
+
+        run = fit_dataset(data, model_config, train_config, seed, progress=False, log=lambda s: None)
+        state = run.state
+        steps = run.epochs * (data.n_train // min(train_config.batch_size, data.n_train))
+    q = np.asarray(state.q, np.float64) if train_config.method == "ldn" else None
+    return TrainedNet(jax.device_get(state.variables), q, steps, time.perf_counter() - start)
+
+
+def test_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Final-network metrics: a DDN at its depth; an LDN pruned to d_opt (marginal over d <= d_opt)."""
+    logits = eval_logits(model_config, net.variables, x)
+    if net.q is None:
+        return {"depth": model_config.max_depth, **predictive_metrics(jax.nn.log_softmax(logits[-1]), y)}
+    d = d_opt_95(net.q)
+    return {"depth": d, **predictive_metrics(marginal_log_probs(logits[: d + 1], fold_posterior(net.q, d)), y)}
+
+
+def split(data: Dataset, seed: int, val_fraction: float = 0.5) -> Dataset:
+    """The training set halved for methods that need a validation signal: a Dataset whose
+    'train' part is the search-train half and whose 'test' part is the validation half."""
+    perm = np.random.default_rng(seed).permutation(data.n_train)
+    n_val = int(round(val_fraction * data.n_train))
+    tr, va = perm[n_val:], perm[:n_val]
+    return Dataset(data.name + "/search", data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
+                   data.num_classes)
+
+
+def compare(
+    data: Dataset,
+    model_config: ModelConfig,
+    strategies: list[str],
+    seeds: list[int],
+    train_config: TrainConfig,
+    search_config: SearchConfig,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """One row per (strategy, seed). `train_config` is the protocol of every trained network
+    (LDN, grid DDNs, retrained depths); `search_config` (its strategy is replaced) the search's."""
+    unknown = [s for s in strategies if s not in ALL]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {ALL}")
+    rows = []
+    D = model_config.max_depth
+    ddn = train_config.replace(method="ddn")
+    for seed in seeds:
+        half = split(data, seed)
+        for strategy in strategies:
+            row: dict[str, Any] = {"dataset": data.name, "strategy": strategy, "seed": seed, "max_depth": D}
+            search_steps = search_grads = 0
+            search_seconds = 0.0
+            if strategy == "ldn":
+                net = train_network(data, model_config, train_config.replace(method="ldn"), seed)
+                final_cfg = model_config
+                row["distribution"] = net.q.tolist()
+                row["chosen_depth"] = d_opt_95(net.q)
+            else:
+                if strategy == "grid":
+                    start = time.perf_counter()
+                    scores = []
+                    for d in range(D + 1):
+                        cfg_d = model_config.replace(max_depth=d)
+                        cand = train_network(half, cfg_d, ddn, seed)
+                        scores.append(test_metrics(cfg_d, cand, half.x_test, half.y_test)["log_lik"])
+                        search_steps += cand.steps
+                    search_grads = search_steps
+                    search_seconds = time.perf_counter() - start
+                    chosen = int(np.argmax(scores))
+                    dist = np.exp(np.array(scores) - max(scores))
+                    row["distribution"] = (dist / dist.sum()).tolist()
+                    row["val_log_lik"] = scores
+                else:
+                    res = search(model_config, dataclasses.replace(search_config, strategy=strategy), half.x_train,
+                                 half.y_train, half.x_test, half.y_test, seed=seed)
+                    chosen, search_steps, search_grads = res.chosen_depth, res.steps, res.gradient_evaluations
+                    search_seconds = res.seconds
+                    row["distribution"] = res.distribution.tolist()
+                    row["summary"] = res.summary()
+                row["chosen_depth"] = chosen
+                final_cfg = model_config.replace(max_depth=chosen)
+                net = train_network(data, final_cfg, ddn, seed)
+            row["test"] = test_metrics(final_cfg, net, data.x_test, data.y_test)
+            row.update(search_steps=search_steps, search_gradient_evaluations=search_grads,
+                       search_seconds=search_seconds, final_steps=net.steps, final_seconds=net.seconds,
+                       total_seconds=search_seconds + net.seconds,
+                       total_gradient_evaluations=search_grads + net.steps)
+            if "summary" not in row:
+                row["summary"] = (f"{strategy}: depth {row['chosen_depth']}; {search_steps} search steps, "
+                                  f"{row['total_seconds']:.1f} s in all")
+            t = row["test"]
+            log(f"{data.name} seed {seed} {strategy:>14}: depth {row['chosen_depth']:3d}, test LL {t['log_lik']:.3f}, "
+                f"error {t['error']:.3f}, ECE {t['ece']:.3f}, {row['total_seconds']:.0f} s, "
+                f"{row['total_gradient_evaluations']} gradient evaluations")
+            rows.append(row)
+    return rows
+
+
+def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (data set, strategy): means and stds over seeds."""
+    out = []
+    keys = sorted({(r["dataset"], r["strategy"]) for r in rows}, key=lambda k: (k[0], ALL.index(k[1])))
+    for dataset, strategy in keys:
+        rs = [r for r in rows if r["dataset"] == dataset and r["strategy"] == strategy]
+        entry: dict[str, Any] = {"dataset": dataset, "strategy": strategy, "seeds": len(rs)}
+        for name, get in (("depth", lambda r: r["chosen_depth"]), ("log_lik", lambda r: r["test"]["log_lik"]),
+                          ("error", lambda r: r["test"]["error"]), ("ece", lambda r: r["test"]["ece"]),
+                          ("seconds", lambda r: r["total_seconds"]),
+                          ("gradient_evaluations", lambda r: r["total_gradient_evaluations"])):
+            v = np.array([get(r) for r in rs], np.float64)
+            entry[name], entry[name + "_std"] = float(v.mean()), float(v.std())
+        out.append(entry)
+    return out
+
+
+def markdown_table(table: list[dict[str, Any]]) -> str:
+    lines = ["| data | strategy | depth | test LL | test error | ECE | wall s | gradient evals |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        lines.append(
+            f"| {e['dataset']} | {e['strategy']} | {e['depth']:.1f} ± {e['depth_std']:.1f} | "
+            f"{e['log_lik']:.3f} ± {e['log_lik_std']:.3f} | {e['error']:.3f} ± {e['error_std']:.3f} | "
+            f"{e['ece']:.3f} ± {e['ece_std']:.3f} | {e['seconds']:.0f} | {e['gradient_evaluations']:.0f} |")
+    return "\n".join(lines) + "\n"
