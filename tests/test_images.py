@@ -268,3 +268,41 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     np.testing.assert_array_equal(table["max_depth"], [3])
     assert table["ddn_log_lik"][0] == ddn["test"]["log_lik"] and table["d_opt"][0] == ldn["d_opt"]
 
+
+
+def _fake_tfds(monkeypatch, fail: Exception | None = None):
+    """A stand-in `tensorflow_datasets` module (no TensorFlow, no network here)."""
+    import types
+
+    calls = []
+
+    def load(name, split, as_supervised, batch_size, data_dir):
+        calls.append((name, split, data_dir))
+        if fail is not None:
+            raise fail
+        n = 6 if split == "train" else 4
+        shape = (32, 32, 3) if name == "svhn_cropped" else (28, 28, 1)
+        return np.full((n, *shape), 255, np.uint8), np.arange(n) % 10
+
+    mod = types.SimpleNamespace(load=load, as_numpy=lambda t: t)
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", mod)
+    return calls
+
+
+def test_tfds_path(monkeypatch, tmp_path):
+    calls = _fake_tfds(monkeypatch)
+    data = load_images("svhn", tmp_path, source="tfds")
+    assert calls == [("svhn_cropped", "train", tmp_path), ("svhn_cropped", "test", tmp_path)]
+    assert data.x_train.shape == (6, 32, 32, 3)
+    np.testing.assert_allclose(data.x_train[0, 0, 0], (1 - np.array([0.431, 0.430, 0.446])) / 0.197, rtol=2e-2)
+    # 'auto' prefers local files when they are all there.
+    _fake_mnist(tmp_path / "m")
+    calls.clear()
+    assert load_images("mnist", tmp_path / "m").n_train == 30 and calls == []
+
+
+def test_tfds_failure_is_a_clear_error(monkeypatch, tmp_path):
+    _fake_tfds(monkeypatch, fail=ConnectionError("no route to host"))
+    with pytest.raises(DataNotFoundError) as info:
+        load_images("mnist", tmp_path)
+    assert "no route to host" in str(info.value) and "train-images-idx3-ubyte.gz" in str(info.value)

@@ -1,0 +1,181 @@
+"""NAS baselines on the depth search space: gates, steps, the DARTS hypergradient, the comparison."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vdjax.data import SpiralsConfig, spirals_dataset
+from vdjax.models import ModelConfig
+from vdjax.search import (
+    STRATEGIES,
+    SearchConfig,
+    darts2_hypergradient,
+    gates,
+    init_search,
+    mixed_loss,
+    search_step,
+    unrolled_val_objective,
+)
+
+CFG = ModelConfig("mlp", 4, 2, (2,), width=6)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    d = spirals_dataset(SpiralsConfig(n_points=400, n_train=64))
+    return (jnp.asarray(d.x_train[:32]), jnp.asarray(d.y_train[:32]), jnp.asarray(d.x_train[32:]),
+            jnp.asarray(d.y_train[32:]))
+
+
+def _changed(a, b):
+    return [not np.array_equal(np.asarray(u), np.asarray(v))
+            for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+
+
+def test_mixed_loss_by_hand():
+    logits = jnp.array([[[2.0, 0.0]], [[0.0, 1.0]], [[1.0, 1.0]]])  # [D+1=3, B=1, C=2]
+    y = jnp.array([1])
+    g = jnp.array([0.5, 0.25, 0.25])
+    mixed = np.array([1.25, 0.5])  # 0.5*[2,0] + 0.25*[0,1] + 0.25*[1,1]
+    expected = -(mixed[1] - np.log(np.exp(mixed).sum()))
+    assert abs(float(mixed_loss(logits, y, g)) - expected) < 1e-6
+    one = float(mixed_loss(logits, y, jnp.array([0.0, 1.0, 0.0])))
+    assert abs(one - np.log(1 + np.exp(-1.0))) < 1e-6  # the single depth 1's cross-entropy
+
+
+def test_binary_gates_are_one_hot_with_the_proxylessnas_gradient():
+    cfg = SearchConfig("binary")
+    alpha = jnp.array([0.3, -0.2, 0.5, 0.0])
+    g, mask = gates(cfg, alpha, jax.random.key(0))
+    assert np.asarray(mask).all() and sorted(np.round(np.asarray(g), 6).tolist()) == [0, 0, 0, 1]
+    c = jnp.array([1.0, 2.0, -1.0, 0.5])  # dL/dg for L = <c, g>
+    grad = jax.grad(lambda a: jnp.dot(c, gates(cfg, a, jax.random.key(0))[0]))(alpha)
+    p = np.asarray(jax.nn.softmax(alpha))
+    expected = [sum(float(c[j]) * p[j] * ((i == j) - p[i]) for j in range(4)) for i in range(4)]
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_gates_touch_only_the_sampled_set():
+    cfg = SearchConfig("binary_masked", num_eval_samples=2)
+    alpha = jnp.zeros(5)
+    g, mask = gates(cfg, alpha, jax.random.key(3))
+    assert int(np.sum(mask)) == 2 and np.all(np.asarray(g)[~np.asarray(mask)] == 0)
+    grad = jax.grad(lambda a: jnp.sum(jnp.arange(5.0) * gates(cfg, a, jax.random.key(3))[0]))(alpha)
+    assert np.all(np.asarray(grad)[~np.asarray(mask)] == 0) and np.any(np.asarray(grad)[np.asarray(mask)] != 0)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_step_updates_weights_and_architecture(strategy, batches):
+    cfg = SearchConfig(strategy, arch_learning_rate=0.05)
+    state = init_search(jax.random.key(0), CFG, cfg)
+    new, loss = jax.jit(lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg))(state, *batches)
+    assert np.isfinite(float(loss))
+    assert all(_changed(state.params, new.params)), "every weight takes a step"
+    moved = np.asarray(new.alpha) != np.asarray(state.alpha)
+    if strategy == "smash":
+        assert not moved.any(), "SMASH has no architecture parameters to train"
+    elif strategy in ("binary_masked", "proxyless"):
+        assert 1 <= moved.sum() <= cfg.num_eval_samples, "only the sampled depths move"
+    else:
+        assert moved.sum() >= 2
+    if strategy == "proxyless":  # the sampled set keeps its total probability
+        p_old, p_new = jax.nn.softmax(state.alpha), jax.nn.softmax(new.alpha)
+        assert abs(float(jnp.sum(p_new[moved]) - jnp.sum(p_old[moved]))) < 1e-6
+
+
+def test_darts_prefers_the_depth_with_lower_validation_loss(batches):
+    """A few steps of first-order DARTS move alpha towards depths whose outputs fit the validation batch."""
+    cfg = SearchConfig("darts1", arch_learning_rate=0.05)
+    state = init_search(jax.random.key(1), CFG, cfg)
+    step = jax.jit(lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg))
+    for _ in range(200):
+        state, _ = step(state, *batches)
+    from vdjax.search import _train_logits
+    from vdjax.posterior import per_depth_nll
+
+    logits, _ = _train_logits(CFG, state.params, state.batch_stats, batches[2])
+    nll = np.asarray(per_depth_nll(logits, batches[3]))
+    p = np.asarray(jax.nn.softmax(state.alpha))
+    assert p[np.argmin(nll)] > 1 / len(p), "the best depth on validation gained probability"
+
+
+def _central_difference(f, alpha, eps=1e-2):
+    out = []
+    for i in range(alpha.shape[0]):
+        e = jnp.zeros_like(alpha).at[i].set(eps)
+        out.append((f(alpha + e) - f(alpha - e)) / (2 * eps))
+    return np.array(out)
+
+
+def test_second_order_darts_hypergradient_matches_finite_differences(batches):
+    with jax.enable_x64(True):
+        cfg = SearchConfig("darts2")
+        state = init_search(jax.random.key(2), CFG, cfg)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.params)
+        stats = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.batch_stats)
+        alpha = jnp.array([0.4, -0.3, 0.1, 0.2, -0.5], jnp.float64)
+        xt, yt, xv, yv = batches
+        xt, xv = xt.astype(jnp.float64), xv.astype(jnp.float64)
+        xi = 0.5
+        f = lambda a: unrolled_val_objective(CFG, xi, params, stats, a, xt, yt, xv, yv)  # noqa: E731
+        fd = _central_difference(f, alpha, eps=1e-5)
+        exact = np.asarray(darts2_hypergradient(CFG, xi, params, stats, alpha, xt, yt, xv, yv, "exact"))
+        np.testing.assert_allclose(exact, fd, rtol=1e-5, atol=1e-8)
+        # DARTS's finite-difference Hessian-vector product converges to the same gradient as its
+        # radius shrinks; at DARTS's radius 0.01 ReLU kinks leave it roughly right.
+        approx = lambda r: np.asarray(darts2_hypergradient(  # noqa: E731
+            CFG, xi, params, stats, alpha, xt, yt, xv, yv, "finite_difference", fd_radius=r))
+        np.testing.assert_allclose(approx(1e-6), fd, rtol=1e-4, atol=1e-8)
+        assert np.max(np.abs(approx(0.01) - fd)) < 0.3 * np.max(np.abs(fd))
+        # ... and the second-order term matters here: first order differs.
+        first = np.asarray(jax.grad(lambda a: unrolled_val_objective(CFG, 0.0, params, stats, a, xt, yt, xv, yv))(
+            alpha))
+        assert np.max(np.abs(first - fd)) > 10 * np.max(np.abs(exact - fd))
+
+
+def test_search_config_validation():
+    with pytest.raises(ValueError, match="unknown search strategy"):
+        SearchConfig("random_walk")
+    with pytest.raises(ValueError, match="num_eval_samples"):
+        SearchConfig("proxyless", num_eval_samples=1)
+
+
+def test_compare_runs_every_kind_of_strategy_and_summarises():
+    from vdjax.search_compare import compare, markdown_table, summary_table
+    from vdjax.train import TrainConfig
+
+    data = spirals_dataset(SpiralsConfig(n_points=500, n_train=100))
+    model = ModelConfig("mlp", 3, 2, (2,), width=8)
+    rows = compare(data, model, ["ldn", "grid", "darts2", "smash"], [0], TrainConfig(max_epochs=150, patience=50),
+                   SearchConfig("darts1", steps=100), log=lambda s: None)
+    assert [r["strategy"] for r in rows] == ["ldn", "grid", "darts2", "smash"]
+    for r in rows:
+        assert 0 <= r["chosen_depth"] <= 3 and len(r["distribution"]) == 4
+        assert -5 < r["test"]["log_lik"] < 0 and 0 <= r["test"]["error"] <= 1 and 0 <= r["test"]["ece"] <= 1
+        assert r["total_seconds"] > 0 and r["total_gradient_evaluations"] >= r["final_steps"] > 0
+    grid = rows[1]
+    assert grid["chosen_depth"] == int(np.argmax(grid["val_log_lik"])) and len(grid["val_log_lik"]) == 4
+    assert rows[0]["search_steps"] == 0 and rows[2]["search_steps"] == 100
+    table = summary_table(rows)
+    assert [e["strategy"] for e in table] == ["ldn", "grid", "darts2", "smash"]
+    md = markdown_table(table)
+    assert md.count("\n") == 6 and "| spirals | darts2 |" in md
+
+
+def test_compare_on_images_uses_the_image_trainer():
+    from test_images import real_fashion_dir
+
+    from vdjax.data.images import load_images
+    from vdjax.search_compare import compare
+    from vdjax.trainer import IMAGE_PROTOCOL
+
+    data = load_images("fashion_mnist", real_fashion_dir(), source="files", n_train=64, n_test=32)
+    model = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    rows = compare(data, model, ["ldn", "gumbel"], [0], IMAGE_PROTOCOL.replace(batch_size=16, max_epochs=1),
+                   SearchConfig("darts1", steps=3, batch_size=16), log=lambda s: None)
+    assert [r["final_steps"] for r in rows] == [4, 4]  # one epoch of 64 images in batches of 16
+    assert rows[1]["search_steps"] == 3 and rows[1]["chosen_depth"] in (0, 1)
+    assert all(np.isfinite(r["test"]["log_lik"]) for r in rows)
