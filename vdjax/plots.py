@@ -199,7 +199,7 @@ def plot_search_comparison(table: list[dict], path: str | os.PathLike):
         es = [e for e in table if e["dataset"] == name]
         for i, e in enumerate(es):
             color = "k" if e["strategy"] == "ldn" else plt.cm.tab10(i % 10)
-            row[0].errorbar(e["seconds"], e["log_lik"], yerr=e["log_lik_std"], xerr=e["seconds_std"], fmt="o",
+            row[0].errorbar(e["seconds"], e["log_lik"], yerr=e["log_lik_std"], fmt="o",
                             color=color, capsize=3)
             row[0].annotate(e["strategy"], (e["seconds"], e["log_lik"]), fontsize=7, xytext=(4, 3),
                             textcoords="offset points")
