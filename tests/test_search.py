@@ -1,6 +1,5 @@
 """NAS baselines on the depth search space: gates, steps, the DARTS hypergradient, the comparison."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -232,7 +232,8 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
             out / f"fig4_posterior_{name}.png",
             ddn_log_lik=np.array([np.mean(ddn[d]) for d in ddn_depths]) if ddn_depths else None,
             ddn_depths=np.array(ddn_depths) if ddn_depths else None,
-            title=f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), test log-likelihood per depth",
+            title=(f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), "
+                   "test log-likelihood per depth"),
         ))
         first = top[0]
         if "ddn" in first:
