@@ -26,7 +26,7 @@ from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
 from vdjax.models import ModelConfig
-from vdjax.prune import d_opt_95, eval_logits, expected_depth, fold_posterior, forward_fn, prune
+from vdjax.prune import d_opt_95, eval_logits, expected_depth, forward_fn, prune, pruned_log_probs
 from vdjax.train import TrainConfig
 from vdjax.trainer import fit_dataset
 
@@ -97,11 +97,9 @@ def run_image_point(
         d95, dexp = d_opt_95(q), expected_depth(q)
         record.update(q=q.tolist(), d_opt=d95, d_expected=dexp)
         record["ldn_full"] = predictive_metrics(marginal_log_probs(logits, q), data.y_test, reliability=True)
-        # Pruning keeps blocks 1..d, so the pruned network's logits are the first d + 1 depths.
         for key, depth in (("ldn_95", d95), ("ldn_expected", dexp)):
-            folded = fold_posterior(q, depth)
-            record[key] = {"depth": depth, **predictive_metrics(
-                marginal_log_probs(logits[: depth + 1], folded), data.y_test, reliability=True)}
+            record[key] = {"depth": depth, **predictive_metrics(pruned_log_probs(logits, q, depth), data.y_test,
+                                                                reliability=True)}
         ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
         if ddn_path.exists():
             ddn = read_json(ddn_path)

@@ -102,6 +102,13 @@ def predict_log_probs(
 _marginal = jax.jit(marginal_log_probs)
 
 
+def pruned_log_probs(logits: np.ndarray, q: np.ndarray, depth: int) -> jax.Array:
+    """What the network pruned to `depth` predicts, from the full network's eval logits
+    [D+1, B, C]: pruning keeps blocks 1..depth, so its logits are the first depth + 1 rows,
+    marginalised under the folded posterior."""
+    return marginal_log_probs(jnp.asarray(logits)[: depth + 1], jnp.asarray(fold_posterior(q, depth)))
+
+
 def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits at every depth in evaluation mode, [max_depth + 1, N, classes], in batches."""
     x = check_inputs(x, config.input_shape)

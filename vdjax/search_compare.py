@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 from vdjax.data.core import Dataset
-from vdjax.metrics import marginal_log_probs, predictive_metrics
+from vdjax.metrics import predictive_metrics
 from vdjax.models import ModelConfig
-from vdjax.prune import d_opt_95, eval_logits, fold_posterior
+from vdjax.prune import d_opt_95, eval_logits, pruned_log_probs
 from vdjax.search import STRATEGIES, SearchConfig, search
 from vdjax.train import TrainConfig
 
@@ -65,7 +65,7 @@ def test_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: n
     if net.q is None:
         return {"depth": model_config.max_depth, **predictive_metrics(jax.nn.log_softmax(logits[-1]), y)}
     d = d_opt_95(net.q)
-    return {"depth": d, **predictive_metrics(marginal_log_probs(logits[: d + 1], fold_posterior(net.q, d)), y)}
+    return {"depth": d, **predictive_metrics(pruned_log_probs(logits, net.q, d), y)}
 
 
 def split(data: Dataset, seed: int, val_fraction: float = 0.5) -> Dataset:
