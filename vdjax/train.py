@@ -160,6 +160,12 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
+def depth_weights(model_config: ModelConfig, state: TrainState, method: Method) -> jax.Array:
+    """The weights that turn per-depth predictions into the network's prediction: q(d) for an
+    LDN, a one-hot on the last depth for a DDN."""
+    return state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
+
+
 def evaluate(
     model_config: ModelConfig,
     state: TrainState,
@@ -174,8 +180,7 @@ def evaluate(
     """
     y = jnp.asarray(check_labels(y, model_config.num_classes, len(x)))
     logits = jnp.asarray(eval_logits(model_config, state.variables, x, batch_size))
-    q = state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
-    log_probs = marginal_log_probs(logits, q)
+    log_probs = marginal_log_probs(logits, depth_weights(model_config, state, method))
     per_depth = per_depth_metrics(logits, y)
     return {
         "log_lik": float(log_likelihood(log_probs, y)),

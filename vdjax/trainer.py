@@ -28,7 +28,7 @@ from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs
 from vdjax.models import ModelConfig
 from vdjax.posterior import ddn_loss, negative_elbo
 from vdjax.prune import eval_logits
-from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, make_train_step
+from vdjax.train import TrainConfig, TrainState, depth_weights, init_state, make_optimizer, make_train_step
 
 IMAGE_PROTOCOL = TrainConfig(
     batch_size=512, learning_rate=0.1, momentum=0.5, max_epochs=500, patience=30, lr_drop_epoch=30,
@@ -64,11 +64,9 @@ def test_objective(
     labels = jnp.asarray(y)
     if train_config.method == "ldn":
         loss, _ = negative_elbo(logits, labels, state.params["depth_logits"], n_train, train_config.prior_decay)
-        q = state.q
     else:
         loss, _ = ddn_loss(logits, labels)
-        q = jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
-    log_probs = marginal_log_probs(logits, q)
+    log_probs = marginal_log_probs(logits, depth_weights(model_config, state, train_config.method))
     return {
         "test_loss": float(loss),
         "test_log_lik": float(log_likelihood(log_probs, labels)),
