@@ -5,13 +5,14 @@ import os
 import struct
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from vdjax.data.images import (
-    DataNotFoundError,
     IMAGE_DATASETS,
+    DataNotFoundError,
     batches,
     load_images,
     read_idx,
@@ -175,11 +176,6 @@ def tiny_images():
     return load_images("fashion_mnist", d, source="files")
 
 
-def _tree_equal(a, b) -> bool:
-    return all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda u, v: np.array_equal(np.asarray(u), np.asarray(v)), a, b)))
-
-
 TINY = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=3, lr_drop_epoch=2)
 
 
@@ -191,8 +187,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     resumed = fit_dataset(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, progress=False)
     assert resumed.resumed_from == 1 and resumed.epochs == whole.epochs == 3
     assert resumed.best_epoch == whole.best_epoch
-    assert _tree_equal(resumed.state.params, whole.state.params)
-    assert _tree_equal(resumed.state.batch_stats, whole.state.batch_stats)
+    chex.assert_trees_all_equal(resumed.state.params, whole.state.params)
+    chex.assert_trees_all_equal(resumed.state.batch_stats, whole.state.batch_stats)
     assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in whole.history]
     # The kept parameters are the best epoch's, not the last one's, whenever those differ.
     assert whole.history[whole.best_epoch]["test_loss"] == min(h["test_loss"] for h in whole.history)
@@ -239,7 +235,13 @@ def test_model_and_data_mismatch(tiny_images):
 
 
 def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
-    from vdjax.image_runs import ImagePoint, depth_table, load_image_variables, load_records, run_image_point
+    from vdjax.image_runs import (
+        ImagePoint,
+        depth_table,
+        load_image_variables,
+        load_records,
+        run_image_point,
+    )
     from vdjax.metrics import predictive_metrics
     from vdjax.prune import predict_log_probs, prune
 

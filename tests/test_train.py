@@ -1,6 +1,8 @@
+import chex
 import numpy as np
 import pytest
 
+from vdjax.checkpoints import CheckpointError
 from vdjax.data import SpiralsConfig, spirals_dataset
 from vdjax.experiment import run_in_memory
 from vdjax.loop import Batching, fit
@@ -113,3 +115,69 @@ def test_compacting_stopped_seeds_keeps_every_seed_in_place():
         hist = np.asarray(chunked.state.history[s])
         assert n == 300 or n == best + tc.patience + 1
         assert best == int(np.nanargmin(hist[:n])) and np.all(np.isnan(hist[n:]))
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epochs: int):
+    def progress(done, total):
+        if done >= epochs:
+            raise _Killed
+    return progress
+
+
+def test_fit_resumes_from_its_checkpoint_exactly(tmp_path):
+    """Killed between chunks (after a compaction) and resumed: the same result, bit for bit."""
+    tc = TrainConfig(max_epochs=300, patience=10, learning_rate=1.0)
+    seeds = list(range(6))
+    whole = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10)
+    assert int(np.sum(np.asarray(whole.state.epoch) <= 20)) >= 3  # compacted at epoch 20, before the kill
+    with pytest.raises(_Killed):
+        fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10, progress=_kill_after(40),
+            checkpoint_dir=tmp_path, checkpoint_every_s=0)
+    seen = []
+    resumed = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10,
+                  progress=lambda done, total: seen.append(done), checkpoint_dir=tmp_path)
+    assert seen[0] == 50  # it went on from the checkpoint at epoch 40, not from the start
+    for field in ("history", "epoch", "best_epoch", "best_loss", "done"):
+        np.testing.assert_array_equal(getattr(resumed.state, field), getattr(whole.state, field), err_msg=field)
+    for s in seeds:
+        chex.assert_trees_all_equal(resumed.best_state(s).variables, whole.best_state(s).variables)
+
+
+def test_fit_refuses_a_checkpoint_of_another_run(tmp_path):
+    tc = TrainConfig(max_epochs=40, patience=40)
+    with pytest.raises(_Killed):
+        fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=10, progress=_kill_after(20),
+            checkpoint_dir=tmp_path, checkpoint_every_s=0)
+    for other in ({"seeds": [0, 2]}, {"y": 1 - SPIRALS.y_train}, {"tc": tc.replace(learning_rate=0.5)}):
+        with pytest.raises(CheckpointError, match="different run"):
+            fit(MLP, other.get("tc", tc), SPIRALS.x_train, other.get("y", SPIRALS.y_train), other.get("seeds", [0, 1]),
+                chunk_epochs=10, checkpoint_dir=tmp_path)
+
+
+
+def test_run_grid_resumes_a_killed_point_and_then_deletes_its_checkpoint(tmp_path, monkeypatch):
+    import contextlib
+
+    from vdjax import sweeps
+
+    point = sweeps.spirals_point("w=0004", {"width": 4}, width=4, max_depth=3, train=TrainConfig(max_epochs=40, patience=40))
+    whole = sweeps.run_grid([point], tmp_path / "whole", [0, 1], chunk_epochs=10)
+
+    @contextlib.contextmanager
+    def killed_at_20(total, desc, leave=True):
+        yield _kill_after(20)
+
+    monkeypatch.setattr(sweeps, "epoch_progress", killed_at_20)
+    out = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        sweeps.run_grid([point], out, [0, 1], chunk_epochs=10, checkpoint_every_s=0)
+    assert (out / "w=0004.checkpoint").is_dir() and not (out / "w=0004.json").exists()
+    monkeypatch.undo()
+    resumed = sweeps.run_grid([point], out, [0, 1], chunk_epochs=10)
+    assert not (out / "w=0004.checkpoint").exists()
+    for a, b in zip(resumed[0]["seeds"], whole[0]["seeds"]):
+        assert a["q"] == b["q"] and a["test"] == b["test"] and a["epochs"] == b["epochs"] == 40

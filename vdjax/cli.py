@@ -43,10 +43,8 @@ def _bar(v: float, scale: float, n: int = 40) -> str:
 
 
 def spirals_main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from vdjax.data import SpiralsConfig, spirals_dataset
-    from vdjax.experiment import decision_grid, run_in_memory
+    from vdjax.experiment import decision_grid, epoch_progress, run_in_memory
     from vdjax.io import write_bytes, write_json
     from vdjax.models import ModelConfig
     from vdjax.plots import plot_decision_functions, plot_depth_posterior
@@ -59,11 +57,7 @@ def spirals_main(args: argparse.Namespace) -> int:
         train_config = train_config.replace(max_epochs=300, patience=100)
     print(f"spirals: {data.n_train} train / {len(data.x_test)} test points, max_depth={args.max_depth}, "
           f"width={args.width}, seeds={args.seeds}, method={args.method}")
-    with tqdm(total=train_config.max_epochs, unit="epoch", desc="training (compile first)") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.set_description("training")
-            bar.update(done - bar.n)
-
+    with epoch_progress(train_config.max_epochs) as progress:
         run = run_in_memory(data, model_config, train_config, args.seeds, progress=progress)
     print(f"trained {len(args.seeds)} network(s) in {run.train_seconds:.1f} s (compile included)")
 

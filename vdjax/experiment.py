@@ -8,8 +8,11 @@ job call it and only choose configs, files and plots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.serialization
@@ -80,6 +83,19 @@ def pruned_metrics(
     return predictive_metrics(predict_log_probs(pruned.config, pruned.variables, pruned.q, x), y)
 
 
+@contextlib.contextmanager
+def epoch_progress(total: int, desc: str = "training", leave: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar over epochs, and the `progress(done, total)` callback of `fit` that moves it."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="epoch", desc=f"{desc} (compile first)", leave=leave) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.set_description(desc)
+            bar.update(done - bar.n)
+
+        yield progress
+
+
 def run_in_memory(
     data: Dataset,
     model_config: ModelConfig,
@@ -87,15 +103,21 @@ def run_in_memory(
     seeds: list[int],
     chunk_epochs: int | None = 250,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
 ) -> RunResult:
-    """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them."""
+    """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them.
+
+    With `checkpoint_dir`, training saves there between chunks and resumes from it (`loop.fit`).
+    """
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
             f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
             f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
         )
     start = time.perf_counter()
-    result = fit(model_config, train_config, data.x_train, data.y_train, seeds, chunk_epochs, progress)
+    result = fit(model_config, train_config, data.x_train, data.y_train, seeds, chunk_epochs, progress,
+                 checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s)
     train_seconds = time.perf_counter() - start
     method = train_config.method
     seed_results = []

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.struct
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
 from vdjax.runtime import seed_sharding
@@ -158,6 +162,8 @@ def fit(
     seeds: list[int] | np.ndarray,
     chunk_epochs: int | None = 250,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
 ) -> FitResult:
     """Trains one network per seed with the full protocol, all seeds in one compiled program.
 
@@ -165,6 +171,11 @@ def fit(
     [S, N]). `chunk_epochs=None` runs everything in a single call; otherwise the host wakes
     every `chunk_epochs` epochs to report `progress(epochs_done, max_epochs)` and to stop early
     when every seed is done.
+
+    checkpoint_dir: between chunks (at most every `checkpoint_every_s` seconds) the state of
+    every seed is saved there, and a later call with the same data, configs and seeds resumes
+    from it exactly; one from another run raises `CheckpointError`. The caller deletes it
+    once the results are safe.
     """
     seeds = np.asarray(seeds, dtype=np.uint32)
     if seeds.ndim != 1 or seeds.size == 0:
@@ -184,31 +195,74 @@ def fit(
     run = _compiled_run(model_config, train_config, data_axis)
     active = np.arange(seeds.size)  # original positions of the seeds still in `loop`
     parts: list[tuple[np.ndarray, LoopState]] = []  # seeds compacted out, with their final state
+    stop = 0
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    run_id = _run_id(model_config, train_config, seeds, x, y)
+    if ckpt is not None:
+        saved = ckpt.restore(_savable(loop), run_id)
+        if saved is not None:
+            full, meta = _loadable(saved[0]), saved[1]
+            stop, active = int(meta["stop"]), np.asarray(meta["active"], dtype=np.int64)
+            finished = np.setdiff1d(np.arange(seeds.size), active)
+            parts = [(finished, _take(full, finished))] if finished.size else []
+            loop = _take(full, active)
     x_all, y_all = jnp.asarray(x), jnp.asarray(y)
     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
-    stop = 0
+    last_save = time.monotonic()
     while stop < train_config.max_epochs:
         stop = min(stop + step, train_config.max_epochs)
         loop = run(loop, x, y, jnp.int32(stop))
         done = np.asarray(loop.done)
+        if not done.all():
+            # Under vmap a stopped seed still costs a full share of every epoch. Once half the
+            # batch has stopped, move the stopped seeds out and go on with a smaller batch
+            # (one more compile per halving).
+            if done.sum() * 2 >= done.size:
+                parts.append((active[done], _take(loop, np.flatnonzero(done))))
+                keep = np.flatnonzero(~done)
+                active, loop = active[keep], _take(loop, keep)
+                x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
+            if ckpt is not None and time.monotonic() - last_save >= checkpoint_every_s:
+                state = _savable(_assemble(parts + [(active, loop)]))
+                ckpt.save(stop, state, {"stop": stop, "active": active.tolist()}, run_id)
+                last_save = time.monotonic()
         if progress is not None:
             progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
         if done.all():
             break
-        # Under vmap a stopped seed still costs a full share of every epoch. Once half the
-        # batch has stopped, move the stopped seeds out and go on with a smaller batch
-        # (one more compile per halving).
-        if done.sum() * 2 >= done.size:
-            parts.append((active[done], _take(loop, np.flatnonzero(done))))
-            keep = np.flatnonzero(~done)
-            active, loop = active[keep], _take(loop, keep)
-            x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
-    parts.append((active, loop))
-    order = np.argsort(np.concatenate([idx for idx, _ in parts]))
-    if len(parts) > 1:
-        loop = _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
+    if ckpt is not None:
+        ckpt.close()
+    loop = _assemble(parts + [(active, loop)])
     return FitResult(model_config, train_config, loop)
+
+
+def _assemble(parts: list[tuple[np.ndarray, LoopState]]) -> LoopState:
+    """One state for all seeds, in their original order, from (seed positions, state) parts."""
+    if len(parts) == 1:
+        return parts[0][1]
+    order = np.argsort(np.concatenate([idx for idx, _ in parts]))
+    return _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
+
+
+def _savable(loop: LoopState) -> LoopState:
+    """A host copy with raw key data (checkpoint formats store plain arrays, not typed keys)."""
+    return jax.device_get(loop.replace(key=jax.random.key_data(loop.key)))
+
+
+def _loadable(loop: LoopState) -> LoopState:
+    return loop.replace(key=jax.random.wrap_key_data(jnp.asarray(loop.key)))
+
+
+def _run_id(model_config: ModelConfig, train_config: TrainConfig, seeds: np.ndarray, x: np.ndarray,
+            y: np.ndarray) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configs, seeds and the training data."""
+    digest = hashlib.sha256()
+    for a in (x, y):
+        digest.update(repr((a.shape, a.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return {"model_config": repr(model_config), "train_config": repr(train_config),
+            "seeds": [int(s) for s in seeds], "data": digest.hexdigest()}
 
 
 def _take(tree, idx: np.ndarray):

@@ -9,6 +9,7 @@ kept parameters of every seed), atomically. A killed sweep resumes at the first 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -17,7 +18,7 @@ import flax.serialization
 import numpy as np
 
 from vdjax.data import SpiralsConfig, spirals_dataset
-from vdjax.experiment import run_in_memory
+from vdjax.experiment import epoch_progress, run_in_memory
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.models import ModelConfig
 from vdjax.train import TrainConfig
@@ -42,8 +43,13 @@ def spirals_point(name: str, meta: dict[str, Any], *, max_depth: int = 20, width
 
 
 def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
-             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Runs every missing grid point and returns all their records (loaded or fresh)."""
+             log: Callable[[str], None] = print, chunk_epochs: int = 250,
+             checkpoint_every_s: float = 60.0) -> list[dict[str, Any]]:
+    """Runs every missing grid point and returns all their records (loaded or fresh).
+
+    A point in progress checkpoints to `<out>/<name>.checkpoint` and resumes from it when run
+    again (the checkpoint is deleted once its results are written).
+    """
     out = Path(out)
     records = []
     points = list(points)
@@ -54,7 +60,10 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
             log(f"[{i}/{len(points)}] {point.name}: done before, skipped")
             continue
         start = time.perf_counter()
-        run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds, chunk_epochs=None)
+        checkpoint = out / f"{point.name}.checkpoint"
+        with epoch_progress(point.train.max_epochs, f"[{i}/{len(points)}] {point.name}", leave=False) as progress:
+            run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds, chunk_epochs, progress,
+                                checkpoint_dir=checkpoint, checkpoint_every_s=checkpoint_every_s)
         record = run.summary()
         record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data))
         # Parameters first, results last: a results file always has its parameters beside it.
@@ -62,6 +71,7 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
             {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
              "depth_logits": [np.asarray(run.fit.best_state(s).params["depth_logits"]) for s in range(len(seeds))]}))
         write_json(path, record)
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the results are safe now
         records.append(read_json(path))
         m = record["mean"]
         log(f"[{i}/{len(points)}] {point.name}: d_opt {m['d_opt']:.1f}, test LL {m['test_log_lik']:.3f}, "

@@ -22,23 +22,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset
 from vdjax.data.images import batches
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs
 from vdjax.models import ModelConfig
 from vdjax.posterior import ddn_loss, negative_elbo
 from vdjax.prune import eval_logits
-from vdjax.train import TrainConfig, TrainState, depth_weights, init_state, make_optimizer, make_train_step
+from vdjax.train import (
+    TrainConfig,
+    TrainState,
+    depth_weights,
+    init_state,
+    make_optimizer,
+    make_train_step,
+)
 
 IMAGE_PROTOCOL = TrainConfig(
     batch_size=512, learning_rate=0.1, momentum=0.5, max_epochs=500, patience=30, lr_drop_epoch=30,
     lr_drop_factor=0.1,
 )
 """The paper's image protocol. The drop factor was lost from the paper's text; 0.1 is assumed."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, or that belongs to a different run."""
 
 
 @dataclasses.dataclass
@@ -102,10 +106,10 @@ def fit_dataset(
     fresh = init_state(jax.random.key(seed), model_config, optimizer)
     run_id = _run_id(data, model_config, train_config, seed)
 
-    ckpt = _Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    saved = ckpt.restore(fresh, run_id) if ckpt is not None else None
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    saved = ckpt.restore({"train": fresh, "best": _host(fresh)}, run_id) if ckpt is not None else None
     if saved is not None:
-        state, best, meta = saved
+        (state, best), meta = (saved[0]["train"], saved[0]["best"]), saved[1]
         resumed_from: int | None = meta["epochs"]
         log(f"resuming {data.name} {train_config.method} D={model_config.max_depth} seed {seed} "
             f"after epoch {meta['epochs']} (best {meta['best_epoch']})")
@@ -152,7 +156,7 @@ def fit_dataset(
             elif meta["epochs"] - 1 - meta["best_epoch"] >= train_config.patience:
                 meta["stopped"] = "patience"
         if ckpt is not None and meta["stopped"] != "nonfinite":
-            ckpt.save(meta["epochs"], state, best, meta, run_id)
+            ckpt.save(meta["epochs"], {"train": state, "best": best}, meta, run_id)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(test_loss=f"{row.get('test_loss', float('nan')):.4f}",
@@ -187,49 +191,3 @@ def _run_id(data: Dataset, model_config: ModelConfig, train_config: TrainConfig,
         "train_config": repr(train_config),
         "seed": int(seed),
     }
-
-
-class _Checkpoints:
-    """The latest epoch's state, best parameters and history, one Orbax step per epoch."""
-
-    def __init__(self, directory: str | Path):
-        import orbax.checkpoint as ocp
-
-        self._ocp = ocp
-        self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        )
-
-    def save(self, epoch: int, state: TrainState, best: dict[str, Any], meta: dict[str, Any], run_id) -> None:
-        ocp = self._ocp
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"train": state, "best": best}),
-            meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
-        ), force=True)
-        self.manager.wait_until_finished()
-
-    def restore(self, fresh: TrainState, run_id):
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        ocp = self._ocp
-        target = {"train": fresh, "best": _host(fresh)}
-        try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # orbax raises many types for damaged files
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}). "
-                "It was left in place; move or delete it to start this run over."
-            ) from e
-        meta = dict(restored.meta)
-        if meta.pop("run_id", None) != run_id:
-            raise CheckpointError(
-                f"checkpoint in {self.directory} belongs to a different run (data, config or seed differ); "
-                "use another checkpoint directory or delete it."
-            )
-        return restored.state["train"], restored.state["best"], meta
-
-    def close(self) -> None:
-        self.manager.close()

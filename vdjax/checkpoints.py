@@ -1,0 +1,63 @@
+"""Checkpoints for long runs: the latest state of a run, refused when it belongs to another.
+
+One Orbax `CheckpointManager` step per save, keeping only the latest. Every save carries a
+`run_id` (whatever must match for resuming to be exact: data, configs, seeds), and `restore`
+refuses a checkpoint whose id differs or that cannot be read, leaving it in place, so a
+wrong `--out` or a damaged file never silently restarts or corrupts a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that belongs to a different run."""
+
+
+class Checkpoints:
+    """The latest state (a pytree) and JSON metadata of one run, in `directory`."""
+
+    def __init__(self, directory: str | Path):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        )
+
+    def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> None:
+        """Saves `state` and `meta` as step `step`, and waits until they are on disk."""
+        ocp = self._ocp
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
+        ), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, target: Any, run_id: Any) -> tuple[Any, dict[str, Any]] | None:
+        """(state shaped like `target`, meta) of the latest step, or None when there is none."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        ocp = self._ocp
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for damaged files
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}). "
+                "It was left in place; move or delete it to start this run over."
+            ) from e
+        meta = dict(restored.meta)
+        if meta.pop("run_id", None) != run_id:
+            raise CheckpointError(
+                f"checkpoint in {self.directory} belongs to a different run (data, config or seeds differ); "
+                "use another checkpoint directory or delete it."
+            )
+        return restored.state, meta
+
+    def close(self) -> None:
+        self.manager.close()
