@@ -164,7 +164,8 @@ def test_run_grid_resumes_a_killed_point_and_then_deletes_its_checkpoint(tmp_pat
 
     from vdjax import sweeps
 
-    point = sweeps.spirals_point("w=0004", {"width": 4}, width=4, max_depth=3, train=TrainConfig(max_epochs=40, patience=40))
+    tc = TrainConfig(max_epochs=40, patience=40)
+    point = sweeps.spirals_point("w=0004", {"width": 4}, width=4, max_depth=3, train=tc)
     whole = sweeps.run_grid([point], tmp_path / "whole", [0, 1], chunk_epochs=10)
 
     @contextlib.contextmanager

@@ -226,7 +226,8 @@ def fit(
             # At most every checkpoint_every_s and, unless that is 0 (every chunk), with no more
             # than 5% of the time spent saving (a 6-seed width-512 state is 380 MB, 2.6 s).
             waited = time.monotonic() - last_save
-            if ckpt is not None and waited >= checkpoint_every_s and (checkpoint_every_s == 0 or waited >= 20 * save_seconds):
+            due = waited >= checkpoint_every_s and (checkpoint_every_s == 0 or waited >= 20 * save_seconds)
+            if ckpt is not None and due:
                 t0 = time.monotonic()
                 state = _savable(_assemble(parts + [(active, loop)]))
                 ckpt.save(stop, state, {"stop": stop, "active": active.tolist()}, run_id)
