@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_spirals_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("VDJAX_RESULTS", str(tmp_path))
-    monkeypatch.setenv("VDJAX_QUICK_ARGS", "--quick --repeats 1 --max-epochs 100")
+    monkeypatch.setenv("VDJAX_QUICK_ARGS", "--quick --repeats 1 --max-epochs 50")
     nb = nbformat.read(ROOT / "notebooks" / "spirals.ipynb", as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}},
                    ).execute()

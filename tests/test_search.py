@@ -1,5 +1,6 @@
 """NAS baselines on the depth search space: gates, steps, the DARTS hypergradient, the comparison."""
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -119,19 +120,21 @@ def test_second_order_darts_hypergradient_matches_finite_differences(batches):
         xt, yt, xv, yv = batches
         xt, xv = xt.astype(jnp.float64), xv.astype(jnp.float64)
         xi = 0.5
-        f = lambda a: unrolled_val_objective(CFG, xi, params, stats, a, xt, yt, xv, yv)  # noqa: E731
+        # Compiled once each: eager float64 evaluation is what made this test slow.
+        f = jax.jit(lambda a: unrolled_val_objective(CFG, xi, params, stats, a, xt, yt, xv, yv))
         fd = _central_difference(f, alpha, eps=1e-5)
-        exact = np.asarray(darts2_hypergradient(CFG, xi, params, stats, alpha, xt, yt, xv, yv, "exact"))
+        hypergradient = jax.jit(functools.partial(darts2_hypergradient, CFG), static_argnames="method")
+        exact = np.asarray(hypergradient(xi, params, stats, alpha, xt, yt, xv, yv, "exact"))
         np.testing.assert_allclose(exact, fd, rtol=1e-5, atol=1e-8)
         # DARTS's finite-difference Hessian-vector product converges to the same gradient as its
         # radius shrinks; at DARTS's radius 0.01 ReLU kinks leave it roughly right.
-        approx = lambda r: np.asarray(darts2_hypergradient(  # noqa: E731
-            CFG, xi, params, stats, alpha, xt, yt, xv, yv, "finite_difference", fd_radius=r))
+        approx = lambda r: np.asarray(hypergradient(  # noqa: E731
+            xi, params, stats, alpha, xt, yt, xv, yv, "finite_difference", fd_radius=r))
         np.testing.assert_allclose(approx(1e-6), fd, rtol=1e-4, atol=1e-8)
         assert np.max(np.abs(approx(0.01) - fd)) < 0.3 * np.max(np.abs(fd))
         # ... and the second-order term matters here: first order differs.
-        first = np.asarray(jax.grad(lambda a: unrolled_val_objective(CFG, 0.0, params, stats, a, xt, yt, xv, yv))(
-            alpha))
+        first = np.asarray(jax.jit(jax.grad(
+            lambda a: unrolled_val_objective(CFG, 0.0, params, stats, a, xt, yt, xv, yv)))(alpha))
         assert np.max(np.abs(first - fd)) > 10 * np.max(np.abs(exact - fd))
 
 

@@ -94,15 +94,24 @@ def test_spirals_ldn_learns_and_finds_a_moderate_depth():
         assert s.q.sum() == pytest.approx(1.0)
 
 
-def test_compacting_stopped_seeds_keeps_every_seed_in_place():
+# Six seeds of which at least three stop by epoch 20 (lr 1.0, patience 10), so that chunks of
+# 10 epochs compact the batch at epoch 20 while the others run on.
+COMPACTING = TrainConfig(max_epochs=300, patience=10, learning_rate=1.0)
+
+
+@pytest.fixture(scope="module")
+def chunked():
+    return fit(MLP, COMPACTING, SPIRALS.x_train, SPIRALS.y_train, list(range(6)), chunk_epochs=10)
+
+
+def test_compacting_stopped_seeds_keeps_every_seed_in_place(chunked):
     """Stopped seeds leave the vmapped batch between chunks (a smaller batch runs other float
     kernels, so chaotic runs may drift after that point, as in any rebatching)."""
-    tc = TrainConfig(max_epochs=300, patience=10, learning_rate=1.0)
+    tc = COMPACTING
     whole = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, list(range(6)), chunk_epochs=None)
     epochs = np.asarray(whole.state.epoch)
     early = epochs <= 20
     assert early.sum() >= 3 and epochs.max() > 100  # so chunks of 10 compact at epoch 20
-    chunked = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, list(range(6)), chunk_epochs=10)
     # Until the first compaction everything is the same program: identical, seed by seed.
     np.testing.assert_array_equal(np.asarray(chunked.state.history)[:, :20], np.asarray(whole.state.history)[:, :20])
     # Seeds compacted out at epoch 20 keep exactly their results, in their original places.
@@ -128,11 +137,9 @@ def _kill_after(epochs: int):
     return progress
 
 
-def test_fit_resumes_from_its_checkpoint_exactly(tmp_path):
+def test_fit_resumes_from_its_checkpoint_exactly(chunked, tmp_path):
     """Killed between chunks (after a compaction) and resumed: the same result, bit for bit."""
-    tc = TrainConfig(max_epochs=300, patience=10, learning_rate=1.0)
-    seeds = list(range(6))
-    whole = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10)
+    tc, seeds, whole = COMPACTING, list(range(6)), chunked
     assert int(np.sum(np.asarray(whole.state.epoch) <= 20)) >= 3  # compacted at epoch 20, before the kill
     with pytest.raises(_Killed):
         fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10, progress=_kill_after(40),
