@@ -173,9 +173,9 @@ def fit(
     when every seed is done.
 
     checkpoint_dir: between chunks (at most every `checkpoint_every_s` seconds, 0: every chunk)
-    the state of every seed is saved there, and a later call with the same data, configs and seeds resumes
-    from it exactly; one from another run raises `CheckpointError`. The caller deletes it
-    once the results are safe.
+    the state of every seed is saved there, and a later call with the same data, configs and
+    seeds resumes from it exactly; one from another run raises `CheckpointError`. The caller
+    deletes it once the results are safe.
     """
     seeds = np.asarray(seeds, dtype=np.uint32)
     if seeds.ndim != 1 or seeds.size == 0:
@@ -197,8 +197,8 @@ def fit(
     parts: list[tuple[np.ndarray, LoopState]] = []  # seeds compacted out, with their final state
     stop = 0
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    run_id = _run_id(model_config, train_config, seeds, x, y)
     if ckpt is not None:
+        run_id = _run_id(model_config, train_config, seeds, x, y)
         saved = ckpt.restore(_savable(loop), run_id)
         if saved is not None:
             full, meta = _loadable(saved[0]), saved[1]
@@ -210,35 +210,38 @@ def fit(
     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
     last_save, save_seconds = time.monotonic(), 0.0
-    while stop < train_config.max_epochs:
-        stop = min(stop + step, train_config.max_epochs)
-        loop = run(loop, x, y, jnp.int32(stop))
-        done = np.asarray(loop.done)
-        if not done.all():
-            # Under vmap a stopped seed still costs a full share of every epoch. Once half the
-            # batch has stopped, move the stopped seeds out and go on with a smaller batch
-            # (one more compile per halving).
-            if done.sum() * 2 >= done.size:
-                parts.append((active[done], _take(loop, np.flatnonzero(done))))
-                keep = np.flatnonzero(~done)
-                active, loop = active[keep], _take(loop, keep)
-                x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
-            # At most every checkpoint_every_s and, unless that is 0 (every chunk), with no more
-            # than 5% of the time spent saving (a 6-seed width-512 state is 380 MB, 2.6 s).
-            waited = time.monotonic() - last_save
-            due = waited >= checkpoint_every_s and (checkpoint_every_s == 0 or waited >= 20 * save_seconds)
-            if ckpt is not None and due:
-                t0 = time.monotonic()
-                state = _savable(_assemble(parts + [(active, loop)]))
-                ckpt.save(stop, state, {"stop": stop, "active": active.tolist()}, run_id)
-                last_save = time.monotonic()
-                save_seconds = last_save - t0
-        if progress is not None:
-            progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
-        if done.all():
-            break
-    if ckpt is not None:
-        ckpt.close()
+    try:
+        while stop < train_config.max_epochs:
+            stop = min(stop + step, train_config.max_epochs)
+            loop = run(loop, x, y, jnp.int32(stop))
+            done = np.asarray(loop.done)
+            if not done.all():
+                # Under vmap a stopped seed still costs a full share of every epoch. Once half the
+                # batch has stopped, move the stopped seeds out and go on with a smaller batch
+                # (one more compile per halving).
+                if done.sum() * 2 >= done.size:
+                    parts.append((active[done], _take(loop, np.flatnonzero(done))))
+                    keep = np.flatnonzero(~done)
+                    active, loop = active[keep], _take(loop, keep)
+                    x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
+                # At most every checkpoint_every_s and, unless that is 0 (every chunk), with no more
+                # than 5% of the time spent saving (a 6-seed width-512 state is 380 MB, 2.6 s).
+                waited = time.monotonic() - last_save
+                cheap = checkpoint_every_s == 0 or waited >= 20 * save_seconds
+                due = waited >= checkpoint_every_s and cheap
+                if ckpt is not None and due:
+                    t0 = time.monotonic()
+                    state = _savable(_assemble(parts + [(active, loop)]))
+                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist()}, run_id)
+                    last_save = time.monotonic()
+                    save_seconds = last_save - t0
+            if progress is not None:
+                progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
+            if done.all():
+                break
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     loop = _assemble(parts + [(active, loop)])
     return FitResult(model_config, train_config, loop)
 
