@@ -1,3 +1,5 @@
+import time
+
 import chex
 import numpy as np
 import pytest
@@ -141,13 +143,17 @@ def test_fit_resumes_from_its_checkpoint_exactly(chunked, tmp_path):
     """Killed between chunks (after a compaction) and resumed: the same result, bit for bit."""
     tc, seeds, whole = COMPACTING, list(range(6)), chunked
     assert int(np.sum(np.asarray(whole.state.epoch) <= 20)) >= 3  # compacted at epoch 20, before the kill
+    t0 = time.perf_counter()
     with pytest.raises(_Killed):
         fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10, progress=_kill_after(40),
             checkpoint_dir=tmp_path, checkpoint_every_s=0)
-    seen = []
+    t1, seen = time.perf_counter(), []
     resumed = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10,
                   progress=lambda done, total: seen.append(done), checkpoint_dir=tmp_path)
+    t2 = time.perf_counter()
     assert seen[0] == 50  # it went on from the checkpoint at epoch 40, not from the start
+    # Its training time counts the killed call up to its last checkpoint as well as this one.
+    assert t2 - t1 < resumed.seconds < t2 - t0
     for field in ("history", "epoch", "best_epoch", "best_loss", "done"):
         np.testing.assert_array_equal(getattr(resumed.state, field), getattr(whole.state, field), err_msg=field)
     for s in seeds:
@@ -163,7 +169,6 @@ def test_fit_refuses_a_checkpoint_of_another_run(tmp_path):
         with pytest.raises(CheckpointError, match="different run"):
             fit(MLP, other.get("tc", tc), SPIRALS.x_train, other.get("y", SPIRALS.y_train), other.get("seeds", [0, 1]),
                 chunk_epochs=10, checkpoint_dir=tmp_path)
-
 
 
 def test_run_grid_resumes_a_killed_point_and_then_deletes_its_checkpoint(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -115,10 +114,8 @@ def run_in_memory(
             f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
             f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
         )
-    start = time.perf_counter()
     result = fit(model_config, train_config, data.x_train, data.y_train, seeds, chunk_epochs, progress,
                  checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s)
-    train_seconds = time.perf_counter() - start
     method = train_config.method
     seed_results = []
     for i, seed in enumerate(seeds):
@@ -142,7 +139,7 @@ def run_in_memory(
             best_loss=float(result.state.best_loss[i]),
             nonfinite=bool(result.state.nonfinite[i]),
         ))
-    return RunResult(model_config, train_config, seed_results, result, train_seconds)
+    return RunResult(model_config, train_config, seed_results, result, result.seconds)
 
 
 def input_grid(x_train: np.ndarray, resolution: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

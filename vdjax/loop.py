@@ -141,6 +141,7 @@ class FitResult:
     model_config: ModelConfig
     train_config: TrainConfig
     state: LoopState
+    seconds: float = 0.0  # wall time of training, compile included, over every call that resumed it
 
     @property
     def n_seeds(self) -> int:
@@ -177,6 +178,7 @@ def fit(
     seeds resumes from it exactly; one from another run raises `CheckpointError`. The caller
     deletes it once the results are safe.
     """
+    start = time.monotonic()
     seeds = np.asarray(seeds, dtype=np.uint32)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")
@@ -195,7 +197,7 @@ def fit(
     run = _compiled_run(model_config, train_config, data_axis)
     active = np.arange(seeds.size)  # original positions of the seeds still in `loop`
     parts: list[tuple[np.ndarray, LoopState]] = []  # seeds compacted out, with their final state
-    stop = 0
+    stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         run_id = _run_id(model_config, train_config, seeds, x, y)
@@ -203,6 +205,7 @@ def fit(
         if saved is not None:
             full, meta = _loadable(saved[0]), saved[1]
             stop, active = int(meta["stop"]), np.asarray(meta["active"], dtype=np.int64)
+            earlier_seconds = float(meta.get("seconds", 0.0))
             finished = np.setdiff1d(np.arange(seeds.size), active)
             parts = [(finished, _take(full, finished))] if finished.size else []
             loop = _take(full, active)
@@ -232,7 +235,8 @@ def fit(
                 if ckpt is not None and due:
                     t0 = time.monotonic()
                     state = _savable(_assemble(parts + [(active, loop)]))
-                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist()}, run_id)
+                    seconds = earlier_seconds + t0 - start
+                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist(), "seconds": seconds}, run_id)
                     last_save = time.monotonic()
                     save_seconds = last_save - t0
             if progress is not None:
@@ -243,7 +247,7 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     loop = _assemble(parts + [(active, loop)])
-    return FitResult(model_config, train_config, loop)
+    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start)
 
 
 def _assemble(parts: list[tuple[np.ndarray, LoopState]]) -> LoopState:
