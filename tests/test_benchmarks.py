@@ -1,5 +1,6 @@
 """The benchmark's quick mode runs here so the script cannot rot; no timing is asserted."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def test_compare_quick_mode_fills_every_table(tmp_path):
 
 def test_torch_peer_computes_the_same_loss_as_vdjax():
     """Same architecture and loss: with the weights copied over, the ELBOs agree."""
-    torch = pytest.importorskip("torch")
+    if os.environ.get("VDJAX_REQUIRE_TORCH") == "1":  # CI installs it: a missing torch fails there
+        import torch
+    else:
+        torch = pytest.importorskip("torch")
     import jax.numpy as jnp
     import numpy as np
     import torch_ldn
