@@ -1,5 +1,6 @@
 """Image data readers, the image trainer (early stopping, checkpoints, resume) and image runs."""
 
+import dataclasses
 import gzip
 import os
 import struct
@@ -199,6 +200,10 @@ def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
     fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
     with pytest.raises(CheckpointError, match="different run"):
         fit_dataset(tiny_images, cfg, TINY, seed=1, checkpoint_dir=tmp_path, progress=False)
+    # The same data set name and sizes, other images (as a subset drawn with another seed).
+    other = dataclasses.replace(tiny_images, x_train=tiny_images.x_train[::-1].copy())
+    with pytest.raises(CheckpointError, match="different run"):
+        fit_dataset(other, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False)
     for f in tmp_path.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\x00garbage")

@@ -8,12 +8,26 @@ wrong `--out` or a damaged file never silently restarts or corrupts a run.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or that belongs to a different run."""
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A digest of arrays' shapes, dtypes and contents, for a run id: two data sets of the same
+    name and size (e.g. subsets drawn with other seeds) are different runs."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        digest.update(repr((a.shape, a.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
 
 
 class Checkpoints:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
+from vdjax.checkpoints import CheckpointError, Checkpoints, fingerprint  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset
 from vdjax.data.images import batches
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs
@@ -184,9 +184,9 @@ def _host(state: TrainState) -> dict[str, Any]:
 
 
 def _run_id(data: Dataset, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed."""
+    """What must match for a checkpoint to be resumed: the data themselves, configs and seed."""
     return {
-        "data": [data.name, data.n_train, int(len(data.x_test))],
+        "data": [data.name, fingerprint(data.x_train, data.y_train, data.x_test, data.y_test)],
         "model_config": repr(model_config),
         "train_config": repr(train_config),
         "seed": int(seed),
