@@ -104,10 +104,11 @@ def fit_dataset(
     optimizer = make_optimizer(train_config, steps_per_epoch)
     step = make_train_step(model_config, train_config, optimizer, n_train)
     fresh = init_state(jax.random.key(seed), model_config, optimizer)
-    run_id = _run_id(data, model_config, train_config, seed)
-
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    saved = ckpt.restore({"train": fresh, "best": _host(fresh)}, run_id) if ckpt is not None else None
+    saved = None
+    if ckpt is not None:  # the data digest costs seconds on SVHN: only when checkpointing
+        run_id = _run_id(data, model_config, train_config, seed)
+        saved = ckpt.restore({"train": fresh, "best": _host(fresh)}, run_id)
     if saved is not None:
         (state, best), meta = (saved[0]["train"], saved[0]["best"]), saved[1]
         resumed_from: int | None = meta["epochs"]
