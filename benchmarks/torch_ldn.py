@@ -1,7 +1,9 @@
 """The same learnt-depth networks in plain PyTorch: the peer for `benchmarks/compare.py`.
 
-Same architecture (PyTorch's default init, BatchNorm momentum 0.1 / eps 1e-5, one BatchNorm
-per depth in the CNN output block), same loss (exact negative ELBO with the 0.85^(d+1)
+Same architecture (the reference code's layers: an unpadded 5x5 input convolution and 2x2
+average pool, bottleneck convolutions with biases; PyTorch's default init, BatchNorm momentum
+0.1 / eps 1e-5; the CNN output block's BatchNorm shares its scale and shift across depths and
+keeps running statistics per depth, as vdjax does), same loss (exact negative ELBO with the 0.85^(d+1)
 prior), same optimiser (one SGD with momentum over the weights and the depth logits), and an
 ordinary per-step Python training loop, as a PyTorch user would write it.
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +33,9 @@ class Bottleneck(nn.Module):
     def __init__(self, width: int, bottleneck: int):
         super().__init__()
         self.bn1, self.bn2, self.bn3 = nn.BatchNorm2d(width), nn.BatchNorm2d(bottleneck), nn.BatchNorm2d(bottleneck)
-        self.conv1 = nn.Conv2d(width, bottleneck, 1, bias=False)
-        self.conv2 = nn.Conv2d(bottleneck, bottleneck, 3, padding=1, bias=False)
-        self.conv3 = nn.Conv2d(bottleneck, width, 1, bias=False)
+        self.conv1 = nn.Conv2d(width, bottleneck, 1)
+        self.conv2 = nn.Conv2d(bottleneck, bottleneck, 3, padding=1)
+        self.conv3 = nn.Conv2d(bottleneck, width, 1)
 
     def forward(self, a):
         h = self.conv1(F.relu(self.bn1(a)))
@@ -50,10 +54,12 @@ class TorchLDN(nn.Module):
             self.blocks = nn.ModuleList(MLPBlock(width) for _ in range(max_depth))
             self.out = nn.Linear(width, num_classes)
         else:
-            self.input = nn.Sequential(nn.Conv2d(in_features, width, 5, padding=2), nn.AvgPool2d(2))
+            self.input = nn.Sequential(nn.Conv2d(in_features, width, 5), nn.AvgPool2d(2))
             self.blocks = nn.ModuleList(Bottleneck(width, bottleneck) for _ in range(max_depth))
             self.head_linear = nn.Linear(width, width)
-            self.head_bns = nn.ModuleList(nn.BatchNorm1d(width) for _ in range(max_depth + 1))
+            self.head_bn = nn.BatchNorm1d(width)  # scale and shift; statistics per depth below
+            self.register_buffer("head_mean", torch.zeros(max_depth + 1, width))
+            self.register_buffer("head_var", torch.ones(max_depth + 1, width))
             self.out = nn.Linear(width, num_classes)
         self.depth_logits = nn.Parameter(torch.zeros(max_depth + 1))
 
@@ -61,7 +67,9 @@ class TorchLDN(nn.Module):
         if self.arch == "mlp":
             return self.out(a)
         h = a.mean(dim=(2, 3))
-        h = h + self.head_bns[d](F.relu(self.head_linear(h)))
+        bn = self.head_bn
+        h = h + F.batch_norm(F.relu(self.head_linear(h)), self.head_mean[d], self.head_var[d], bn.weight, bn.bias,
+                             self.training, bn.momentum, bn.eps)
         return self.out(h)
 
     def forward(self, x):
@@ -77,7 +85,7 @@ class TorchLDN(nn.Module):
         small = copy.deepcopy(self)
         small.blocks = small.blocks[:depth]
         if self.arch == "cnn":
-            small.head_bns = small.head_bns[: depth + 1]
+            small.head_mean, small.head_var = small.head_mean[: depth + 1], small.head_var[: depth + 1]
         return small
 
 
@@ -119,3 +127,40 @@ def fit_spirals(x, y, max_depth: int = 20, width: int = 20, seed: int = 0, max_e
             break
     model.load_state_dict(best_state)
     return {"model": model, "epochs": epoch + 1, "best_loss": best, "best_epoch": best_epoch}
+
+
+def to_vdjax_variables(model: TorchLDN) -> dict:
+    """The model's weights and running statistics as vdjax `LDN` variables (numpy arrays), so
+    both frameworks can be checked to compute the same function."""
+    t = lambda p: p.detach().cpu().numpy()  # noqa: E731
+    stack = lambda f: np.stack([f(b) for b in model.blocks])  # noqa: E731
+    dense = lambda m: {"kernel": t(m.weight).T, "bias": t(m.bias)}  # noqa: E731
+    conv1x1 = lambda m: {"kernel": t(m.weight)[:, :, 0, 0].T, "bias": t(m.bias)}  # noqa: E731
+    conv = lambda m: {"kernel": t(m.weight).transpose(2, 3, 1, 0), "bias": t(m.bias)}  # noqa: E731  OIHW->HWIO
+    affine = lambda bn: {"scale": t(bn.weight), "bias": t(bn.bias)}  # noqa: E731
+    moments = lambda bn: {"mean": t(bn.running_mean), "var": t(bn.running_var)}  # noqa: E731
+
+    def stacked(parts: dict) -> dict:  # {name: fn(block) -> {leaf: array}} -> stacked over blocks
+        return {k: {leaf: stack(lambda b, f=f, leaf=leaf: f(b)[leaf]) for leaf in f(model.blocks[0])}
+                for k, f in parts.items()}
+
+    if model.arch == "mlp":
+        params = {"input": dense(model.input), "head": {"Linear_0": dense(model.out)}}
+        block_params = {"Linear_0": lambda b: dense(b.linear), "BatchNorm_0": lambda b: affine(b.bn)}
+        block_stats = {"BatchNorm_0": lambda b: moments(b.bn)}
+        stats: dict = {}
+        name = "MLPBlock_0"
+    else:
+        params = {"input": conv(model.input[0]),
+                  "head": {"MLPBlock_0": {"Linear_0": dense(model.head_linear), "BatchNorm_0": affine(model.head_bn)},
+                           "Linear_0": dense(model.out)}}
+        block_params = {"BatchNorm_0": lambda b: affine(b.bn1), "Linear_0": lambda b: conv1x1(b.conv1),
+                        "BatchNorm_1": lambda b: affine(b.bn2), "Conv_0": lambda b: conv(b.conv2),
+                        "BatchNorm_2": lambda b: affine(b.bn3), "Linear_1": lambda b: conv1x1(b.conv3)}
+        block_stats = {f"BatchNorm_{i}": lambda b, i=i: moments(getattr(b, f"bn{i + 1}")) for i in range(3)}
+        stats = {"head": {"MLPBlock_0": {"BatchNorm_0": {"mean": t(model.head_mean), "var": t(model.head_var)}}}}
+        name = "BottleneckBlock_0"
+    if len(model.blocks):
+        params["blocks"] = {"scan": {name: stacked(block_params)}}
+        stats["blocks"] = {"scan": {name: stacked(block_stats)}}
+    return {"params": params, "batch_stats": stats}

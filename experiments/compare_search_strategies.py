@@ -54,10 +54,10 @@ def setting(name, args):
         search = SearchConfig("darts1", steps=args.search_steps or 2000)
         return data, model, train, search, list(range(args.seeds or 3))
     from vdjax.data.images import load_images
-    from vdjax.trainer import IMAGE_PROTOCOL
+    from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
     data = load_images(name, args.data_dir, n_train=args.n_train, n_test=args.n_test)
-    train = IMAGE_PROTOCOL if args.paper_protocol else IMAGE_PROTOCOL.replace(
+    train = PAPER_IMAGE_PROTOCOL if args.paper_protocol else IMAGE_PROTOCOL.replace(
         batch_size=32, max_epochs=args.image_epochs, lr_drop_epoch=None)
     model = ModelConfig("cnn", args.max_depth or 4, data.num_classes, data.input_shape)
     search = SearchConfig("darts1", steps=args.search_steps or 150, batch_size=32)

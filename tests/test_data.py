@@ -64,3 +64,29 @@ def test_dataset_validates_its_arrays():
     x = np.zeros((4, 2), np.float32)
     with pytest.raises(ValueError, match="y_train"):
         Dataset("toy", x, np.array([0, 1, 2, 0]), x, np.array([0, 1, 1, 0]), num_classes=2)
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint():
+    from vdjax.data import split_validation
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), [50, 30, 20])
+    x = rng.normal(size=(100, 2)).astype(np.float32)
+    x[:, 0] = np.arange(100)  # identifies each example
+    data = Dataset("toy", x, y, x[:7], y[:7], num_classes=3)
+    a = split_validation(data, 0.1, seed=1)
+    # Stratified: round(10%) of each class; the rest trains; the test set is untouched.
+    np.testing.assert_array_equal(np.bincount(a.y_val, minlength=3), [5, 3, 2])
+    np.testing.assert_array_equal(np.bincount(a.y_train, minlength=3), [45, 27, 18])
+    ids_val, ids_train = set(a.x_val[:, 0].astype(int)), set(a.x_train[:, 0].astype(int))
+    assert not ids_val & ids_train and len(ids_val | ids_train) == 100
+    assert a.x_test is data.x_test and a.validation == {"fraction": 0.1, "seed": 1, "stratified": True, "n_val": 10}
+    # Seeded: the same seed draws the same split, another seed another one.
+    np.testing.assert_array_equal(split_validation(data, 0.1, seed=1).x_val, a.x_val)
+    assert set(split_validation(data, 0.1, seed=2).x_val[:, 0].astype(int)) != ids_val
+    with pytest.raises(ValueError, match="already has a validation split"):
+        split_validation(a, 0.1)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        split_validation(data, 1.0)
+    with pytest.raises(ValueError, match="one side empty"):
+        split_validation(data, 0.001)

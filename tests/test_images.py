@@ -190,9 +190,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     assert resumed.best_epoch == whole.best_epoch
     chex.assert_trees_all_equal(resumed.state.params, whole.state.params)
     chex.assert_trees_all_equal(resumed.state.batch_stats, whole.state.batch_stats)
-    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in whole.history]
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
     # The kept parameters are the best epoch's, not the last one's, whenever those differ.
-    assert whole.history[whole.best_epoch]["test_loss"] == min(h["test_loss"] for h in whole.history)
+    assert whole.history[whole.best_epoch]["val_loss"] == min(h["val_loss"] for h in whole.history)
 
 
 def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
@@ -212,15 +212,28 @@ def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
     assert any(tmp_path.rglob("*")), "the corrupt checkpoint must be left in place"
 
 
-def test_early_stopping_on_test_elbo(tiny_images):
+@pytest.mark.parametrize("stop_on", ["val", "test"])
+def test_early_stopping_watches_the_chosen_split(tiny_images, stop_on):
+    """The default watches a validation split held out of the training set; the paper's
+    protocol watches the test ELBO. The history holds only the watched split's objective."""
+    from vdjax.trainer import heldout_objective, with_stopping_data
+
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
-    run = fit_dataset(tiny_images, cfg, TINY.replace(max_epochs=50, patience=1, learning_rate=2.0), seed=0,
-                      progress=False)
-    losses = [h["test_loss"] for h in run.history]
+    tc = TINY.replace(max_epochs=50, patience=1, learning_rate=2.0, stop_on=stop_on)
+    run = fit_dataset(tiny_images, cfg, tc, seed=0, progress=False)
+    losses = [h[f"{stop_on}_loss"] for h in run.history]
+    other = {"val": "test", "test": "val"}[stop_on]
+    assert not any(f"{other}_loss" in h for h in run.history)
     assert run.stopped in ("patience", "nonfinite")
     assert run.epochs < 50 and run.best_epoch == int(np.nanargmin(losses))
     if run.stopped == "patience":
         assert run.epochs - 1 - run.best_epoch == 1
+    # The kept state's objective on the watched split is the best one in the history.
+    data = with_stopping_data(tiny_images, tc)
+    x, y = (data.x_val, data.y_val) if stop_on == "val" else (data.x_test, data.y_test)
+    kept = heldout_objective(cfg, tc, run.state, x, y, data.n_train, split=stop_on)
+    assert kept[f"{stop_on}_loss"] == pytest.approx(np.nanmin(losses), rel=1e-5)
+    assert data.n_train + data.n_val == tiny_images.n_train and (data.n_val > 0) == (stop_on == "val")
 
 
 def test_nonfinite_loss_stops_and_keeps_best(tiny_images):
@@ -254,6 +267,8 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     ddn = run_image_point(tiny_images, ImagePoint("ddn", 3, 0), tc, tmp_path, progress=False)
     ldn = run_image_point(tiny_images, ImagePoint("ldn", 3, 0), tc, tmp_path, progress=False)
     assert ddn["method"] == "ddn" and set(ddn["test"]) >= {"log_lik", "error", "ece", "reliability"}
+    assert ddn["early_stopping"]["on"] == "val" and ddn["n_val"] == ddn["early_stopping"]["validation"]["n_val"]
+    assert ddn["n_train"] + ddn["n_val"] == tiny_images.n_train
     q = np.asarray(ldn["q"])
     assert q.shape == (4,) and abs(q.sum() - 1) < 1e-6 and 0 <= ldn["d_opt"] <= 3
     assert ldn["ddn"] == ddn["test"]

@@ -103,3 +103,46 @@ def test_wrong_input_shape_is_reported():
     v = LDN(cfg).init(jax.random.key(0), jnp.zeros((1, 2)))
     with pytest.raises(AssertionError, match="shape"):
         LDN(cfg).apply(v, jnp.zeros((4, 3)))
+
+
+def reference_cnn_parameter_count(max_depth: int, in_channels: int, width: int = 64, bottleneck: int = 32,
+                                  classes: int = 10) -> int:
+    """Trainable parameters of the reference code's CNN (arch_uncert), layer by layer."""
+    conv = lambda k, c_in, c_out: k * k * c_in * c_out + c_out  # noqa: E731  (PyTorch Conv2d: bias)
+    bn = lambda c: 2 * c  # noqa: E731  (scale and shift)
+    input_block = conv(5, in_channels, width)
+    block = bn(width) + conv(1, width, bottleneck) + bn(bottleneck) + conv(3, bottleneck, bottleneck) \
+        + bn(bottleneck) + conv(1, bottleneck, width)
+    output_block = (width * width + width) + bn(width) + (width * classes + classes)
+    return input_block + max_depth * block + output_block
+
+
+@pytest.mark.parametrize("shape, maps", [((28, 28, 1), 12), ((32, 32, 3), 14)])
+def test_cnn_is_the_reference_network(shape, maps):
+    """Unpadded 5x5 input convolution + 2x2 pool (12x12 maps on MNIST), biases in every conv."""
+    cfg = ModelConfig("cnn", 4, 10, shape)
+    x = jnp.zeros((2, *shape))
+    v = LDN(cfg).init(jax.random.key(0), x)
+    _, inter = LDN(cfg).apply(v, x, capture_intermediates=lambda m, _: m.name == "input", mutable=["intermediates"])
+    conv_out = inter["intermediates"]["input"]["__call__"][0]
+    assert conv_out.shape == (2, 2 * maps, 2 * maps, 64)  # the pool halves it to maps x maps
+    n_params = sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))
+    assert n_params == reference_cnn_parameter_count(4, shape[-1])
+    block = v["params"]["blocks"]["scan"]["BottleneckBlock_0"]
+    assert {"Linear_0", "Conv_0", "Linear_1"} <= set(block) and all("bias" in block[k] for k in block if "BatchNorm" not in k)
+
+
+def test_last_head_only_is_the_last_row_of_every_head():
+    from vdjax.prune import last_head_only
+
+    cfg = cnn(3)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    v = LDN(cfg).init(jax.random.key(1), x)
+    _, stats = LDN(cfg).apply(v, x, train=True, mutable=["batch_stats"])  # per-depth head statistics differ
+    v = {**v, **stats}
+    last_cfg, last_v = last_head_only(cfg, v)
+    out = LDN(last_cfg).apply(last_v, x)
+    assert out.shape == (1, 4, 10)
+    np.testing.assert_allclose(out[0], LDN(cfg).apply(v, x)[-1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="6x6"):
+        ModelConfig("cnn", 1, 10, (5, 5, 1))

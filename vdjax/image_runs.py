@@ -26,9 +26,17 @@ from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
 from vdjax.models import ModelConfig
-from vdjax.prune import d_opt_95, eval_logits, expected_depth, forward_fn, prune, pruned_log_probs
+from vdjax.prune import (
+    d_opt_95,
+    eval_logits,
+    expected_depth,
+    forward_fn,
+    last_head_only,
+    prune,
+    pruned_log_probs,
+)
 from vdjax.train import TrainConfig
-from vdjax.trainer import fit_dataset
+from vdjax.trainer import fit_dataset, with_stopping_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +76,7 @@ def run_image_point(
         return read_json(path)
     model_config = cnn_config(data, point.depth)
     train_config = train_config.replace(method=point.method)
+    data = with_stopping_data(data, train_config)
     ckpt_dir = path.parent / "checkpoints" / point.name
     result = fit_dataset(data, model_config, train_config, point.seed, checkpoint_dir=ckpt_dir, progress=progress,
                          log=log)
@@ -76,7 +85,9 @@ def run_image_point(
     record: dict[str, Any] = {
         "dataset": data.name,
         "n_train": data.n_train,
+        "n_val": data.n_val,
         "n_test": int(len(data.x_test)),
+        "early_stopping": early_stopping_note(train_config, data),
         "method": point.method,
         "max_depth": point.depth,
         "seed": point.seed,
@@ -119,6 +130,25 @@ def run_image_point(
     return read_json(path)
 
 
+def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:
+    """What early stopping watched, for results files and figure captions."""
+    note: dict[str, Any] = {"on": train_config.stop_on, "patience": train_config.patience}
+    if train_config.stop_on == "val":
+        note["validation"] = data.validation
+    return note
+
+
+def stopping_caption(records: list[dict[str, Any]]) -> str:
+    """'early stopping on ...' for a figure drawn from `records` (records written before the
+    validation split existed stopped on the test ELBO)."""
+    notes = {r.get("early_stopping", {}).get("on", "test"): r.get("early_stopping", {}) for r in records}
+    words = {"train": "the train ELBO", "test": "the test ELBO (paper protocol)"}
+    if "val" in notes:
+        v = notes["val"].get("validation") or {}
+        words["val"] = f"the ELBO of a {100 * v.get('fraction', 0.1):g}% stratified validation split"
+    return "early stopping on " + " / ".join(words[k] for k in sorted(notes))
+
+
 def summary_line(r: dict[str, Any]) -> str:
     head = f"{r['dataset']} {r['method']} D={r['max_depth']} seed {r['seed']}: "
     tail = f" ({r['epochs']} epochs, best {r['best_epoch']}, {r['train_seconds']:.0f} s)"
@@ -156,9 +186,11 @@ def forward_speedup(ddn_config: ModelConfig, ddn_variables: dict, pruned_config:
                     pruned_variables: dict, x: np.ndarray) -> dict[str, float]:
     """Fig 11: the proportional reduction in forward time, 1 - t(pruned LDN) / t(DDN), same batch.
 
-    Both are timed alternately (twice each) and the medians kept, so drifting machine load
-    affects both alike.
+    The DDN computes only its own (last) output block, as deployed; the pruned LDN computes
+    all d_opt + 1 of its outputs, since its prediction is their marginal under q. Both are
+    timed alternately (twice each) and the fastest kept, so drifting load affects both alike.
     """
+    ddn_config, ddn_variables = last_head_only(ddn_config, ddn_variables)
     t_ddn, t_pruned = [], []
     for _ in range(2):
         t_ddn.append(forward_seconds(ddn_config, ddn_variables, x))
@@ -209,8 +241,9 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
     records = {k: v for k, v in records.items() if v}
     paths: list[Path] = []
     tables = {name: depth_table(rs) for name, rs in records.items()}
+    caption = stopping_caption([r for rs in records.values() for r in rs])
     if any(any(r["method"] == "ldn" for r in rs) for rs in records.values()):
-        paths.append(plot_image_depth_scan(tables, out / "fig9_depth_scan.png"))
+        paths.append(plot_image_depth_scan(tables, out / "fig9_depth_scan.png", suptitle=caption))
         paths.append(plot_speedup(tables, out / "fig11_speedup.png"))
     panels = []
     for name, rs in records.items():
@@ -231,12 +264,12 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
             ddn_log_lik=np.array([np.mean(ddn[d]) for d in ddn_depths]) if ddn_depths else None,
             ddn_depths=np.array(ddn_depths) if ddn_depths else None,
             title=(f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), "
-                   "test log-likelihood per depth"),
+                   f"test log-likelihood per depth\n{caption}"),
         ))
         first = top[0]
         if "ddn" in first:
             panels += [(f"{name} DDN-{deepest}", first["ddn"]), (f"{name} LDN-{deepest} full", first["ldn_full"]),
                        (f"{name} LDN pruned to {first['d_opt']}", first["ldn_95"])]
     if panels:
-        paths.append(plot_reliability(panels, out / "fig10_calibration.png"))
+        paths.append(plot_reliability(panels, out / "fig10_calibration.png", suptitle=caption))
     return paths

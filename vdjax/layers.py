@@ -58,36 +58,52 @@ class Linear(nn.Module):
         return y
 
 
-def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A stride-1 'SAME' k x k convolution (k odd) as one matrix product over k*k shifted copies."""
+Padding = Literal["SAME", "VALID"]
+
+
+def conv_im2col(x: jax.Array, kernel: jax.Array, padding: Padding = "SAME") -> jax.Array:
+    """A stride-1 k x k convolution (k odd) as one matrix product over k*k shifted copies.
+
+    'SAME' zero-pads k // 2 on each side (PyTorch's padding=k//2); 'VALID' does not pad, so
+    the output is k - 1 smaller (PyTorch's default padding=0).
+    """
     k = kernel.shape[0]
+    if padding == "SAME":
+        p = k // 2
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     _, h, w, c = x.shape
-    p = k // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    patches = jnp.concatenate([xp[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1)
+    h, w = h - k + 1, w - k + 1
+    patches = jnp.concatenate([x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1)
     return jnp.dot(patches, kernel.reshape(k * k * c, kernel.shape[-1]))
 
 
-def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A stride-1 'SAME' NHWC convolution with XLA's native op."""
+def conv_xla(x: jax.Array, kernel: jax.Array, padding: Padding = "SAME") -> jax.Array:
+    """A stride-1 NHWC convolution with XLA's native op."""
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
 class Conv(nn.Module):
-    """k x k stride-1 'SAME' convolution (k odd), PyTorch init; `impl` is 'im2col' or 'xla'."""
+    """k x k stride-1 convolution (k odd), PyTorch init; `impl` is 'im2col' or 'xla'.
+
+    Defaults are PyTorch's `Conv2d`: a bias, and padding as given ('SAME' = k // 2, 'VALID' = 0).
+    """
 
     features: int
     kernel_size: int = 3
     impl: str = "xla"
-    use_bias: bool = False
+    use_bias: bool = True
+    padding: Padding = "SAME"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, c = self.kernel_size, x.shape[-1]
+        if self.padding not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be 'SAME' or 'VALID', got {self.padding!r}")
         kernel = self.param("kernel", torch_kernel_init, (k, k, c, self.features))
-        y = conv_im2col(x, kernel) if self.impl == "im2col" else conv_xla(x, kernel)
+        conv = conv_im2col if self.impl == "im2col" else conv_xla
+        y = conv(x, kernel, self.padding)
         if self.use_bias:
             y = y + self.param("bias", torch_bias_init(k * k * c), (self.features,))
         return y

@@ -178,6 +178,9 @@ def fit(
     deletes it once the results are safe.
     """
     start = time.monotonic()
+    if train_config.stop_on != "train":
+        raise ValueError(f"the in-memory loop stops on the train ELBO (the spirals protocol), got "
+                         f"stop_on={train_config.stop_on!r}; use vdjax.trainer.fit_dataset for held-out stopping")
     seeds = np.asarray(seeds, dtype=np.uint32)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")

@@ -44,6 +44,9 @@ class ModelConfig:
     remat: recompute each block in the backward pass instead of saving its intermediates.
       'auto' turns it on for CPU, where the saved per-block buffers (zero-filled and copied
       by the scan) cost more than the recomputation (D=20, batch 128: 2.1 s -> 1.3 s a step).
+    heads: 'all' gives logits at every depth [max_depth + 1, B, C] (an LDN); 'last' computes
+      only the deepest one [1, B, C], the forward pass of a deployed DDN or pruned network
+      that needs no marginal (its head statistics: the last row of an 'all' network's).
     """
 
     arch: Arch
@@ -55,6 +58,7 @@ class ModelConfig:
     conv_impl: ConvImpl = "auto"
     unroll: int = 1
     remat: bool | str = "auto"
+    heads: Literal["all", "last"] = "all"
 
     def __post_init__(self):
         if self.arch not in DEFAULT_WIDTH:
@@ -76,12 +80,21 @@ class ModelConfig:
         if len(self.input_shape) != want or min(self.input_shape) < 1:
             kind = "[features]" if self.arch == "mlp" else "[height, width, channels]"
             raise ValueError(f"{self.arch} input_shape must be {kind}, got {self.input_shape}")
+        if self.arch == "cnn" and min(self.input_shape[:2]) < 6:
+            raise ValueError(f"cnn inputs must be at least 6x6 (5x5 unpadded conv, 2x2 pool), got {self.input_shape}")
+        if self.heads not in ("all", "last"):
+            raise ValueError(f"heads must be 'all' or 'last', got {self.heads!r}")
         resolve_conv_impl(self.conv_impl)  # validates the name
         if self.remat not in (True, False, "auto"):
             raise ValueError(f"remat must be True, False or 'auto', got {self.remat!r}")
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def num_heads(self) -> int:
+        """Rows of the logits: one per depth 0..max_depth, or 1 with heads='last'."""
+        return self.max_depth + 1 if self.heads == "all" else 1
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -100,7 +113,10 @@ class MLPBlock(nn.Module):
 
 
 class BottleneckBlock(nn.Module):
-    """Pre-activation bottleneck: a + Conv1x1(BN-ReLU(Conv3x3(BN-ReLU(Conv1x1(BN-ReLU(a))))))."""
+    """Pre-activation bottleneck: a + Conv1x1(BN-ReLU(Conv3x3(BN-ReLU(Conv1x1(BN-ReLU(a)))))).
+
+    Every convolution has a bias, as PyTorch's `Conv2d` default in the reference code.
+    """
 
     width: int
     bottleneck: int
@@ -110,11 +126,11 @@ class BottleneckBlock(nn.Module):
     @nn.compact
     def __call__(self, a: jax.Array) -> jax.Array:
         h = nn.relu(batch_norm(self.train)(a))
-        h = Linear(self.bottleneck, use_bias=False)(h)  # 1x1 conv == dot over channels
+        h = Linear(self.bottleneck)(h)  # 1x1 conv == dot over channels
         h = nn.relu(batch_norm(self.train)(h))
-        h = Conv(self.bottleneck, 3, impl=self.conv_impl)(h)
+        h = Conv(self.bottleneck, 3, impl=self.conv_impl, padding="SAME")(h)
         h = nn.relu(batch_norm(self.train)(h))
-        h = Linear(self.width, use_bias=False)(h)
+        h = Linear(self.width)(h)
         return a + h
 
 
@@ -124,21 +140,23 @@ def global_pool(a: jax.Array) -> jax.Array:
 
 
 class _ScanStep(nn.Module):
-    """One scan iteration: apply block d, emit the (reduced) activation a_d."""
+    """One scan iteration: apply block d, emit the (reduced) activation a_d (if `emit`)."""
 
     block: Callable[[], nn.Module]
     reduce: Callable[[jax.Array], jax.Array]
+    emit: bool = True
 
     @nn.compact
-    def __call__(self, a: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, a: jax.Array, _: None) -> tuple[jax.Array, jax.Array | None]:
         a = self.block()(a)
-        return a, self.reduce(a)
+        return a, self.reduce(a) if self.emit else None
 
 
 class BlockStack(nn.Module):
     """`depth` residual blocks with stacked parameters, run under `lax.scan`.
 
-    Returns the final activation and the reduced activations a_1..a_depth, stacked.
+    Returns the final activation and the reduced activations a_1..a_depth, stacked (None
+    when `emit` is off).
     """
 
     block: Callable[[], nn.Module]
@@ -146,6 +164,7 @@ class BlockStack(nn.Module):
     reduce: Callable[[jax.Array], jax.Array]
     unroll: int = 1
     remat: bool = False
+    emit: bool = True
 
     @nn.compact
     def __call__(self, a: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -158,7 +177,7 @@ class BlockStack(nn.Module):
             length=self.depth,
             unroll=min(self.unroll, max(self.depth, 1)),
         )
-        return scanned(self.block, self.reduce, name="scan")(a, None)
+        return scanned(self.block, self.reduce, self.emit, name="scan")(a, None)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -213,16 +232,19 @@ class LDN(nn.Module):
             head = functools.partial(MLPHead, cfg.num_classes, train)
         else:
             impl = resolve_conv_impl(cfg.conv_impl)
-            a = Conv(cfg.width, 5, impl=impl, use_bias=True, name="input")(x)
+            # The reference's input block: an unpadded 5x5 convolution, then 2x2 average pooling
+            # (28x28 -> 24x24 -> 12x12; SVHN 32x32 -> 28x28 -> 14x14).
+            a = Conv(cfg.width, 5, impl=impl, padding="VALID", name="input")(x)
             a = nn.avg_pool(a, (2, 2), strides=(2, 2))
             reduce = global_pool
             block = functools.partial(BottleneckBlock, cfg.width, cfg.bottleneck, train, impl)
             head = functools.partial(CNNHead, cfg.width, cfg.num_classes, train)
+        every_depth = cfg.heads == "all"
         feats = reduce(a)[None]
         if cfg.max_depth > 0:
             remat = jax.default_backend() == "cpu" if cfg.remat == "auto" else cfg.remat
-            _, deeper = BlockStack(block, cfg.max_depth, reduce, cfg.unroll, remat, name="blocks")(a)
-            feats = jnp.concatenate([feats, deeper], axis=0)
+            a, deeper = BlockStack(block, cfg.max_depth, reduce, cfg.unroll, remat, every_depth, name="blocks")(a)
+            feats = jnp.concatenate([feats, deeper], axis=0) if every_depth else reduce(a)[None]
         heads = nn.vmap(
             head,
             variable_axes={"params": None, "batch_stats": 0},
@@ -231,7 +253,7 @@ class LDN(nn.Module):
             out_axes=0,
         )
         logits = heads(name="head")(feats)
-        chex.assert_shape(logits, (cfg.max_depth + 1, x.shape[0], cfg.num_classes))
+        chex.assert_shape(logits, (cfg.num_heads, x.shape[0], cfg.num_classes))
         return logits
 
 

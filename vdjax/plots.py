@@ -147,7 +147,7 @@ _VARIANTS = (("ldn_full", "LDN-full", "o-"), ("ldn_95", "LDN-95", "s--"), ("ldn_
              ("ddn", "DDN", "d-"))
 
 
-def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLike):
+def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, suptitle: str = ""):
     """Figs 4/9 (right): per data set, d_opt and test log-likelihood / error against max depth
     for LDN-full, LDN-95, LDN-expected and the DDN of that depth (from `image_runs.depth_table`)."""
     fig, axes = plt.subplots(len(tables), 3, figsize=(13, 3.3 * len(tables)), squeeze=False)
@@ -168,6 +168,8 @@ def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | 
             ax.set_xlabel("max depth D")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
     fig.tight_layout()
     return save_figure(fig, path)
 

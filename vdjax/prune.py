@@ -68,6 +68,17 @@ def prune_variables(variables: dict[str, Any], depth: int) -> dict[str, Any]:
     return out
 
 
+def last_head_only(config: ModelConfig, variables: dict[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
+    """The same network computing only its deepest output (a DDN as deployed): the head's
+    per-depth statistics cut to the last row. Its logits are row -1 of the full network's."""
+    if config.heads == "last":
+        return config, variables
+    out = {c: dict(t) for c, t in variables.items()}
+    if "head" in out.get("batch_stats", {}):
+        out["batch_stats"]["head"] = jax.tree_util.tree_map(lambda a: a[-1:], out["batch_stats"]["head"])
+    return config.replace(heads="last"), out
+
+
 @dataclasses.dataclass(frozen=True)
 class PrunedLDN:
     """A network cut to `config.max_depth = d_opt` blocks, with its folded posterior `q`."""
@@ -110,7 +121,7 @@ def pruned_log_probs(logits: np.ndarray, q: np.ndarray, depth: int) -> jax.Array
 
 
 def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits at every depth in evaluation mode, [max_depth + 1, N, classes], in batches."""
+    """Logits in evaluation mode, [num_heads, N, classes] (every depth unless heads='last'), in batches."""
     x = check_inputs(x, config.input_shape)
     fn = forward_fn(config)
     chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
@@ -119,7 +130,7 @@ def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, b
 
 @functools.lru_cache(maxsize=64)
 def forward_fn(config: ModelConfig):
-    """The jitted eval-mode forward pass `(variables, x) -> logits [max_depth + 1, B, C]`, cached per config."""
+    """The jitted eval-mode forward pass `(variables, x) -> logits [num_heads, B, C]`, cached per config."""
     model = LDN(config)
     return jax.jit(lambda v, x: model.apply(v, x, train=False))
 

@@ -1,6 +1,6 @@
 """Data sets for vdjax: the built-in spirals generator, image data sets, the shared container."""
 
-from vdjax.data.core import Dataset, check_inputs, check_labels
+from vdjax.data.core import Dataset, check_inputs, check_labels, split_validation
 from vdjax.data.images import IMAGE_DATASETS, DataNotFoundError, load_images
 from vdjax.data.spirals import SpiralsConfig, make_spirals, spirals_dataset
 
@@ -14,4 +14,5 @@ __all__ = [
     "load_images",
     "make_spirals",
     "spirals_dataset",
+    "split_validation",
 ]

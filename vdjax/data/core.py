@@ -50,7 +50,8 @@ def check_labels(y: np.ndarray, num_classes: int, batch: int | None = None, name
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays held in memory, already normalised.
+    """Train and test arrays held in memory, already normalised, and optionally a validation
+    split held out of the training set (`split_validation`; `validation` says how it was drawn).
 
     `input_shape` is the per-example shape (e.g. (2,) for spirals, (28, 28, 1) for MNIST).
     """
@@ -61,17 +62,24 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    validation: dict | None = None
 
     def __post_init__(self):
         shape = self.x_train.shape[1:]
-        object.__setattr__(self, "x_train", check_inputs(self.x_train, shape, "x_train"))
-        object.__setattr__(self, "x_test", check_inputs(self.x_test, shape, "x_test"))
-        object.__setattr__(
-            self, "y_train", check_labels(self.y_train, self.num_classes, len(self.x_train), "y_train")
-        )
-        object.__setattr__(
-            self, "y_test", check_labels(self.y_test, self.num_classes, len(self.x_test), "y_test")
-        )
+        for split in ("train", "test", "val"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if split == "val" and x is None and y is None:
+                continue
+            if x is None or y is None:
+                raise ValueError("x_val and y_val must be given together")
+            object.__setattr__(self, f"x_{split}", check_inputs(x, shape, f"x_{split}"))
+            object.__setattr__(self, f"y_{split}", check_labels(y, self.num_classes, len(x), f"y_{split}"))
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else int(self.x_val.shape[0])
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,3 +88,27 @@ class Dataset:
     @property
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
+
+
+def split_validation(data: Dataset, fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Holds out a seeded, class-stratified `fraction` of the training set for validation.
+
+    Each class gives round(fraction * its count) examples, so the validation set has the
+    training set's class balance (Fashion-MNIST: 600 of each class's 6000). The split belongs
+    to the data, not to a network: every network of a study sees the same one.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    if data.x_val is not None:
+        raise ValueError(f"{data.name} already has a validation split ({data.n_val} examples)")
+    rng = np.random.default_rng(seed)
+    held = [rng.permutation(np.flatnonzero(data.y_train == c)) for c in range(data.num_classes)]
+    val = np.sort(np.concatenate([idx[: int(round(fraction * len(idx)))] for idx in held]))
+    if val.size == 0 or val.size == data.n_train:
+        raise ValueError(f"a {fraction:g} validation split of {data.n_train} training examples leaves one side empty")
+    train = np.setdiff1d(np.arange(data.n_train), val)
+    return dataclasses.replace(
+        data, x_train=data.x_train[train], y_train=data.y_train[train], x_val=data.x_train[val],
+        y_val=data.y_train[val],
+        validation={"fraction": fraction, "seed": seed, "stratified": True, "n_val": int(val.size)},
+    )
