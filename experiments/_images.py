@@ -9,6 +9,9 @@ from pathlib import Path
 PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
 PAPER_DATASETS = ["mnist", "fashion_mnist", "svhn"]
 PAPER_REPEATS = 4
+CONVERGED_DEPTHS = [0, 2, 5, 10, 15, 20, 30]
+CONVERGED_SEEDS = [0, 1]  # a process may train some of them (--seeds 0, --seeds 1): the study needs all
+SPEED_DEPTH = 50  # finding (d): the paper's pruned-inference speed-up is quoted at D = 50
 
 CPU_HELP = """
 Default (CPU-sized, about ten minutes on 2 cores): Fashion-MNIST, a seeded subset of 1024 train
@@ -22,6 +25,12 @@ validation split held out of the training set (--val-fraction, default 10%), so 
 is only used for the report. --paper stops on the test ELBO as the paper did (which flatters
 the test numbers); --stop-on overrides either.
 
+--converged is the converged CPU study (README, "Images: a converged study"): Fashion-MNIST,
+2000 train images (1800 train + 200 validation) and 2000 test, batch 128, patience 5, the
+learning rate dropped 10x after epoch 20, at most 100 epochs, depths 0,2,5,10,15,20,30, seeds
+0 1, into results/images_converged. Every network stops early well before the cap. About
+1.5 hours on 2 cores; to use both, run one process per seed (--seeds 0 and --seeds 1).
+
 Data: the original files in --data-dir (or ~/.vdjax/data/<name>, $VDJAX_DATA/<name>, and for
 Fashion-MNIST /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist), else
 TFDS. Each network writes <out>/<data set>/<method>_D<depth>_s<seed>.json (+ .msgpack); a
@@ -31,7 +40,9 @@ finished one is skipped on rerun and a killed one resumes from its last epoch's 
 
 def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
+    preset.add_argument("--converged", action="store_true", help="the converged CPU study (see above)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
     p.add_argument("--depths", type=int, nargs="+", default=None,
@@ -47,8 +58,9 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="validation split held out of the training set for --stop-on val (default 0.1)")
     p.add_argument("--data-dir", type=Path, default=None, help="directory with the original data files")
     p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
-    p.add_argument("--out", type=Path, default=Path("results/images"),
-                   help="results directory, shared by both image scripts (DDNs are reused)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results directory, shared by both image scripts (DDNs are reused); default "
+                        "results/images (--converged: results/images_converged)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     return p
 
@@ -60,6 +72,10 @@ def settings(args, cpu_depths: list[int]):
     if args.paper:
         datasets, depths, seeds = PAPER_DATASETS, PAPER_DEPTHS, list(range(PAPER_REPEATS))
         train, n_train, n_test = PAPER_IMAGE_PROTOCOL, None, None
+    elif args.converged:
+        datasets, depths, seeds = ["fashion_mnist"], CONVERGED_DEPTHS, CONVERGED_SEEDS
+        train = IMAGE_PROTOCOL.replace(batch_size=128, max_epochs=100, patience=5, lr_drop_epoch=20)
+        n_train, n_test = 2000, 2000
     else:
         datasets, depths, seeds = ["fashion_mnist"], cpu_depths, [0]
         train = IMAGE_PROTOCOL.replace(batch_size=128, max_epochs=8, lr_drop_epoch=5)
@@ -79,6 +95,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     from vdjax.trainer import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
+    out = args.out or Path("results/images_converged" if args.converged else "results/images")
     start = time.perf_counter()
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
@@ -89,8 +106,38 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         for depth in depths:
             for seed in seeds:
                 for method in methods(depth):
-                    run_image_point(data, ImagePoint(method, depth, seed), train, args.out,
+                    run_image_point(data, ImagePoint(method, depth, seed), train, out,
                                     progress=not args.no_progress)
-    paths = image_figures(args.out, datasets)
+    paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
+    if args.converged:
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(CONVERGED_SEEDS)), methods)
     return paths
+
+
+def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods) -> None:
+    """Once every network of the study is trained (by this process or another), time the pruned
+    network at D = 50 and write <out>/summary.json with the study's figures."""
+    from vdjax.image_runs import ImagePoint, load_records, record_path
+    from vdjax.image_study import findings, summarize, untrained_speed, write_study
+
+    wanted = [ImagePoint(m, d, s) for d in depths for s in seeds for m in methods(d)]
+    missing = [p.name for p in wanted if not record_path(out, dataset, p).exists()]
+    if missing:
+        print(f"study not complete yet ({len(missing)} networks to go, e.g. {missing[0]}): "
+              "summary.json is written by the run that finishes the last one")
+        return
+    import numpy as np
+
+    records = load_records(out, dataset)
+    deepest = [r["d_opt"] for r in records if r["method"] == "ldn" and r["max_depth"] == max(depths)]
+    d_opt = int(round(float(np.mean(deepest))))
+    print(f"timing the forward pass at D = {SPEED_DEPTH}: DDN against the network pruned to d_opt = {d_opt}")
+    speed = untrained_speed(SPEED_DEPTH, d_opt, records[0]["model_config"]["input_shape"])
+    summary = summarize(records, speed, dataset=dataset, depths=depths, seeds=seeds,
+                        command="python3 experiments/scan_max_depth_images.py --converged")
+    paths = write_study(summary, out)
+    f = findings(summary)
+    print(f"d_opt over D: {f['d_opt_range_over_D']}; stopped: {f['stopped']}; "
+          f"pruned forward at D = {SPEED_DEPTH} faster by {100 * speed['speedup']:.0f}%; wrote "
+          + ", ".join(str(p) for p in paths))

@@ -234,10 +234,14 @@ def depth_table(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
     """Figs 4, 9, 10 and 11 from the results files under `out` (whatever has been run so far)."""
+    return draw_image_figures({name: load_records(out, name) for name in datasets}, out)
+
+
+def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
+    """Figs 4, 9, 10 and 11 into `out` from records per data set (results files or a summary)."""
     from vdjax.plots import plot_depth_posterior, plot_image_depth_scan, plot_reliability, plot_speedup
 
     out = Path(out)
-    records = {name: load_records(out, name) for name in datasets}
     records = {k: v for k, v in records.items() if v}
     paths: list[Path] = []
     tables = {name: depth_table(rs) for name, rs in records.items()}
