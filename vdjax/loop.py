@@ -18,33 +18,33 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdjax.checkpoints import Checkpoints, fingerprint
+from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
+from vdjax.protocol import (
+    NetState,
+    SaveCadence,
+    assemble,
+    best_train_state,
+    end_epoch,
+    init_net_state,
+    loadable,
+    run_id,
+    savable,
+    should_compact,
+    take,
+)
 from vdjax.runtime import seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
 
 
-class LoopState(flax.struct.PyTreeNode):
-    """Everything the compiled loop carries for one seed."""
-
-    train: TrainState
-    best_params: dict[str, Any]
-    best_batch_stats: dict[str, Any]
-    best_loss: jax.Array
-    best_epoch: jax.Array
-    epoch: jax.Array  # epochs completed
-    done: jax.Array  # stopped: patience exhausted, max_epochs reached or non-finite loss
-    nonfinite: jax.Array  # stopped because the loss became NaN/inf (best parameters kept)
-    key: jax.Array  # for shuffling
-    history: jax.Array  # [max_epochs] training loss (the negative train ELBO) per epoch
+LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +62,7 @@ def init_loop_state(key: jax.Array, model_config: ModelConfig, train_config: Tra
     init_key, shuffle_key = jax.random.split(key)
     batching = Batching.for_size(n_train, train_config.batch_size)
     state = init_state(init_key, model_config, make_optimizer(train_config, batching.n_batches))
-    return LoopState(
-        train=state,
-        best_params=state.params,
-        best_batch_stats=state.batch_stats,
-        best_loss=jnp.array(jnp.inf, jnp.float32),
-        best_epoch=jnp.array(-1, jnp.int32),
-        epoch=jnp.array(0, jnp.int32),
-        done=jnp.array(False),
-        nonfinite=jnp.array(False),
-        key=shuffle_key,
-        history=jnp.full((train_config.max_epochs,), jnp.nan, jnp.float32),
-    )
+    return init_net_state(state, shuffle_key, train_config.max_epochs)
 
 
 def _epoch(
@@ -103,25 +92,8 @@ def _epoch(
 
         new, losses = jax.lax.scan(body, loop.train, idx)
         loss, candidate = jnp.mean(losses), new  # as the reference: parameters after the epoch
-    finite = jnp.isfinite(loss)
-    improved = finite & (loss < loop.best_loss)
-    pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(improved, u, v), a, b)  # noqa: E731
-    best_epoch = jnp.where(improved, loop.epoch, loop.best_epoch)
-    epoch = loop.epoch + 1
-    done = (~finite) | (epoch >= train_config.max_epochs) | (epoch - best_epoch > train_config.patience)
-    return loop.replace(
-        # A non-finite loss freezes the run where it was: nothing after it is kept.
-        train=jax.tree_util.tree_map(lambda u, v: jnp.where(finite, u, v), new, loop.train),
-        best_params=pick(candidate.params, loop.best_params),
-        best_batch_stats=pick(candidate.batch_stats, loop.best_batch_stats),
-        best_loss=jnp.where(improved, loss, loop.best_loss),
-        best_epoch=best_epoch,
-        epoch=epoch,
-        done=done,
-        nonfinite=~finite,
-        key=key,
-        history=loop.history.at[loop.epoch].set(loss),
-    )
+    loop = loop.replace(key=key)
+    return end_epoch(loop, new, candidate, loss, patience=train_config.patience, max_epochs=train_config.max_epochs)
 
 
 def run_epochs(
@@ -148,10 +120,7 @@ class FitResult:
 
     def best_state(self, seed: int) -> TrainState:
         """The kept (best-ELBO) parameters of one seed as a TrainState (optimiser state is the last)."""
-        take = lambda t: jax.tree_util.tree_map(lambda a: a[seed], t)  # noqa: E731
-        return take(self.state.train).replace(
-            params=take(self.state.best_params), batch_stats=take(self.state.best_batch_stats)
-        )
+        return best_train_state(self.state, seed)
 
 
 def fit(
@@ -202,45 +171,36 @@ def fit(
     stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
-        run_id = _run_id(model_config, train_config, seeds, x, y)
-        saved = ckpt.restore(_savable(loop), run_id)
+        rid = run_id(model_config, train_config, [int(s) for s in seeds], x, y)
+        saved = ckpt.restore(savable(loop), rid)
         if saved is not None:
-            full, meta = _loadable(saved[0]), saved[1]
+            full, meta = loadable(saved[0]), saved[1]
             stop, active = int(meta["stop"]), np.asarray(meta["active"], dtype=np.int64)
             earlier_seconds = float(meta.get("seconds", 0.0))
             finished = np.setdiff1d(np.arange(seeds.size), active)
-            parts = [(finished, _take(full, finished))] if finished.size else []
-            loop = _take(full, active)
+            parts = [(finished, take(full, finished))] if finished.size else []
+            loop = take(full, active)
     x_all, y_all = jnp.asarray(x), jnp.asarray(y)
     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
-    last_save, save_seconds = time.monotonic(), 0.0
+    cadence = SaveCadence(checkpoint_every_s)
     try:
         while stop < train_config.max_epochs:
             stop = min(stop + step, train_config.max_epochs)
             loop = run(loop, x, y, jnp.int32(stop))
             done = np.asarray(loop.done)
             if not done.all():
-                # Under vmap a stopped seed still costs a full share of every epoch. Once half the
-                # batch has stopped, move the stopped seeds out and go on with a smaller batch
-                # (one more compile per halving).
-                if done.sum() * 2 >= done.size:
-                    parts.append((active[done], _take(loop, np.flatnonzero(done))))
+                if should_compact(done):
+                    parts.append((active[done], take(loop, np.flatnonzero(done))))
                     keep = np.flatnonzero(~done)
-                    active, loop = active[keep], _take(loop, keep)
+                    active, loop = active[keep], take(loop, keep)
                     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
-                # At most every checkpoint_every_s and, unless that is 0 (every chunk), with no more
-                # than 5% of the time spent saving (a 6-seed width-512 state is 380 MB, 2.6 s).
-                waited = time.monotonic() - last_save
-                cheap = checkpoint_every_s == 0 or waited >= 20 * save_seconds
-                due = waited >= checkpoint_every_s and cheap
-                if ckpt is not None and due:
+                if ckpt is not None and cadence.due():
                     t0 = time.monotonic()
-                    state = _savable(_assemble(parts + [(active, loop)]))
+                    state = savable(assemble(parts + [(active, loop)]))
                     seconds = earlier_seconds + t0 - start
-                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist(), "seconds": seconds}, run_id)
-                    last_save = time.monotonic()
-                    save_seconds = last_save - t0
+                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist(), "seconds": seconds}, rid)
+                    cadence.saved(t0)
             if progress is not None:
                 progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
             if done.all():
@@ -248,47 +208,8 @@ def fit(
     finally:
         if ckpt is not None:
             ckpt.close()
-    loop = _assemble(parts + [(active, loop)])
+    loop = assemble(parts + [(active, loop)])
     return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start)
-
-
-def _assemble(parts: list[tuple[np.ndarray, LoopState]]) -> LoopState:
-    """One state for all seeds, in their original order, from (seed positions, state) parts."""
-    if len(parts) == 1:
-        return parts[0][1]
-    order = np.argsort(np.concatenate([idx for idx, _ in parts]))
-    return _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
-
-
-def _savable(loop: LoopState) -> LoopState:
-    """A host copy with raw key data (checkpoint formats store plain arrays, not typed keys)."""
-    return jax.device_get(loop.replace(key=jax.random.key_data(loop.key)))
-
-
-def _loadable(loop: LoopState) -> LoopState:
-    return loop.replace(key=jax.random.wrap_key_data(jnp.asarray(loop.key)))
-
-
-def _run_id(model_config: ModelConfig, train_config: TrainConfig, seeds: np.ndarray, x: np.ndarray,
-            y: np.ndarray) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: configs, seeds and the training data."""
-    return {"model_config": repr(model_config), "train_config": repr(train_config),
-            "seeds": [int(s) for s in seeds], "data": fingerprint(x, y)}
-
-
-def _take(tree, idx: np.ndarray):
-    """The seeds `idx` of a seed-batched tree (one compiled gather for the whole tree)."""
-    return _gather(tree, jnp.asarray(idx))
-
-
-@jax.jit
-def _gather(tree, idx):
-    return jax.tree_util.tree_map(lambda a: a[idx], tree)
-
-
-@jax.jit
-def _merge(parts, order):
-    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a)[order], *parts)
 
 
 def _place(x, y, loop: LoopState, active: np.ndarray, per_seed_data: bool):

@@ -120,16 +120,30 @@ def loss_fn(
     model_config: ModelConfig,
     train_config: TrainConfig,
     n_train: int,
+    is_ldn: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[dict[str, Any], dict[str, jax.Array]]]:
     """The training loss in train mode (batch statistics), and the updated running stats."""
     logits, updates = LDN(model_config).apply(
         {"params": params["model"], "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
     )
-    if train_config.method == "ldn":
-        loss, aux = negative_elbo(logits, y, params["depth_logits"], n_train, train_config.prior_decay)
-    else:
-        loss, aux = ddn_loss(logits, y)
+    loss, aux = objective(logits, y, params["depth_logits"], n_train, train_config, is_ldn)
     return loss, (updates.get("batch_stats", {}), aux)
+
+
+def objective(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, n_train: int, train_config: TrainConfig,
+              is_ldn: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The negative ELBO (LDN) or the last depth's cross-entropy (DDN), per point.
+
+    `is_ldn` None: the method of `train_config`. A traced boolean instead lets an LDN and a DDN
+    share one vmapped program: both losses are computed (they share the logits) and one is
+    selected, which gives the other exactly zero gradient.
+    """
+    if is_ldn is None:
+        if train_config.method == "ldn":
+            return negative_elbo(logits, y, depth_logits, n_train, train_config.prior_decay)
+        return ddn_loss(logits, y)
+    ldn = negative_elbo(logits, y, depth_logits, n_train, train_config.prior_decay)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(is_ldn, a, b), ldn, ddn_loss(logits, y))
 
 
 def train_step(
@@ -141,6 +155,7 @@ def train_step(
     train_config: TrainConfig,
     optimizer: optax.GradientTransformation,
     n_train: int,
+    is_ldn: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a batch; returns the loss of the parameters *before* the step.
 
@@ -149,7 +164,7 @@ def train_step(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (batch_stats, aux)), grads = grad_fn(
         state.params, state.batch_stats, x, y,
-        model_config=model_config, train_config=train_config, n_train=n_train,
+        model_config=model_config, train_config=train_config, n_train=n_train, is_ldn=is_ldn,
     )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -175,6 +190,16 @@ def depth_weights(model_config: ModelConfig, state: TrainState, method: Method) 
     """The weights that turn per-depth predictions into the network's prediction: q(d) for an
     LDN, a one-hot on the last depth for a DDN."""
     return state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
+
+
+def heldout_metrics(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, is_ldn: jax.Array, n_train: int,
+                    train_config: TrainConfig) -> dict[str, jax.Array]:
+    """Eval-mode objective, marginal log-likelihood and error of one network on held-out data
+    (logits [D+1, N, C]): the early-stopping criterion. Pure, so it vmaps over networks."""
+    loss, _ = objective(logits, y, depth_logits, n_train, train_config, is_ldn)
+    weights = jnp.where(is_ldn, jax.nn.softmax(depth_logits), jax.nn.one_hot(logits.shape[0] - 1, logits.shape[0]))
+    log_probs = marginal_log_probs(logits, weights)
+    return {"loss": loss, "log_lik": log_likelihood(log_probs, y), "error": error_rate(log_probs, y)}
 
 
 def evaluate(

@@ -1,47 +1,56 @@
 """The image protocol: a host-driven epoch loop with early stopping, checkpoints and resume.
 
 Image data sets do not fit the all-on-device loop of `vdjax.loop` (60k images, hours of
-training), so here the host feeds batches to the one jitted train step (`make_train_step`),
-evaluates the stopping objective after every epoch, keeps the best parameters (early stopping
-with `patience`) and checkpoints with Orbax after every epoch.
+training), so here the host feeds batches to the train step, evaluates the stopping objective
+after every epoch, keeps the best parameters (early stopping with `patience`) and checkpoints
+with Orbax. Several networks of one architecture (repeats, and the LDN and the DDN of one max
+depth) train as one program: the train step and the epoch-end update of `vdjax.protocol` are
+vmapped over a leading network axis, each network with its own seed, data order, optimiser,
+early stopping and kept-best parameters. A network that stops stops changing, and leaves the
+batch once half of the batch has stopped.
 
 The stopping objective (`TrainConfig.stop_on`) is, by default, the ELBO on a seeded,
 stratified validation split held out of the training set (10%): the test set is then used
 only for the final report. The paper's protocol, stopping on the test ELBO, is
 `PAPER_IMAGE_PROTOCOL` (`--paper`); it flatters the test numbers it reports.
 
-Resuming is exact: the shuffle of epoch e is drawn from (seed, e) alone, and the checkpoint
-holds the optimiser state, the best parameters and the history, so a run killed after epoch
-e and resumed ends where an uninterrupted run ends.
+Resuming is exact: the shuffle of epoch e of a network is drawn from (seed, e) alone, and the
+checkpoint holds every network's optimiser state, best parameters and history, so a run killed
+after epoch e and resumed ends where an uninterrupted run ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdjax.checkpoints import CheckpointError, Checkpoints, fingerprint  # noqa: F401 (CheckpointError is re-exported)
+from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset, split_validation
 from vdjax.data.images import batches
-from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs
-from vdjax.models import ModelConfig
-from vdjax.posterior import ddn_loss, negative_elbo
-from vdjax.prune import eval_logits
-from vdjax.train import (
-    TrainConfig,
-    TrainState,
-    depth_weights,
-    init_state,
-    make_optimizer,
-    make_train_step,
+from vdjax.models import LDN, ModelConfig
+from vdjax.protocol import (
+    NetState,
+    SaveCadence,
+    assemble,
+    best_train_state,
+    end_epoch,
+    init_net_state,
+    loadable,
+    run_id,
+    savable,
+    should_compact,
+    stop_reason,
+    take,
 )
+from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
 
 IMAGE_PROTOCOL = TrainConfig(
     batch_size=512, learning_rate=0.1, momentum=0.5, max_epochs=500, patience=30, lr_drop_epoch=30,
@@ -53,10 +62,12 @@ factor was lost from the paper's text; 0.1 is assumed."""
 PAPER_IMAGE_PROTOCOL = IMAGE_PROTOCOL.replace(stop_on="test")
 """The paper's image protocol exactly: early stopping on the test ELBO."""
 
+Member = tuple[str, int]  # (method, seed): one network of a program
+
 
 @dataclasses.dataclass
 class TrainResult:
-    """The kept (best stopping-objective) state and what happened on the way."""
+    """The kept (best stopping-objective) state of one network and what happened on the way."""
 
     state: TrainState
     best_epoch: int
@@ -64,7 +75,8 @@ class TrainResult:
     stopped: str  # 'patience' | 'max_epochs' | 'nonfinite' | 'interrupted'
     history: list[dict[str, float]]  # one row per epoch
     resumed_from: int | None  # epochs already done when this call started (None: fresh run)
-    train_seconds: float  # wall time of the epochs run by this call
+    train_seconds: float  # wall time of the epochs run by this call (shared by the program's networks)
+    networks: int = 1  # networks trained in the same program
 
 
 def heldout_objective(
@@ -74,18 +86,10 @@ def heldout_objective(
     """Eval-mode negative ELBO per point on held-out (x, y), the early-stopping criterion, with
     the marginal log-likelihood and error (for a DDN: its cross-entropy, log-likelihood and
     error), keyed `<split>_loss`, `<split>_log_lik`, `<split>_error`."""
-    logits = jnp.asarray(eval_logits(model_config, state.variables, x, batch_size))
-    labels = jnp.asarray(y)
-    if train_config.method == "ldn":
-        loss, _ = negative_elbo(logits, labels, state.params["depth_logits"], n_train, train_config.prior_decay)
-    else:
-        loss, _ = ddn_loss(logits, labels)
-    log_probs = marginal_log_probs(logits, depth_weights(model_config, state, train_config.method))
-    return {
-        f"{split}_loss": float(loss),
-        f"{split}_log_lik": float(log_likelihood(log_probs, labels)),
-        f"{split}_error": float(error_rate(log_probs, labels)),
-    }
+    one = jax.tree_util.tree_map(lambda a: a[None], state)
+    is_ldn = np.array([train_config.method == "ldn"])
+    m = _heldout(model_config, train_config, n_train, batch_size)(one, is_ldn, x, y)
+    return {f"{split}_{k}": float(v[0]) for k, v in m.items()}
 
 
 def with_stopping_data(data: Dataset, train_config: TrainConfig) -> Dataset:
@@ -106,116 +110,206 @@ def fit_dataset(
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Trains one network on `data` with the image protocol; resumes from `checkpoint_dir`.
+    """Trains one network (`train_config.method`) on `data`: `fit_networks` with one member."""
+    return fit_networks(data, model_config, train_config, [(train_config.method, seed)], checkpoint_dir,
+                        progress, stop_after_epochs, log)[0]
+
+
+def fit_networks(
+    data: Dataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    members: Sequence[Member],
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    log: Callable[[str], None] = print,
+    checkpoint_every_s: float = 0.0,
+) -> list[TrainResult]:
+    """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
+    program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
+    ignored: each member names its own.
 
     With `stop_on='val'` a data set without a validation split gets one (`with_stopping_data`):
-    the network then trains on the rest of the training set.
-    stop_after_epochs: stop (as if killed) once this many epochs are done in total; the
-    checkpoint is left for a later call to resume from.
+    the networks then train on the rest of the training set.
+    stop_after_epochs: stop (as if killed) once this many epochs are done; the checkpoint is
+    left for a later call to resume from.
+    checkpoint_every_s: at most this often (and with at most 5% of the time spent saving); 0
+    saves after every epoch. The state is always saved when the call stops early.
     """
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
             f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
             f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
         )
+    members = [(str(m), int(s)) for m, s in members]
+    if not members or len(set(members)) != len(members) or any(m not in ("ldn", "ddn") for m, _ in members):
+        raise ValueError(f"members must be distinct (method, seed) pairs with method 'ldn' or 'ddn', got {members}")
     data = with_stopping_data(data, train_config)
     stop_on = train_config.stop_on
     held_out = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}.get(stop_on)
-    n_train = data.n_train
+    n_train, k = data.n_train, len(members)
     batch_size = min(train_config.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
-    optimizer = make_optimizer(train_config, steps_per_epoch)
-    step = make_train_step(model_config, train_config, optimizer, n_train)
-    fresh = init_state(jax.random.key(seed), model_config, optimizer)
+    is_ldn_all = np.array([m == "ldn" for m, _ in members])
+    seeds = np.array([s for _, s in members])
+    net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
+    step = _compiled_step(model_config, train_config, steps_per_epoch, n_train)
+    finish = _compiled_end(train_config)
+    heldout = _heldout(model_config, train_config, n_train, 1024)
+
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    saved = None
+    active = np.arange(k)  # positions of the networks still in `net`
+    parts: list[tuple[np.ndarray, NetState]] = []  # networks compacted out, with their final state
+    histories: list[list[dict[str, float]]] = [[] for _ in members]
+    epoch, resumed_from, earlier_seconds = 0, None, 0.0
     if ckpt is not None:  # the data digest costs seconds on SVHN: only when checkpointing
-        run_id = _run_id(data, model_config, train_config, seed)
-        saved = ckpt.restore({"train": fresh, "best": _host(fresh)}, run_id)
-    if saved is not None:
-        (state, best), meta = (saved[0]["train"], saved[0]["best"]), saved[1]
-        resumed_from: int | None = meta["epochs"]
-        log(f"resuming {data.name} {train_config.method} D={model_config.max_depth} seed {seed} "
-            f"after epoch {meta['epochs']} (best {meta['best_epoch']})")
-    else:
-        state, best = fresh, _host(fresh)
-        meta = {"epochs": 0, "best_epoch": -1, "best_loss": float("inf"), "stopped": "", "history": []}
-        resumed_from = None
-    history: list[dict[str, float]] = meta["history"]
+        arrays = [data.x_train, data.y_train, data.x_test, data.y_test]
+        arrays += [data.x_val, data.y_val] if data.x_val is not None else []
+        rid = run_id(model_config, train_config, [list(m) for m in members], *arrays, name=data.name)
+        saved = ckpt.restore(savable(net), rid)
+        if saved is not None:
+            full, meta = loadable(saved[0]), saved[1]
+            epoch = resumed_from = int(meta["epochs"])
+            active, histories = np.asarray(meta["active"], dtype=np.int64), meta["history"]
+            earlier_seconds = float(meta["seconds"])
+            finished = np.setdiff1d(np.arange(k), active)
+            parts = [(finished, take(full, finished))] if finished.size else []
+            net = take(full, active)
+            log(f"resuming {data.name} {_names(members)} D={model_config.max_depth} after epoch {epoch}")
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=train_config.max_epochs, initial=meta["epochs"], leave=False, unit="epoch",
-                   desc=f"{data.name} {train_config.method} D={model_config.max_depth} s{seed}")
-    start = time.perf_counter()
+        bar = tqdm(total=train_config.max_epochs, initial=epoch, leave=False, unit="epoch",
+                   desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
+    start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
     x, y = data.x_train, data.y_train
-    while not meta["stopped"]:
-        if stop_after_epochs is not None and meta["epochs"] >= stop_after_epochs:
-            break
-        epoch = meta["epochs"]
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([seed, epoch])
-        losses = []
-        for idx in batches(n_train, batch_size, rng, drop_last=True):
-            state, metrics = step(state, x[idx], y[idx])
-            losses.append(metrics["loss"])
-        train_loss = float(np.mean(jax.device_get(losses)))
-        row = {"epoch": epoch, "train_loss": train_loss}
-        if np.isfinite(train_loss) and held_out is not None:
-            row.update(heldout_objective(model_config, train_config, state, *held_out, n_train, split=stop_on))
-        criterion = row.get(f"{stop_on}_loss", np.nan)
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        meta["epochs"] = epoch + 1
-        if not np.isfinite(train_loss) or not np.isfinite(criterion):
-            warnings.warn(f"non-finite loss at epoch {epoch}: stopping, keeping the parameters of epoch "
-                          f"{meta['best_epoch']}", RuntimeWarning, stacklevel=2)
-            meta["stopped"] = "nonfinite"
-        else:
-            if criterion < meta["best_loss"]:
-                meta["best_loss"], meta["best_epoch"], best = criterion, epoch, _host(state)
-            if meta["epochs"] >= train_config.max_epochs:
-                meta["stopped"] = "max_epochs"
-            elif meta["epochs"] - 1 - meta["best_epoch"] >= train_config.patience:
-                meta["stopped"] = "patience"
-        if ckpt is not None and meta["stopped"] != "nonfinite":
-            ckpt.save(meta["epochs"], {"train": state, "best": best}, meta, run_id)
+    try:
+        while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
+            t0 = time.perf_counter()
+            orders = [batches(n_train, batch_size, np.random.default_rng([int(seeds[i]), epoch]), drop_last=True)
+                      for i in active]
+            is_ldn = jnp.asarray(is_ldn_all[active])
+            losses = []
+            for b in range(steps_per_epoch):
+                idx = np.stack([order[b] for order in orders])
+                train, loss = step(net.train, net.done, is_ldn, x[idx], y[idx])
+                net = net.replace(train=train)
+                losses.append(loss)
+            train_loss = np.mean(np.stack(jax.device_get(losses)), axis=0)
+            rows = [{"epoch": epoch, "train_loss": float(v)} for v in train_loss]
+            criterion = jnp.asarray(train_loss, jnp.float32)
+            if held_out is not None:
+                metrics = jax.device_get(heldout(net.train, is_ldn, *held_out))
+                for j, row in enumerate(rows):
+                    row.update({f"{stop_on}_{m}": float(v[j]) for m, v in metrics.items()})
+                criterion = jnp.where(jnp.isfinite(criterion), jnp.asarray(metrics["loss"]), jnp.nan)
+            was_done = np.asarray(net.done)
+            net = finish(net, criterion)
+            seconds = time.perf_counter() - t0
+            for j, row in enumerate(rows):
+                if not was_done[j]:
+                    histories[active[j]].append({**row, "seconds": seconds})
+            epoch += 1
+            done, nonfinite = np.asarray(net.done), np.asarray(net.nonfinite)
+            for j in np.flatnonzero(nonfinite & ~was_done):
+                warnings.warn(f"non-finite loss at epoch {epoch - 1} ({_names([members[active[j]]])}): stopping, "
+                              f"keeping the parameters of epoch {int(net.best_epoch[j])}", RuntimeWarning, stacklevel=2)
+            if done.all() or should_compact(done):
+                parts.append((active[done], take(net, np.flatnonzero(done))))
+                keep = np.flatnonzero(~done)
+                active, net = active[keep], take(net, keep)
+            stopping = not active.size or (stop_after_epochs is not None and epoch >= stop_after_epochs)
+            if ckpt is not None and (cadence.due() or stopping):
+                t_save = time.monotonic()
+                meta = {"epochs": epoch, "active": active.tolist(), "history": histories,
+                        "seconds": earlier_seconds + time.perf_counter() - start}
+                ckpt.save(epoch, savable(assemble(parts + ([(active, net)] if active.size else []))), meta, rid)
+                cadence.saved(t_save)
+            if bar is not None:
+                bar.update(1)
+                best = [h[-1].get(f"{stop_on}_loss", h[-1]["train_loss"]) for h in histories if h]
+                bar.set_postfix({f"best {stop_on}_loss": f"{min(best):.4f}", "running": int(active.size)})
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix({f"{stop_on}_loss": f"{criterion:.4f}",
-                             "err": f"{row.get(f'{stop_on}_error', float('nan')):.3f}", "best": meta["best_epoch"]})
-    if bar is not None:
-        bar.close()
-    if ckpt is not None:
-        ckpt.close()
-    kept = state.replace(params=jax.tree_util.tree_map(jnp.asarray, best["params"]),
-                         batch_stats=jax.tree_util.tree_map(jnp.asarray, best["batch_stats"]))
-    return TrainResult(
-        state=kept,
-        best_epoch=meta["best_epoch"],
-        epochs=meta["epochs"],
-        stopped=meta["stopped"] or "interrupted",
-        history=history,
-        resumed_from=resumed_from,
-        train_seconds=time.perf_counter() - start,
-    )
+            bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    final = assemble(parts + ([(active, net)] if active.size else []))
+    seconds = time.perf_counter() - start
+    host = jax.device_get(final)
+    return [
+        TrainResult(
+            state=best_train_state(final, i),
+            best_epoch=int(host.best_epoch[i]),
+            epochs=int(host.epoch[i]),
+            stopped=stop_reason(bool(host.done[i]), bool(host.nonfinite[i]), int(host.epoch[i]),
+                                train_config.max_epochs),
+            history=histories[i],
+            resumed_from=resumed_from,
+            train_seconds=seconds,
+            networks=k,
+        )
+        for i in range(k)
+    ]
 
 
-def _host(state: TrainState) -> dict[str, Any]:
-    """A host copy of the parameters and statistics (the train step donates device buffers)."""
-    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+def _names(members: Sequence[Member]) -> str:
+    return " ".join(f"{m}-s{s}" for m, s in members)
 
 
-def _run_id(data: Dataset, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: the data themselves, configs and seed."""
-    arrays = [data.x_train, data.y_train, data.x_test, data.y_test]
-    if data.x_val is not None:
-        arrays += [data.x_val, data.y_val]
-    return {
-        "data": [data.name, fingerprint(*arrays)],
-        "model_config": repr(model_config),
-        "train_config": repr(train_config),
-        "seed": int(seed),
-    }
+@functools.lru_cache(maxsize=16)
+def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int):
+    """Seeds [K] -> NetState [K]: each network initialised from `jax.random.key(seed)`."""
+    optimizer = make_optimizer(train_config, steps_per_epoch)
+
+    def one(seed):
+        key = jax.random.key(seed)
+        return init_net_state(init_state(key, model_config, optimizer), key, train_config.max_epochs)
+
+    return jax.jit(jax.vmap(one))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_step(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int, n_train: int):
+    """(train [K], done [K], is_ldn [K], x [K, B, ...], y [K, B]) -> (train, loss [K]): one SGD
+    step of every network on its own batch; a stopped network is left as it was."""
+    optimizer = make_optimizer(train_config, steps_per_epoch)
+
+    def one(state, done, is_ldn, x, y):
+        new, metrics = train_step(state, x, y, model_config=model_config, train_config=train_config,
+                                  optimizer=optimizer, n_train=n_train, is_ldn=is_ldn)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), state, new), metrics["loss"]
+
+    return jax.jit(jax.vmap(one), donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_end(train_config: TrainConfig):
+    """The epoch-end update of every network; the host-fed state after the epoch is both the
+    trained state and the candidate for keep-best."""
+    def one(net, loss):
+        return end_epoch(net, net.train, net.train, loss, patience=train_config.patience,
+                         max_epochs=train_config.max_epochs)
+
+    return jax.jit(jax.vmap(one))
+
+
+@functools.lru_cache(maxsize=16)
+def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int, batch_size: int):
+    """(train [K], is_ldn [K], x, y) -> {'loss', 'log_lik', 'error'} [K] on held-out data, in
+    evaluation mode, the examples in chunks of `batch_size`."""
+    model = LDN(model_config)
+    forward = jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, None)))
+    metrics = jax.jit(jax.vmap(functools.partial(heldout_metrics, n_train=n_train, train_config=train_config),
+                               in_axes=(0, None, 0, 0)))
+
+    def run(train: TrainState, is_ldn, x, y):
+        variables = {"params": train.params["model"], "batch_stats": train.batch_stats}
+        logits = jnp.concatenate([forward(variables, x[i : i + batch_size]) for i in range(0, len(x), batch_size)],
+                                 axis=2)
+        return metrics(logits, jnp.asarray(y), train.params["depth_logits"], jnp.asarray(is_ldn))
+
+    return run

@@ -1,0 +1,181 @@
+"""The training protocol shared by every trainer: one state per network, one epoch-end update.
+
+Both regimes train many networks at once, with a leading network axis on every array of
+`NetState`: the spirals loop (`vdjax.loop`: data on the device, epochs under
+`lax.while_loop`) and the image trainer (`vdjax.trainer`: batches fed from the host). They
+differ only in where an epoch's batches come from and which objective early stopping
+watches; everything else is here:
+- `end_epoch`: patience, keep-best and non-finite handling, one pure function;
+- `stop_reason`: why a network stopped, from its state;
+- `take` / `assemble`: compaction of stopped networks out of the batch (under `vmap` a
+  stopped network still costs a full share of every step) and reassembly in original order;
+- `SaveCadence`: how often a checkpoint is written (at most every `every_s` seconds and at
+  most 5% of the time spent saving);
+- `run_id`: what must match for a checkpoint to be resumed.
+
+Conventions: `epoch` counts completed epochs; `best_epoch` is the 0-based index of the best
+epoch (-1 before any); a network stops once `epoch - 1 - best_epoch >= patience`, at
+`max_epochs`, or at a non-finite loss, after which nothing of it changes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdjax.checkpoints import fingerprint
+from vdjax.train import TrainState
+
+
+class NetState(flax.struct.PyTreeNode):
+    """Everything the protocol carries for one network (a leading axis for many)."""
+
+    train: TrainState
+    best_params: dict[str, Any]
+    best_batch_stats: dict[str, Any]
+    best_loss: jax.Array
+    best_epoch: jax.Array  # 0-based index of the best epoch, -1 before any
+    epoch: jax.Array  # epochs completed
+    done: jax.Array  # stopped: patience exhausted, max_epochs reached or non-finite loss
+    nonfinite: jax.Array  # stopped because the loss became NaN/inf (best parameters kept)
+    key: jax.Array  # for the data order
+    history: jax.Array  # [max_epochs] the watched objective per epoch
+
+
+def init_net_state(train: TrainState, key: jax.Array, max_epochs: int) -> NetState:
+    """A fresh network: no best yet, nothing done, the history all NaN."""
+    return NetState(
+        train=train,
+        best_params=train.params,
+        best_batch_stats=train.batch_stats,
+        best_loss=jnp.array(jnp.inf, jnp.float32),
+        best_epoch=jnp.array(-1, jnp.int32),
+        epoch=jnp.array(0, jnp.int32),
+        done=jnp.array(False),
+        nonfinite=jnp.array(False),
+        key=key,
+        history=jnp.full((max_epochs,), jnp.nan, jnp.float32),
+    )
+
+
+def end_epoch(net: NetState, trained: TrainState, candidate: TrainState, loss: jax.Array, *, patience: int,
+              max_epochs: int) -> NetState:
+    """One network after an epoch (vmap it for many).
+
+    net.train: the state before the epoch; trained: after it; candidate: the state whose
+    objective is `loss` (kept as the best when `loss` improves). A non-finite loss freezes the
+    network where it was before the epoch; a network already done does not change at all.
+    """
+    finite = jnp.isfinite(loss)
+    improved = finite & (loss < net.best_loss)
+    pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(improved, u, v), a, b)  # noqa: E731
+    best_epoch = jnp.where(improved, net.epoch, net.best_epoch)
+    epoch = net.epoch + 1
+    updated = net.replace(
+        train=jax.tree_util.tree_map(lambda u, v: jnp.where(finite, u, v), trained, net.train),
+        best_params=pick(candidate.params, net.best_params),
+        best_batch_stats=pick(candidate.batch_stats, net.best_batch_stats),
+        best_loss=jnp.where(improved, loss, net.best_loss),
+        best_epoch=best_epoch,
+        epoch=epoch,
+        done=(~finite) | (epoch >= max_epochs) | (epoch - 1 - best_epoch >= patience),
+        nonfinite=~finite,
+        history=net.history.at[net.epoch].set(loss),
+    )
+    return jax.tree_util.tree_map(lambda old, new: jnp.where(net.done, old, new), net, updated)
+
+
+def stop_reason(done: bool, nonfinite: bool, epoch: int, max_epochs: int) -> str:
+    """'nonfinite', 'max_epochs', 'patience', or 'interrupted' (not done: stopped from outside)."""
+    if not done:
+        return "interrupted"
+    if nonfinite:
+        return "nonfinite"
+    return "max_epochs" if epoch >= max_epochs else "patience"
+
+
+def best_train_state(net: NetState, index: int | None = None) -> TrainState:
+    """The kept (best) parameters as a TrainState (optimiser state: the last), of network
+    `index` of a batched state, or of an unbatched one."""
+    if index is not None:
+        net = take(net, np.array([index]))
+        net = jax.tree_util.tree_map(lambda a: a[0], net)
+    return net.train.replace(params=net.best_params, batch_stats=net.best_batch_stats)
+
+
+# ---------------------------------------------------------------------------- compaction
+
+
+def take(tree, idx: np.ndarray):
+    """The networks `idx` of a network-batched tree (one compiled gather for the whole tree)."""
+    return _gather(tree, jnp.asarray(idx))
+
+
+@jax.jit
+def _gather(tree, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+def assemble(parts: list[tuple[np.ndarray, Any]]):
+    """One tree for all networks, in their original order, from (positions, tree) parts."""
+    if len(parts) == 1:
+        return parts[0][1]
+    order = np.argsort(np.concatenate([idx for idx, _ in parts]))
+    return _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
+
+
+@jax.jit
+def _merge(parts, order):
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a)[order], *parts)
+
+
+def should_compact(done: np.ndarray) -> bool:
+    """Stopped networks leave the batch once half of it has stopped (one more compile per halving)."""
+    return 0 < done.sum() < done.size and done.sum() * 2 >= done.size
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def savable(net: NetState) -> NetState:
+    """A host copy with raw key data (checkpoint formats store plain arrays, not typed keys)."""
+    return jax.device_get(net.replace(key=jax.random.key_data(net.key)))
+
+
+def loadable(net: NetState) -> NetState:
+    return net.replace(key=jax.random.wrap_key_data(jnp.asarray(net.key)))
+
+
+class SaveCadence:
+    """When to checkpoint: at most every `every_s` seconds (0: whenever asked), and with at most
+    5% of the time spent saving (a 6-seed width-512 spirals state is 380 MB, 2.6 s to save)."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self.last = time.monotonic()
+        self.cost = 0.0
+
+    def due(self) -> bool:
+        if self.every_s == 0:
+            return True
+        waited = time.monotonic() - self.last
+        return waited >= self.every_s and waited >= 20 * self.cost
+
+    def saved(self, started: float) -> None:
+        """Call after a save that began at `started` (time.monotonic())."""
+        self.last = time.monotonic()
+        self.cost = self.last - started
+
+
+def run_id(model_config: Any, train_config: Any, members: Any, *arrays: np.ndarray, name: str | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configs, the networks (seeds, methods), the
+    data themselves (two subsets of the same size drawn with other seeds are different runs)."""
+    rid = {"model_config": repr(model_config), "train_config": repr(train_config), "members": members,
+           "data": [name, fingerprint(*arrays)] if name is not None else fingerprint(*arrays)}
+    return {**rid, **extra}
