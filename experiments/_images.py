@@ -61,6 +61,9 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="results directory, shared by both image scripts (DDNs are reused); default "
                         "results/images (--converged: results/images_converged)")
+    p.add_argument("--networks-per-program", type=int, default=None,
+                   help="networks of one max depth (seeds x methods) trained together as one vmapped program "
+                        "(default: all of them)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     return p
 
@@ -91,7 +94,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     """Trains methods(depth) for every (data set, depth, seed), then draws every figure it can."""
     args = parser(doc, cpu_depths).parse_args(argv)
     from vdjax.data.images import load_images
-    from vdjax.image_runs import ImagePoint, image_figures, run_image_point
+    from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
@@ -104,10 +107,10 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
               f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO")
         for depth in depths:
-            for seed in seeds:
-                for method in methods(depth):
-                    run_image_point(data, ImagePoint(method, depth, seed), train, out,
-                                    progress=not args.no_progress)
+            points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
+            size = args.networks_per_program or len(points)
+            for i in range(0, len(points), size):
+                run_image_points(data, points[i : i + size], train, out, progress=not args.no_progress)
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.converged:

@@ -263,9 +263,12 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     from vdjax.metrics import predictive_metrics
     from vdjax.prune import predict_log_probs, prune
 
+    from vdjax.image_runs import run_image_points
+
     tc = TINY.replace(max_epochs=2)
-    ddn = run_image_point(tiny_images, ImagePoint("ddn", 3, 0), tc, tmp_path, progress=False)
-    ldn = run_image_point(tiny_images, ImagePoint("ldn", 3, 0), tc, tmp_path, progress=False)
+    ldn, ddn = run_image_points(tiny_images, [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)], tc, tmp_path,
+                                progress=False)
+    assert ldn["networks_in_program"] == ddn["networks_in_program"] == 2
     assert ddn["method"] == "ddn" and set(ddn["test"]) >= {"log_lik", "error", "ece", "reliability"}
     assert ddn["early_stopping"]["on"] == "val" and ddn["n_val"] == ddn["early_stopping"]["validation"]["n_val"]
     assert ddn["n_train"] + ddn["n_val"] == tiny_images.n_train

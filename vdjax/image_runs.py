@@ -1,7 +1,7 @@
 """Image experiments: one trained network per (data set, method, depth, seed), one results file each.
 
-`run_image_point` trains (or resumes) one LDN or DDN with `vdjax.trainer.fit_dataset`, then
-evaluates it on the test set and writes `<out>/<data set>/<method>_D<depth>_s<seed>.json` and
+`run_image_points` trains (or resumes) the LDNs and DDNs of one max depth as one program with
+`vdjax.trainer.fit_networks`, then evaluates each on the test set and writes `<out>/<data set>/<method>_D<depth>_s<seed>.json` and
 the kept parameters beside it (`.msgpack`), atomically; a finished point is skipped on rerun.
 
 An LDN record holds q(d), d_opt by the 95% rule and by expected depth, test log-likelihood,
@@ -36,7 +36,7 @@ from vdjax.prune import (
     pruned_log_probs,
 )
 from vdjax.train import TrainConfig
-from vdjax.trainer import fit_dataset, with_stopping_data
+from vdjax.trainer import TrainResult, fit_networks, with_stopping_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +70,44 @@ def run_image_point(
     speed_batch: int = 512,
 ) -> dict[str, Any]:
     """Trains and evaluates one point (resuming its checkpoint), writes and returns its record."""
+    return run_image_points(data, [point], train_config, out, progress, log, speed_batch)[0]
+
+
+def run_image_points(
+    data: Dataset,
+    points: list[ImagePoint],
+    train_config: TrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    speed_batch: int = 512,
+) -> list[dict[str, Any]]:
+    """Trains the points of one max depth that have no results yet as one program (resuming its
+    checkpoint), writes a record per network (DDNs first, so that each LDN record holds its
+    DDN's metrics and speed-up) and returns every point's record."""
+    if len({p.depth for p in points}) != 1:
+        raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
+    todo = [p for p in points if not record_path(out, data.name, p).exists()]
+    for p in points:
+        if p not in todo:
+            log(f"{data.name} {p.name}: done before, skipped")
+    if todo:
+        model_config = cnn_config(data, todo[0].depth)
+        data = with_stopping_data(data, train_config)
+        ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
+        results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
+                               checkpoint_dir=ckpt_dir, progress=progress, log=log)
+        for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
+            _write_record(data, point, result, model_config, train_config.replace(method=point.method), out,
+                          speed_batch, log)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return [read_json(record_path(out, data.name, p)) for p in points]
+
+
+def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
+                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> None:
+    """Evaluates one trained network on the test set; writes its parameters, then its record."""
     path = record_path(out, data.name, point)
-    if path.exists():
-        log(f"{data.name} {point.name}: done before, skipped")
-        return read_json(path)
-    model_config = cnn_config(data, point.depth)
-    train_config = train_config.replace(method=point.method)
-    data = with_stopping_data(data, train_config)
-    ckpt_dir = path.parent / "checkpoints" / point.name
-    result = fit_dataset(data, model_config, train_config, point.seed, checkpoint_dir=ckpt_dir, progress=progress,
-                         log=log)
     variables = jax.device_get(result.state.variables)
     depth_logits = np.asarray(result.state.params["depth_logits"])
     record: dict[str, Any] = {
@@ -96,6 +124,7 @@ def run_image_point(
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
         "stopped": result.stopped,
+        "networks_in_program": result.networks,
         "train_seconds": float(sum(h["seconds"] for h in result.history)),
         "history": result.history,
         "backend": jax.default_backend(),
@@ -125,9 +154,9 @@ def run_image_point(
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
     write_json(path, record)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
     log(summary_line(record))
-    return read_json(path)
+
+
 
 
 def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:
