@@ -64,6 +64,10 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--networks-per-program", type=int, default=None,
                    help="networks of one max depth (seeds x methods) trained together as one vmapped program "
                         "(default: all of them)")
+    p.add_argument("--mesh", default=None, metavar="nets=N,data=M",
+                   help="device mesh of each program: its networks sharded over N devices, each network's "
+                        "batch over M (data parallel). Default: networks over as many devices as divide their "
+                        "number (on CPU, one device per core), data=1")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     return p
 
@@ -93,6 +97,10 @@ def settings(args, cpu_depths: list[int]):
 def run(doc: str, cpu_depths: list[int], methods, argv=None):
     """Trains methods(depth) for every (data set, depth, seed), then draws every figure it can."""
     args = parser(doc, cpu_depths).parse_args(argv)
+    from vdjax.runtime import parse_mesh, use_all_cpu_cores
+
+    use_all_cpu_cores()  # before JAX starts: on CPU, networks of a program run on every core
+    mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import load_images
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
@@ -110,7 +118,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
             size = args.networks_per_program or len(points)
             for i in range(0, len(points), size):
-                run_image_points(data, points[i : i + size], train, out, progress=not args.no_progress)
+                run_image_points(data, points[i : i + size], train, out, progress=not args.no_progress, mesh=mesh)
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.converged:

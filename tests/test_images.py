@@ -396,3 +396,51 @@ def test_killed_program_resumes_exactly(tiny_images, program_run, tmp_path):
         chex.assert_trees_all_equal(a.state.batch_stats, b.state.batch_stats)
     with pytest.raises(CheckpointError, match="different run"):  # other members: another run
         fit_networks(tiny_images, cfg, TINY, MEMBERS[:2], checkpoint_dir=tmp_path, progress=False)
+
+
+_MESH_SCRIPT = """
+import json, sys
+import numpy as np, jax
+from vdjax.data.core import Dataset
+from vdjax.models import ModelConfig
+from vdjax.trainer import IMAGE_PROTOCOL, fit_networks
+a = np.load(sys.argv[1])
+data = Dataset("fashion_mnist", a["x"], a["y"], a["xt"], a["yt"], 10)
+tc = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=2, lr_drop_epoch=None, learning_rate=0.02)
+cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+members = [("ldn", 0), ("ddn", 1)]
+out = {"devices": len(jax.devices())}
+for name, mesh in (("one", {"nets": 1, "data": 1}), ("mesh", {"nets": 2, "data": 2})):
+    runs = fit_networks(data, cfg, tc, members, progress=False, mesh=mesh)
+    out[name] = [{"val_loss": [h["val_loss"] for h in r.history], "q": np.asarray(r.state.q).tolist(),
+                  "kernel": np.asarray(r.state.params["model"]["input"]["kernel"]).ravel()[:50].tolist()}
+                 for r in runs]
+    if name == "mesh":
+        out["sharding"] = str(runs[0].state.params["model"]["input"]["kernel"].sharding)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
+    """Networks over 2 devices and each network's batch over 2 more (4 forced host devices) train
+    as on one device: same losses and q(d) up to summation order (the batch-sharded BatchNorm
+    moments and gradients are sums across devices). At lr 0.1 SGD on batches of 32 grows those
+    rounding differences to ~5e-4 in an epoch; lr 0.02 keeps them near 1e-6, so the tolerances
+    can be tight. BatchNorm moments taken per device instead of over the batch would differ by
+    far more (a 16-example batch's statistics)."""
+    import json
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "d.npz", x=tiny_images.x_train, y=tiny_images.y_train, xt=tiny_images.x_test,
+             yt=tiny_images.y_test)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "d.npz")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out["devices"] == 4
+    for one, mesh in zip(out["one"], out["mesh"]):
+        np.testing.assert_allclose(mesh["val_loss"], one["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose(mesh["q"], one["q"], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(mesh["kernel"], one["kernel"], rtol=1e-3, atol=1e-5)

@@ -81,10 +81,11 @@ def run_image_points(
     progress: bool = True,
     log: Callable[[str], None] = print,
     speed_batch: int = 512,
+    mesh: dict[str, int | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
-    checkpoint), writes a record per network (DDNs first, so that each LDN record holds its
-    DDN's metrics and speed-up) and returns every point's record."""
+    checkpoint; `mesh` as `fit_networks`), writes a record per network (DDNs first, so that each
+    LDN record holds its DDN's metrics and speed-up) and returns every point's record."""
     if len({p.depth for p in points}) != 1:
         raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
     todo = [p for p in points if not record_path(out, data.name, p).exists()]
@@ -96,7 +97,7 @@ def run_image_points(
         data = with_stopping_data(data, train_config)
         ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
-                               checkpoint_dir=ckpt_dir, progress=progress, log=log)
+                               checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh)
         for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
             _write_record(data, point, result, model_config, train_config.replace(method=point.method), out,
                           speed_batch, log)

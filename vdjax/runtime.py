@@ -1,4 +1,5 @@
-"""Where computations run: splitting the CPU into XLA devices so seeds run on every core.
+"""Where computations run: splitting the CPU into XLA devices so seeds run on every core, and
+the device mesh of multi-network programs.
 
 XLA:CPU runs each operation of one program on one thread, and the spirals loop is a long
 chain of small operations, so a single program keeps about one core busy. Exposing the
@@ -33,3 +34,43 @@ def seed_sharding(n_seeds: int) -> NamedSharding | None:
     if n == 1:
         return None
     return NamedSharding(Mesh(np.array(devices[:n]), ("seed",)), PartitionSpec("seed"))
+
+
+MESH_AXES = ("nets", "data")
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """'nets=4,data=2' -> {'nets': 4, 'data': 2} (either may be left out: 1)."""
+    sizes = {"nets": 1, "data": 1}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in sizes or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"--mesh takes 'nets=N,data=M' with positive integers, got {text!r}")
+        sizes[name] = int(value)
+    return sizes
+
+
+def network_mesh(n_networks: int, nets: int | None = None, data: int = 1, devices=None) -> Mesh | None:
+    """A ('nets', 'data') mesh: networks sharded over `nets` devices, each network's batch over
+    `data`. `nets=None` takes the largest count of the devices left that divides `n_networks`.
+    None when it would be one device (nothing to shard)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if data < 1 or len(devices) < data:
+        raise ValueError(f"a data axis of {data} needs {data} devices, {len(devices)} present")
+    if nets is None:
+        room = len(devices) // data
+        nets = max(k for k in range(1, min(room, n_networks) + 1) if n_networks % k == 0)
+    if nets * data > len(devices):
+        raise ValueError(f"mesh nets={nets},data={data} needs {nets * data} devices, {len(devices)} present")
+    if n_networks % nets:
+        raise ValueError(f"{n_networks} networks cannot be split evenly over nets={nets} devices")
+    if nets * data == 1:
+        return None
+    return Mesh(np.array(devices[: nets * data]).reshape(nets, data), MESH_AXES)
+
+
+def mesh_shardings(mesh: Mesh | None) -> tuple[NamedSharding | None, NamedSharding | None]:
+    """(network-axis sharding of states, [networks, batch, ...] sharding of batches)."""
+    if mesh is None:
+        return None, None
+    return NamedSharding(mesh, PartitionSpec("nets")), NamedSharding(mesh, PartitionSpec("nets", "data"))

@@ -50,6 +50,7 @@ from vdjax.protocol import (
     stop_reason,
     take,
 )
+from vdjax.runtime import mesh_shardings, network_mesh
 from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
 
 IMAGE_PROTOCOL = TrainConfig(
@@ -125,6 +126,7 @@ def fit_networks(
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
     checkpoint_every_s: float = 0.0,
+    mesh: dict[str, int | None] | None = None,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -136,6 +138,10 @@ def fit_networks(
     left for a later call to resume from.
     checkpoint_every_s: at most this often (and with at most 5% of the time spent saving); 0
     saves after every epoch. The state is always saved when the call stops early.
+    mesh: {'nets': N, 'data': M}: the networks sharded over N devices and each network's batch
+    over M (data parallelism: BatchNorm statistics and gradients are those of the whole batch,
+    XLA adding the cross-device sums). Default: nets = the most devices that divide the number
+    of networks, data = 1. The numbers match the one-device run up to summation order.
     """
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
@@ -151,6 +157,9 @@ def fit_networks(
     n_train, k = data.n_train, len(members)
     batch_size = min(train_config.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
+    mesh = {"nets": None, "data": 1, **(mesh or {})}
+    if batch_size % mesh["data"]:
+        raise ValueError(f"batch size {batch_size} cannot be split evenly over data={mesh['data']} devices")
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
@@ -186,16 +195,18 @@ def fit_networks(
                    desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
     x, y = data.x_train, data.y_train
+    net, on_nets, on_batch = _place(net, active.size, mesh)
     try:
         while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
             orders = [batches(n_train, batch_size, np.random.default_rng([int(seeds[i]), epoch]), drop_last=True)
                       for i in active]
-            is_ldn = jnp.asarray(is_ldn_all[active])
+            is_ldn = jax.device_put(is_ldn_all[active], on_nets)
             losses = []
             for b in range(steps_per_epoch):
                 idx = np.stack([order[b] for order in orders])
-                train, loss = step(net.train, net.done, is_ldn, x[idx], y[idx])
+                train, loss = step(net.train, net.done, is_ldn, jax.device_put(x[idx], on_batch),
+                                   jax.device_put(y[idx], on_batch))
                 net = net.replace(train=train)
                 losses.append(loss)
             train_loss = np.mean(np.stack(jax.device_get(losses)), axis=0)
@@ -221,6 +232,8 @@ def fit_networks(
                 parts.append((active[done], take(net, np.flatnonzero(done))))
                 keep = np.flatnonzero(~done)
                 active, net = active[keep], take(net, keep)
+                if active.size:
+                    net, on_nets, on_batch = _place(net, active.size, mesh)
             stopping = not active.size or (stop_after_epochs is not None and epoch >= stop_after_epochs)
             if ckpt is not None and (cadence.due() or stopping):
                 t_save = time.monotonic()
@@ -254,6 +267,17 @@ def fit_networks(
         )
         for i in range(k)
     ]
+
+
+def _place(net: NetState, n_networks: int, mesh: dict[str, int | None]):
+    """The state on the mesh for `n_networks` networks, and the shardings of states and batches.
+    A user-set `nets` that no longer divides the networks left (after compaction) shrinks to the
+    largest divisor below it."""
+    nets = mesh["nets"]
+    if nets is not None:
+        nets = max(k for k in range(1, min(nets, n_networks) + 1) if n_networks % k == 0)
+    on_nets, on_batch = mesh_shardings(network_mesh(n_networks, nets, mesh["data"]))
+    return jax.device_put(net, on_nets), on_nets, on_batch
 
 
 def _names(members: Sequence[Member]) -> str:
