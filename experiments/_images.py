@@ -68,6 +68,9 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="device mesh of each program: its networks sharded over N devices, each network's "
                         "batch over M (data parallel). Default: networks over as many devices as divide their "
                         "number (on CPU, one device per core), data=1")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
+                        "from the networks finished so far (marked partial if some are missing)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     return p
 
@@ -108,6 +111,11 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
     out = args.out or Path("results/images_converged" if args.converged else "results/images")
     start = time.perf_counter()
+    if args.summarize_only:
+        if not args.converged:
+            raise SystemExit("--summarize-only summarises the --converged study: add --converged")
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(CONVERGED_SEEDS)), methods, partial=True)
+        return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
         data = with_stopping_data(data, train)
@@ -126,27 +134,32 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     return paths
 
 
-def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods) -> None:
+def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods,
+                    partial: bool = False) -> None:
     """Once every network of the study is trained (by this process or another), time the pruned
-    network at D = 50 and write <out>/summary.json with the study's figures."""
+    network at D = 50 and write <out>/summary.json with the study's figures. `partial`: do it
+    now with the networks finished so far, listing the missing ones in the summary."""
     from vdjax.image_runs import ImagePoint, load_records, record_path
     from vdjax.image_study import findings, summarize, untrained_speed, write_study
 
     wanted = [ImagePoint(m, d, s) for d in depths for s in seeds for m in methods(d)]
     missing = [p.name for p in wanted if not record_path(out, dataset, p).exists()]
-    if missing:
+    if missing and not partial:
         print(f"study not complete yet ({len(missing)} networks to go, e.g. {missing[0]}): "
               "summary.json is written by the run that finishes the last one")
         return
     import numpy as np
 
     records = load_records(out, dataset)
-    deepest = [r["d_opt"] for r in records if r["method"] == "ldn" and r["max_depth"] == max(depths)]
-    d_opt = int(round(float(np.mean(deepest))))
-    print(f"timing the forward pass at D = {SPEED_DEPTH}: DDN against the network pruned to d_opt = {d_opt}")
-    speed = untrained_speed(SPEED_DEPTH, d_opt, records[0]["model_config"]["input_shape"])
+    ldn = [r for r in records if r["method"] == "ldn"]
+    top = max(r["max_depth"] for r in ldn)
+    d_opt = int(round(float(np.mean([r["d_opt"] for r in ldn if r["max_depth"] == top]))))
+    print(f"timing the forward pass at D = {SPEED_DEPTH}: DDN against the network pruned to d_opt = {d_opt} "
+          f"(the mean d_opt of the LDNs at D = {top})")
+    speed = {**untrained_speed(SPEED_DEPTH, d_opt, records[0]["model_config"]["input_shape"]), "d_opt_from_D": top}
     summary = summarize(records, speed, dataset=dataset, depths=depths, seeds=seeds,
-                        command="python3 experiments/scan_max_depth_images.py --converged")
+                        command="python3 experiments/scan_max_depth_images.py --converged",
+                        complete=not missing, missing=missing)
     paths = write_study(summary, out)
     f = findings(summary)
     print(f"d_opt over D: {f['d_opt_range_over_D']}; stopped: {f['stopped']}; "

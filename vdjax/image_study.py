@@ -97,6 +97,8 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
         "d_opt_range_over_D": [float(min(deep)), float(max(deep))] if deep else None,
         "stopped": {k: stopped.count(k) for k in sorted(set(stopped))},
         "speed_large_depth": summary.get("speed_large_depth"),
+        "complete": summary.get("complete", True),
+        "missing": summary.get("missing", []),
     }
 
 
@@ -173,9 +175,13 @@ def findings_markdown(f: dict[str, Any]) -> str:
         f"d_opt (mean over seeds) ranges over {f['d_opt_range_over_D']} across D > 0. "
         f"Stop reasons: {', '.join(f'{k} {v}' for k, v in f['stopped'].items())}.",
     ]
+    if not f["complete"]:
+        lines += ["", f"**Partial:** {len(f['missing'])} networks of the study are not trained yet "
+                      f"({', '.join(f['missing'])})."]
     s = f.get("speed_large_depth")
     if s:
+        source = f" (the mean d_opt of the LDNs at D = {s['d_opt_from_D']})" if "d_opt_from_D" in s else ""
         lines += ["", f"Forward pass at D = {s['ddn_depth']} (batch {s['batch']}, untrained weights): DDN "
-                      f"{1000 * s['ddn_seconds']:.0f} ms, pruned to d_opt = {s['pruned_depth']} "
+                      f"{1000 * s['ddn_seconds']:.0f} ms, pruned to d_opt = {s['pruned_depth']}{source} "
                       f"{1000 * s['pruned_seconds']:.0f} ms: **{100 * s['speedup']:.0f}% faster**."]
     return "\n".join(lines) + "\n"
