@@ -27,19 +27,8 @@ import numpy as np
 from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
-from vdjax.protocol import (
-    NetState,
-    SaveCadence,
-    assemble,
-    best_train_state,
-    end_epoch,
-    init_net_state,
-    loadable,
-    run_id,
-    savable,
-    should_compact,
-    take,
-)
+from vdjax import protocol
+from vdjax.protocol import NetState
 from vdjax.runtime import seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
 
@@ -62,7 +51,7 @@ def init_loop_state(key: jax.Array, model_config: ModelConfig, train_config: Tra
     init_key, shuffle_key = jax.random.split(key)
     batching = Batching.for_size(n_train, train_config.batch_size)
     state = init_state(init_key, model_config, make_optimizer(train_config, batching.n_batches))
-    return init_net_state(state, shuffle_key, train_config.max_epochs)
+    return protocol.init_net_state(state, shuffle_key, train_config.max_epochs)
 
 
 def _epoch(
@@ -93,7 +82,8 @@ def _epoch(
         new, losses = jax.lax.scan(body, loop.train, idx)
         loss, candidate = jnp.mean(losses), new  # as the reference: parameters after the epoch
     loop = loop.replace(key=key)
-    return end_epoch(loop, new, candidate, loss, patience=train_config.patience, max_epochs=train_config.max_epochs)
+    return protocol.end_epoch(loop, new, candidate, loss, patience=train_config.patience,
+                              max_epochs=train_config.max_epochs)
 
 
 def run_epochs(
@@ -120,7 +110,7 @@ class FitResult:
 
     def best_state(self, seed: int) -> TrainState:
         """The kept (best-ELBO) parameters of one seed as a TrainState (optimiser state is the last)."""
-        return best_train_state(self.state, seed)
+        return protocol.best_train_state(self.state, seed)
 
 
 def fit(
@@ -171,33 +161,33 @@ def fit(
     stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
-        rid = run_id(model_config, train_config, [int(s) for s in seeds], x, y)
-        saved = ckpt.restore(savable(loop), rid)
+        rid = protocol.run_id(model_config, train_config, [int(s) for s in seeds], x, y)
+        saved = ckpt.restore(protocol.savable(loop), rid)
         if saved is not None:
-            full, meta = loadable(saved[0]), saved[1]
+            full, meta = protocol.loadable(saved[0]), saved[1]
             stop, active = int(meta["stop"]), np.asarray(meta["active"], dtype=np.int64)
             earlier_seconds = float(meta.get("seconds", 0.0))
             finished = np.setdiff1d(np.arange(seeds.size), active)
-            parts = [(finished, take(full, finished))] if finished.size else []
-            loop = take(full, active)
+            parts = [(finished, protocol.take(full, finished))] if finished.size else []
+            loop = protocol.take(full, active)
     x_all, y_all = jnp.asarray(x), jnp.asarray(y)
     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
-    cadence = SaveCadence(checkpoint_every_s)
+    cadence = protocol.SaveCadence(checkpoint_every_s)
     try:
         while stop < train_config.max_epochs:
             stop = min(stop + step, train_config.max_epochs)
             loop = run(loop, x, y, jnp.int32(stop))
             done = np.asarray(loop.done)
             if not done.all():
-                if should_compact(done):
-                    parts.append((active[done], take(loop, np.flatnonzero(done))))
+                if protocol.should_compact(done):
+                    parts.append((active[done], protocol.take(loop, np.flatnonzero(done))))
                     keep = np.flatnonzero(~done)
-                    active, loop = active[keep], take(loop, keep)
+                    active, loop = active[keep], protocol.take(loop, keep)
                     x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
                 if ckpt is not None and cadence.due():
                     t0 = time.monotonic()
-                    state = savable(assemble(parts + [(active, loop)]))
+                    state = protocol.savable(protocol.assemble(parts + [(active, loop)]))
                     seconds = earlier_seconds + t0 - start
                     ckpt.save(stop, state, {"stop": stop, "active": active.tolist(), "seconds": seconds}, rid)
                     cadence.saved(t0)
@@ -208,7 +198,7 @@ def fit(
     finally:
         if ckpt is not None:
             ckpt.close()
-    loop = assemble(parts + [(active, loop)])
+    loop = protocol.assemble(parts + [(active, loop)])
     return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start)
 
 

@@ -13,6 +13,14 @@ import numpy as np  # noqa: E402
 from vdjax.io import save_figure  # noqa: E402
 
 
+def _finish(fig, path: str | os.PathLike, title: str = ""):
+    """Title (if any), tight layout, atomic save."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_depth_posterior(
     q: np.ndarray,
     per_depth_log_lik: np.ndarray,
@@ -81,8 +89,7 @@ def plot_decision_functions(
         ax.set_yticks([])
     for ax in axes.flat[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path)
 
 
 def plot_sweep(table: dict[str, np.ndarray], key: str, path: str | os.PathLike, xlabel: str = "",
@@ -106,10 +113,7 @@ def plot_sweep(table: dict[str, np.ndarray], key: str, path: str | os.PathLike, 
             ax.set_xscale("log")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_reliability(panels: list[tuple[str, dict]], path: str | os.PathLike, suptitle: str = ""):
@@ -137,10 +141,7 @@ def plot_reliability(panels: list[tuple[str, dict]], path: str | os.PathLike, su
         ax.set_title(f"{title}\nECE = {m['ece']:.3f}", fontsize=9)
     axes.flat[0].set_ylabel("accuracy")
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path, suptitle)
 
 
 _VARIANTS = (("ldn_full", "LDN-full", "o-"), ("ldn_95", "LDN-95", "s--"), ("ldn_expected", "LDN-expected", "^:"),
@@ -168,10 +169,7 @@ def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | 
             ax.set_xlabel("max depth D")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path, suptitle)
 
 
 def plot_speedup(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLike):
@@ -188,8 +186,7 @@ def plot_speedup(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLi
     ax.set_title("pruned LDN (95% rule) vs DDN of depth D")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path)
 
 
 def plot_search_comparison(table: list[dict], path: str | os.PathLike):
@@ -215,5 +212,4 @@ def plot_search_comparison(table: list[dict], path: str | os.PathLike):
         row[1].set_xticks(x, [e["strategy"] for e in es], rotation=40, ha="right", fontsize=8)
         row[1].set_ylabel("chosen depth")
         row[1].grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, path)
