@@ -68,6 +68,14 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="device mesh of each program: its networks sharded over N devices, each network's "
                         "batch over M (data parallel). Default: networks over as many devices as divide their "
                         "number (on CPU, one device per core), data=1")
+    hosts = p.add_argument_group("several processes or hosts: each trains its share of the programs into "
+                                 "the shared --out; a finished network is skipped, a killed one resumes")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="start jax.distributed, auto-detected (Slurm, Open MPI, TPU VMs)")
+    hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="start jax.distributed with this coordinator (with --num-processes, --process-index)")
+    hosts.add_argument("--num-processes", type=int, default=None, help="processes sharing the grid")
+    hosts.add_argument("--process-index", type=int, default=None, help="this process's index, from 0")
     p.add_argument("--summarize-only", action="store_true",
                    help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
                         "from the networks finished so far (marked partial if some are missing)")
@@ -100,10 +108,11 @@ def settings(args, cpu_depths: list[int]):
 def run(doc: str, cpu_depths: list[int], methods, argv=None):
     """Trains methods(depth) for every (data set, depth, seed), then draws every figure it can."""
     args = parser(doc, cpu_depths).parse_args(argv)
-    from vdjax.runtime import parse_mesh, use_all_cpu_cores
+    from vdjax.runtime import parse_mesh, process_share, use_all_cpu_cores
 
     use_all_cpu_cores()  # before JAX starts: on CPU, networks of a program run on every core
     mesh = parse_mesh(args.mesh) if args.mesh else None
+    share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed)
     from vdjax.data.images import load_images
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
@@ -122,11 +131,13 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         print(f"{data.name}: {data.n_train} train / {data.n_val} validation / {len(data.x_test)} test images "
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
               f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO")
+        programs = []
         for depth in depths:
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
             size = args.networks_per_program or len(points)
-            for i in range(0, len(points), size):
-                run_image_points(data, points[i : i + size], train, out, progress=not args.no_progress, mesh=mesh)
+            programs += [points[i : i + size] for i in range(0, len(points), size)]
+        for group in programs[share::shares]:  # this process's share of the programs
+            run_image_points(data, group, train, out, progress=not args.no_progress, mesh=mesh)
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.converged:

@@ -444,3 +444,31 @@ def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
         np.testing.assert_allclose(mesh["val_loss"], one["val_loss"], rtol=1e-4)
         np.testing.assert_allclose(mesh["q"], one["q"], rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(mesh["kernel"], one["kernel"], rtol=1e-3, atol=1e-5)
+
+
+def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
+    """Two processes share a grid (2 max depths x LDN and DDN) and one results directory: every
+    network is trained by exactly one of them, and a second launch trains nothing."""
+    import subprocess
+    import sys
+
+    if FASHION_DIR.exists() or REQUIRE_REAL:
+        data_dir = real_fashion_dir()
+    else:
+        data_dir = tmp_path / "data"
+        _fake_mnist(data_dir, 128, 64)
+    script = Path(__file__).resolve().parents[1] / "experiments" / "scan_max_depth_images.py"
+    base = [sys.executable, str(script), "--depths", "1", "2", "--n-train", "96", "--n-test", "32", "--max-epochs",
+            "1", "--batch-size", "32", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "--no-progress",
+            "--num-processes", "2"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen(base + ["--process-index", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    trained = [line.split(":")[0] for log in logs for line in log.splitlines() if " seed 0: " in line]
+    assert sorted(trained) == sorted(f"fashion_mnist {m} D={d} seed 0" for d in (1, 2) for m in ("ddn", "ldn"))
+    assert all(f"D={d}" in line for d, log in zip((1, 2), logs) for line in log.splitlines() if " seed 0: " in line)
+    assert len(list((tmp_path / "out" / "fashion_mnist").glob("*_D*_s0.json"))) == 4
+    again = subprocess.run(base + ["--process-index", "0"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "done before, skipped" in again.stdout and " seed 0: test" not in again.stdout

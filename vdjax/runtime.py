@@ -51,10 +51,10 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def network_mesh(n_networks: int, nets: int | None = None, data: int = 1, devices=None) -> Mesh | None:
-    """A ('nets', 'data') mesh: networks sharded over `nets` devices, each network's batch over
-    `data`. `nets=None` takes the largest count of the devices left that divides `n_networks`.
-    None when it would be one device (nothing to shard)."""
-    devices = list(jax.devices() if devices is None else devices)
+    """A ('nets', 'data') mesh of this process's devices: networks sharded over `nets` devices,
+    each network's batch over `data`. `nets=None` takes the largest count of the devices left
+    that divides `n_networks`. None when it would be one device (nothing to shard)."""
+    devices = list(jax.local_devices() if devices is None else devices)
     if data < 1 or len(devices) < data:
         raise ValueError(f"a data axis of {data} needs {data} devices, {len(devices)} present")
     if nets is None:
@@ -74,3 +74,25 @@ def mesh_shardings(mesh: Mesh | None) -> tuple[NamedSharding | None, NamedShardi
     if mesh is None:
         return None, None
     return NamedSharding(mesh, PartitionSpec("nets")), NamedSharding(mesh, PartitionSpec("nets", "data"))
+
+
+def process_share(num_processes: int | None = None, process_index: int | None = None, coordinator: str | None = None,
+                  distributed: bool = False) -> tuple[int, int]:
+    """(index, count) of this process in a grid split over processes.
+
+    `distributed` starts JAX's distributed runtime, auto-detected where JAX detects it (Slurm,
+    Open MPI, TPU VMs); `coordinator` ('host:port', with the process flags) starts it explicitly.
+    Without either, `process_index` / `num_processes` split the grid with no runtime at all:
+    each process trains its own share and they only meet in the shared results directory.
+    """
+    if coordinator or distributed:
+        kwargs = {}
+        if coordinator:
+            kwargs = {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_index}
+        jax.distributed.initialize(**kwargs)
+        return jax.process_index(), jax.process_count()
+    count = num_processes or 1
+    index = process_index or 0
+    if not 0 <= index < count:
+        raise ValueError(f"--process-index must be in [0, {count}), got {index}")
+    return index, count
