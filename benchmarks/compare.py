@@ -5,6 +5,8 @@
 
 Every time is a median over several steps after warm-up; vdjax compile time is reported
 apart from step time. PyTorch is optional: without it only the vdjax columns are filled.
+The tables (here, in table.md, and in RESULTS.md and README.md via `python3 -m vdjax.report`)
+are rendered by `vdjax.report` from the results JSON this script writes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vdjax.data import spirals_dataset  # noqa: E402
 from vdjax.loop import fit  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
 from vdjax.prune import forward_fn, prune  # noqa: E402
+from vdjax.report import benchmark_markdown  # noqa: E402
 from vdjax.runtime import use_all_cpu_cores  # noqa: E402
 from vdjax.train import TrainConfig, init_state, make_optimizer  # noqa: E402
 
@@ -134,38 +137,6 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
     return row
 
 
-def _f(row: dict, key: str, spec: str) -> str:
-    return format(row[key], spec) if key in row else "-"
-
-
-def markdown(res: dict) -> str:
-    lines = [f"Machine: {res['machine']}  ", f"Command: `{res['command']}`", ""]
-    lines += ["### CNN LDN train step (batch %d, %s inputs)" % (res["batch"], "x".join(map(str, res["shape"]))), "",
-              "| max_depth | vdjax ex/s | PyTorch ex/s | vdjax / PyTorch | vdjax step s | PyTorch step s | vdjax compile s |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in res["cnn"]:
-        lines.append(f"| {r['max_depth']} | {r['vdjax_ex_s']:.1f} | {_f(r, 'torch_ex_s', '.1f')} | "
-                     f"{_f(r, 'speedup', '.2f')}x | {r['vdjax_step_s']:.3f} | {_f(r, 'torch_step_s', '.3f')} | "
-                     f"{r['vdjax_compile_s']:.2f} |")
-    comp = {r["max_depth"]: r["vdjax_compile_s"] for r in res["cnn"]}
-    lo, hi = min(comp), max(comp)
-    lines += ["", f"Compile time D={hi} / D={lo}: **{comp[hi] / comp[lo]:.2f}x**", ""]
-    s = res["spirals"]
-    lines += ["### Spirals, full protocol, %d seeds (max_depth %d)" % (s["seeds"], s["max_depth"]), "",
-              "| vdjax s (compile incl.) | vdjax s (compiled) | PyTorch s | vdjax / PyTorch | epochs vdjax | epochs PyTorch |",
-              "|---:|---:|---:|---:|---|---|",
-              f"| {s['vdjax_s']:.1f} | {s['vdjax_s_no_compile']:.1f} | {_f(s, 'torch_s', '.1f')} | "
-              f"{_f(s, 'speedup', '.1f')}x | {s['vdjax_epochs']} | {s.get('torch_epochs', '-')} |", ""]
-    p = res["pruned"]
-    lines += ["### Pruned inference (forward, batch %d)" % res["infer_batch"], "",
-              "| max_depth | d_opt | ideal (d_opt+1)/(D+1) | vdjax pruned/full | vdjax vs ideal | PyTorch pruned/full |",
-              "|---:|---:|---:|---:|---:|---:|",
-              f"| {p['max_depth']} | {p['d_opt']} | {p['ideal_ratio']:.3f} | {p['vdjax_ratio']:.3f} "
-              f"({p['vdjax_pruned_s'] * 1e3:.0f} / {p['vdjax_full_s'] * 1e3:.0f} ms) | {p['vdjax_vs_ideal']:.2f} | "
-              f"{_f(p, 'torch_ratio', '.3f')} |"]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes, seconds: checks the script, not the speed")
@@ -200,7 +171,7 @@ def main(argv=None) -> dict:
         print("cnn", res["cnn"][-1], flush=True)
     res["spirals"] = spirals_in_child(cfg["spirals"])
     res["pruned"] = pruned_row(*cfg["pruned"][:2], cfg["pruned"][2], cfg["shape"], cfg["steps"])
-    table = markdown(res)
+    table = benchmark_markdown(res)
     print(table)
     if args.out:
         from vdjax.io import write_json, write_text

@@ -1,0 +1,76 @@
+"""The committed tables are what their committed data render to; the renderer fills only marked regions."""
+
+import shutil
+
+import pytest
+
+from vdjax import report
+
+
+def test_committed_tables_match_what_their_data_render():
+    for doc, (committed, rendered) in report.render_documents().items():
+        assert committed == rendered, f"{doc} is stale: run `python3 -m vdjax.report`"
+
+
+def test_fill_replaces_only_the_marked_regions():
+    text = "a 1.02x\n<!-- BEGIN table:x -->\nold\n<!-- END table:x -->\nb\n<!-- BEGIN table:y -->\n<!-- END table:y -->\n"
+    out = report.fill(text, lambda name: f"new {name}\n")
+    assert out == ("a 1.02x\n<!-- BEGIN table:x -->\nnew x\n<!-- END table:x -->\nb\n"
+                   "<!-- BEGIN table:y -->\nnew y\n<!-- END table:y -->\n")
+    assert report.fill(out, lambda name: f"new {name}\n") == out
+
+
+def test_check_fails_on_a_stale_table_and_rendering_fixes_it(tmp_path, capsys):
+    for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, report.BENCHMARK, report.NAS_ROWS):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(report.ROOT / rel, tmp_path / rel)
+    results = tmp_path / "benchmarks/RESULTS.md"
+    text = results.read_text()
+    results.write_text(text.replace("**1.35x**", "**1.02x**"))  # a hand-edited headline
+    assert report.main(["--check", "--root", str(tmp_path)]) == 1
+    assert "-| 50 | 10 | 512 | 0.216" in capsys.readouterr().out
+    assert report.main(["--root", str(tmp_path)]) == 0
+    assert results.read_text() == text
+    assert report.main(["--check", "--root", str(tmp_path)]) == 0
+
+
+def test_unknown_table_names_are_errors(tmp_path):
+    (tmp_path / "doc.md").write_text("<!-- BEGIN table:nope -->\n<!-- END table:nope -->\n")
+    with pytest.raises(KeyError, match="nope"):
+        report.render_documents(tmp_path, documents=("doc.md",), whole_files={})
+
+
+BENCH = {
+    "machine": "m", "command": "c", "batch": 8, "shape": [8, 8, 1], "infer_batch": 16,
+    "cnn": [{"max_depth": 2, "vdjax_compile_s": 2.0, "vdjax_step_s": 0.5, "vdjax_ex_s": 16.0},
+            {"max_depth": 4, "vdjax_compile_s": 3.0, "vdjax_step_s": 1.0, "vdjax_ex_s": 8.0}],
+    "spirals": {"seeds": 2, "max_depth": 4, "vdjax_s": 6.0, "vdjax_s_no_compile": 4.0, "vdjax_epochs": [1000, 2000],
+                "torch_s": 60.0, "torch_epochs": [3000, 3000], "speedup": 10.0},
+    "pruned": {"max_depth": 4, "d_opt": 1, "ideal_ratio": 0.4, "vdjax_full_s": 1.0, "vdjax_pruned_s": 0.5,
+               "vdjax_ratio": 0.5, "vdjax_vs_ideal": 1.25},
+}
+
+
+def test_spirals_rows_divide_out_unequal_work():
+    # 6 s for 3000 seed-epochs (2 ms each) against 60 s for 6000 (10 ms each): 5x per seed-epoch, not 10x.
+    line = report.spirals_table(BENCH).splitlines()[4]
+    assert line == "| 6.0 | 4.0 | 60.0 | 10.0x | 3000 | 6000 | 2.00 | 10.00 | 5.0x |"
+    assert "5.0x per seed-epoch" in report.targets_table(BENCH)
+    assert "Per epoch" not in report.spirals_table(BENCH)
+
+
+def test_spirals_equal_work_rows_render_when_measured():
+    res = {**BENCH, "spirals_per_epoch": [{"seeds": 1, "epochs": 1000, "vdjax_s": 1.6, "torch_s": 15.0},
+                                          {"seeds": 6, "epochs": 1000, "vdjax_s": 6.0}],
+           "spirals_fixed_epochs": {"seeds": 6, "epochs": 2000, "vdjax_s": 20.0, "vdjax_s_no_compile": 12.0,
+                                    "torch_s": 180.0}}
+    text = report.spirals_table(res)
+    assert "| 1 | 1000 | 1.60 | 15.00 | 9.4x |" in text and "| 6 | 1000 | 6.00 | - | - |" in text
+    assert "| 20.0 | 12.0 | 180.0 | 9.0x |" in text
+
+
+def test_runs_without_pytorch_leave_its_columns_empty():
+    md = report.benchmark_markdown(BENCH)
+    assert "| 2 | 16.0 | - | - | 0.500 | - | 2.00 |" in md and "D=4 / D=2: **1.50x**" in md
+    assert "| 4 | 1 | 16 | 0.400 | 0.500 (500 / 1000 ms) | **1.25x** | - |" in md
+    assert "| pruned inference within 15% of ideal | **not met**: 1.25x ideal |" in md
