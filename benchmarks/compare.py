@@ -105,8 +105,12 @@ def spirals_in_child(spirals_cfg) -> dict:
     otherwise get a smaller thread pool (measured: D=20 step 1.45 s -> 1.9 s)."""
     import subprocess
 
+    import vdjax
+
     cmd = [sys.executable, __file__, "--spirals-only", *map(str, spirals_cfg)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # The child imports the same vdjax as this process (a checkout may differ from the installed one).
+    path = os.pathsep.join(filter(None, [str(Path(vdjax.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}).stdout
     for line in out.splitlines():
         if line.startswith("spirals "):
             print(line, flush=True)

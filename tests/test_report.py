@@ -74,3 +74,21 @@ def test_runs_without_pytorch_leave_its_columns_empty():
     assert "| 2 | 16.0 | - | - | 0.500 | - | 2.00 |" in md and "D=4 / D=2: **1.50x**" in md
     assert "| 4 | 1 | 16 | 0.400 | 0.500 (500 / 1000 ms) | **1.25x** | - |" in md
     assert "| pruned inference within 15% of ideal | **not met**: 1.25x ideal |" in md
+
+
+def _nas_row(strategy, seed, grads, forwards, seconds, compile_seconds):
+    cost = {"forward_passes": forwards, "gradient_evaluations": grads, "hessian_vector_products": 0,
+            "seconds": seconds, "compile_seconds": compile_seconds, "seconds_no_compile": seconds - compile_seconds}
+    return {"dataset": "spirals", "strategy": strategy, "seed": seed, "max_depth": 3, "chosen_depth": 2,
+            "search_steps": 0 if strategy in ("ldn", "grid") else 100, "total": cost,
+            "test": {"log_lik": -0.1, "error": 0.05, "ece": 0.01}}
+
+
+def test_nas_costs_are_means_over_seeds_of_the_counted_passes():
+    rows = [_nas_row("ldn", 0, 100, 0, 3.0, 2.0), _nas_row("ldn", 1, 300, 0, 5.0, 2.0),
+            _nas_row("grid", 0, 2000, 4, 30.0, 20.0), _nas_row("darts1", 0, 400, 100, 8.0, 6.0)]
+    assert report.nas_costs(rows) == (
+        "- spirals: the LDN 200 gradient evaluations, 4 s (2 s without compiling); the other strategies "
+        "400–2000 gradient evaluations and 4–100 forward passes, 8–30 s (2–10 s without compiling); the grid "
+        "search alone 2000 gradient evaluations, 30 s (10 s without compiling).\n")
+    assert report.nas_setting(rows) == "Committed run: spirals: max_depth 3, 2 seeds, 100 search steps.\n"

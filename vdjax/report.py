@@ -209,6 +209,32 @@ def nas_setting(rows: list[dict[str, Any]]) -> str:
     return "Committed run: " + "; ".join(out) + ".\n"
 
 
+def nas_costs(rows: list[dict[str, Any]]) -> str:
+    """Per data set, the LDN's cost against the searches' (search plus final training, means over seeds)."""
+    from vdjax.search_compare import summary_table
+
+    lines = []
+    table = summary_table(rows)
+    for name in dict.fromkeys(e["dataset"] for e in table):
+        es = {e["strategy"]: e for e in table if e["dataset"] == name}
+        ldn, others = es.get("ldn"), [e for k, e in es.items() if k != "ldn"]
+        span = lambda key, spec: "–".join(format(f(e[key] for e in others), spec) for f in (min, max))  # noqa: E731
+        line = f"- {name}:"
+        if ldn is not None:
+            line += (f" the LDN {ldn['gradient_evaluations']:.0f} gradient evaluations, {ldn['seconds']:.0f} s "
+                     f"({ldn['seconds_no_compile']:.0f} s without compiling);")
+        if others:
+            line += (f" the other strategies {span('gradient_evaluations', '.0f')} gradient evaluations and "
+                     f"{span('forward_passes', '.0f')} forward passes, {span('seconds', '.0f')} s "
+                     f"({span('seconds_no_compile', '.0f')} s without compiling)")
+        if "grid" in es:
+            g = es["grid"]
+            line += (f"; the grid search alone {g['gradient_evaluations']:.0f} gradient evaluations, "
+                     f"{g['seconds']:.0f} s ({g['seconds_no_compile']:.0f} s without compiling)")
+        lines.append(line.rstrip(";") + ".")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------- the registry
 
 
@@ -227,6 +253,7 @@ TABLES: dict[str, Table] = {
     "bench-summary": Table(BENCHMARK, benchmark_summary),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
+    "nas-costs": Table(NAS_ROWS, nas_costs),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
 
