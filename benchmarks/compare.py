@@ -76,7 +76,12 @@ def cnn_rows(depths, batch, shape, steps):
     return rows
 
 
+FIXED_EPOCHS = 1000  # the equal-work spirals runs: every seed exactly this many epochs (at most max_epochs)
+
+
 def spirals_row(n_seeds, max_depth, max_epochs, patience):
+    """The spirals protocol for `n_seeds` seeds in both frameworks; with patience >= max_epochs no
+    seed stops early, so both do the same work."""
     data = spirals_dataset()
     cfg = ModelConfig("mlp", max_depth, 2, (2,))
     tc = TrainConfig(max_epochs=max_epochs, patience=patience)
@@ -84,8 +89,9 @@ def spirals_row(n_seeds, max_depth, max_epochs, patience):
     t0 = time.perf_counter()
     r = fit(cfg, tc, data.x_train, data.y_train, seeds)  # chunks of 250 epochs: stopped seeds compacted out
     jax.block_until_ready(r.state.best_loss)
-    row = {"seeds": n_seeds, "max_depth": max_depth, "vdjax_s": time.perf_counter() - t0,
-           "vdjax_epochs": [int(e) for e in r.state.epoch], "devices": len(jax.devices())}
+    row = {"seeds": n_seeds, "max_depth": max_depth, "max_epochs": max_epochs, "patience": patience,
+           "vdjax_s": time.perf_counter() - t0, "vdjax_epochs": [int(e) for e in r.state.epoch],
+           "devices": len(jax.devices())}
     t0 = time.perf_counter()
     fit(cfg, tc, data.x_train, data.y_train, seeds)  # the same again, compiled programs cached
     row["vdjax_s_no_compile"] = time.perf_counter() - t0
@@ -99,8 +105,16 @@ def spirals_row(n_seeds, max_depth, max_epochs, patience):
     return row
 
 
+def spirals_section(n_seeds, max_depth, max_epochs, patience) -> dict:
+    """The protocol end to end ('spirals': each seed stops on its own, so the frameworks' work
+    differs), and runs of equal work for 1 and `n_seeds` seeds ('spirals_fixed_epochs')."""
+    epochs = min(FIXED_EPOCHS, max_epochs)
+    return {"spirals": spirals_row(n_seeds, max_depth, max_epochs, patience),
+            "spirals_fixed_epochs": [spirals_row(n, max_depth, epochs, epochs) for n in sorted({1, n_seeds})]}
+
+
 def spirals_in_child(spirals_cfg) -> dict:
-    """The spirals section runs in its own process with one XLA device per core (seeds are
+    """The spirals sections run in their own process with one XLA device per core (seeds are
     sharded over them); the CNN sections run here on one device, where each CPU device would
     otherwise get a smaller thread pool (measured: D=20 step 1.45 s -> 1.9 s)."""
     import subprocess
@@ -151,13 +165,13 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.spirals_only:
         use_all_cpu_cores()  # before the first JAX computation: seeds then run on every core
-        print("JSON " + json.dumps(spirals_row(*args.spirals_only)))
+        print("JSON " + json.dumps(spirals_section(*args.spirals_only)))
         return {}
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     if args.quick:
         cfg = dict(depths=[2, 4], compile_depths=[], batch=8, shape=(8, 8, 1), steps=2,
-                   spirals=(2, 4, 30, 10), pruned=(4, 1, 16))
+                   spirals=(2, 4, 30, 30), pruned=(4, 1, 16))  # patience 30: the fixed-epoch run reuses its programs
     else:
         cfg = dict(depths=[10, 20, 50], compile_depths=[100], batch=128, shape=(28, 28, 1), steps=args.steps,
                    spirals=(6, 20, 8000, 500), pruned=(50, 10, 512))
@@ -173,7 +187,7 @@ def main(argv=None) -> dict:
         res["cnn"].append({"max_depth": d, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
                            "vdjax_ex_s": cfg["batch"] / r["step_s"]})
         print("cnn", res["cnn"][-1], flush=True)
-    res["spirals"] = spirals_in_child(cfg["spirals"])
+    res.update(spirals_in_child(cfg["spirals"]))
     res["pruned"] = pruned_row(*cfg["pruned"][:2], cfg["pruned"][2], cfg["shape"], cfg["steps"])
     table = benchmark_markdown(res)
     print(table)

@@ -13,7 +13,8 @@ def test_committed_tables_match_what_their_data_render():
 
 
 def test_fill_replaces_only_the_marked_regions():
-    text = "a 1.02x\n<!-- BEGIN table:x -->\nold\n<!-- END table:x -->\nb\n<!-- BEGIN table:y -->\n<!-- END table:y -->\n"
+    text = ("a 1.02x\n<!-- BEGIN table:x -->\nold\n<!-- END table:x -->\nb\n"
+            "<!-- BEGIN table:y -->\n<!-- END table:y -->\n")
     out = report.fill(text, lambda name: f"new {name}\n")
     assert out == ("a 1.02x\n<!-- BEGIN table:x -->\nnew x\n<!-- END table:x -->\nb\n"
                    "<!-- BEGIN table:y -->\nnew y\n<!-- END table:y -->\n")
@@ -56,17 +57,16 @@ def test_spirals_rows_divide_out_unequal_work():
     line = report.spirals_table(BENCH).splitlines()[4]
     assert line == "| 6.0 | 4.0 | 60.0 | 10.0x | 3000 | 6000 | 2.00 | 10.00 | 5.0x |"
     assert "5.0x per seed-epoch" in report.targets_table(BENCH)
-    assert "Per epoch" not in report.spirals_table(BENCH)
+    assert "Equal work" not in report.spirals_table(BENCH)
 
 
 def test_spirals_equal_work_rows_render_when_measured():
-    res = {**BENCH, "spirals_per_epoch": [{"seeds": 1, "epochs": 1000, "vdjax_s": 1.6, "torch_s": 15.0},
-                                          {"seeds": 6, "epochs": 1000, "vdjax_s": 6.0}],
-           "spirals_fixed_epochs": {"seeds": 6, "epochs": 2000, "vdjax_s": 20.0, "vdjax_s_no_compile": 12.0,
-                                    "torch_s": 180.0}}
+    res = {**BENCH, "spirals_fixed_epochs": [
+        {"seeds": 1, "max_epochs": 1000, "vdjax_s": 4.0, "vdjax_s_no_compile": 1.6, "torch_s": 15.0},
+        {"seeds": 6, "max_epochs": 1000, "vdjax_s": 9.0, "vdjax_s_no_compile": 6.0}]}
     text = report.spirals_table(res)
-    assert "| 1 | 1000 | 1.60 | 15.00 | 9.4x |" in text and "| 6 | 1000 | 6.00 | - | - |" in text
-    assert "| 20.0 | 12.0 | 180.0 | 9.0x |" in text
+    assert "| 1 | 1000 | 4.0 | 1.6 | 15.0 | 3.8x | 9.4x | 1.60 | 15.00 |" in text
+    assert "| 6 | 1000 | 9.0 | 6.0 | - | - | - | 6.00 | - |" in text
 
 
 def test_runs_without_pytorch_leave_its_columns_empty():
