@@ -22,7 +22,8 @@ def test_fill_replaces_only_the_marked_regions():
 
 
 def test_check_fails_on_a_stale_table_and_rendering_fixes_it(tmp_path, capsys):
-    for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, report.BENCHMARK, report.NAS_ROWS):
+    sources = {t.source for t in (*report.TABLES.values(), *report.WHOLE_FILES.values())}
+    for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, *sources):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(report.ROOT / rel, tmp_path / rel)
     results = tmp_path / "benchmarks/RESULTS.md"

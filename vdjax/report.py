@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
+MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
 
 _REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
                      re.S | re.M)
@@ -233,6 +234,18 @@ def nas_costs(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------- the main job
+
+
+def main_job(summary: dict[str, Any]) -> str:
+    """What `python3 -m vdjax spirals` printed for its first seed, from the results.json it wrote."""
+    from vdjax.cli import depth_verdict
+
+    s = summary["seeds"][0]
+    return (f"What the main job printed here (seed {s['seed']}, data seed {summary['data']['data_seed']}):\n\n```\n"
+            + depth_verdict(s["d_opt"], s["d_expected"], s["test"], s["test_pruned"]) + "```\n")
+
+
 # ---------------------------------------------------------------------------- the registry
 
 
@@ -252,6 +265,7 @@ TABLES: dict[str, Table] = {
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
+    "main-job": Table(MAIN_JOB, main_job),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
 
