@@ -5,6 +5,8 @@
 
 Every time is a median over several steps after warm-up; vdjax compile time is reported
 apart from step time. PyTorch is optional: without it only the vdjax columns are filled.
+The tables (here, in table.md, and in RESULTS.md and README.md via `python3 -m vdjax.report`)
+are rendered by `vdjax.report` from the results JSON this script writes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vdjax.data import spirals_dataset  # noqa: E402
 from vdjax.loop import fit  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
 from vdjax.prune import forward_fn, prune  # noqa: E402
+from vdjax.report import benchmark_markdown  # noqa: E402
 from vdjax.runtime import use_all_cpu_cores  # noqa: E402
 from vdjax.train import TrainConfig, init_state, make_optimizer  # noqa: E402
 
@@ -73,7 +76,12 @@ def cnn_rows(depths, batch, shape, steps):
     return rows
 
 
+FIXED_EPOCHS = 1000  # the equal-work spirals runs: every seed exactly this many epochs (at most max_epochs)
+
+
 def spirals_row(n_seeds, max_depth, max_epochs, patience):
+    """The spirals protocol for `n_seeds` seeds in both frameworks; with patience >= max_epochs no
+    seed stops early, so both do the same work."""
     data = spirals_dataset()
     cfg = ModelConfig("mlp", max_depth, 2, (2,))
     tc = TrainConfig(max_epochs=max_epochs, patience=patience)
@@ -81,8 +89,9 @@ def spirals_row(n_seeds, max_depth, max_epochs, patience):
     t0 = time.perf_counter()
     r = fit(cfg, tc, data.x_train, data.y_train, seeds)  # chunks of 250 epochs: stopped seeds compacted out
     jax.block_until_ready(r.state.best_loss)
-    row = {"seeds": n_seeds, "max_depth": max_depth, "vdjax_s": time.perf_counter() - t0,
-           "vdjax_epochs": [int(e) for e in r.state.epoch], "devices": len(jax.devices())}
+    row = {"seeds": n_seeds, "max_depth": max_depth, "max_epochs": max_epochs, "patience": patience,
+           "vdjax_s": time.perf_counter() - t0, "vdjax_epochs": [int(e) for e in r.state.epoch],
+           "devices": len(jax.devices())}
     t0 = time.perf_counter()
     fit(cfg, tc, data.x_train, data.y_train, seeds)  # the same again, compiled programs cached
     row["vdjax_s_no_compile"] = time.perf_counter() - t0
@@ -96,14 +105,26 @@ def spirals_row(n_seeds, max_depth, max_epochs, patience):
     return row
 
 
+def spirals_section(n_seeds, max_depth, max_epochs, patience) -> dict:
+    """The protocol end to end ('spirals': each seed stops on its own, so the frameworks' work
+    differs), and runs of equal work for 1 and `n_seeds` seeds ('spirals_fixed_epochs')."""
+    epochs = min(FIXED_EPOCHS, max_epochs)
+    return {"spirals": spirals_row(n_seeds, max_depth, max_epochs, patience),
+            "spirals_fixed_epochs": [spirals_row(n, max_depth, epochs, epochs) for n in sorted({1, n_seeds})]}
+
+
 def spirals_in_child(spirals_cfg) -> dict:
-    """The spirals section runs in its own process with one XLA device per core (seeds are
+    """The spirals sections run in their own process with one XLA device per core (seeds are
     sharded over them); the CNN sections run here on one device, where each CPU device would
     otherwise get a smaller thread pool (measured: D=20 step 1.45 s -> 1.9 s)."""
     import subprocess
 
+    import vdjax
+
     cmd = [sys.executable, __file__, "--spirals-only", *map(str, spirals_cfg)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # The child imports the same vdjax as this process (a checkout may differ from the installed one).
+    path = os.pathsep.join(filter(None, [str(Path(vdjax.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}).stdout
     for line in out.splitlines():
         if line.startswith("spirals "):
             print(line, flush=True)
@@ -134,38 +155,6 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
     return row
 
 
-def _f(row: dict, key: str, spec: str) -> str:
-    return format(row[key], spec) if key in row else "-"
-
-
-def markdown(res: dict) -> str:
-    lines = [f"Machine: {res['machine']}  ", f"Command: `{res['command']}`", ""]
-    lines += ["### CNN LDN train step (batch %d, %s inputs)" % (res["batch"], "x".join(map(str, res["shape"]))), "",
-              "| max_depth | vdjax ex/s | PyTorch ex/s | vdjax / PyTorch | vdjax step s | PyTorch step s | vdjax compile s |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in res["cnn"]:
-        lines.append(f"| {r['max_depth']} | {r['vdjax_ex_s']:.1f} | {_f(r, 'torch_ex_s', '.1f')} | "
-                     f"{_f(r, 'speedup', '.2f')}x | {r['vdjax_step_s']:.3f} | {_f(r, 'torch_step_s', '.3f')} | "
-                     f"{r['vdjax_compile_s']:.2f} |")
-    comp = {r["max_depth"]: r["vdjax_compile_s"] for r in res["cnn"]}
-    lo, hi = min(comp), max(comp)
-    lines += ["", f"Compile time D={hi} / D={lo}: **{comp[hi] / comp[lo]:.2f}x**", ""]
-    s = res["spirals"]
-    lines += ["### Spirals, full protocol, %d seeds (max_depth %d)" % (s["seeds"], s["max_depth"]), "",
-              "| vdjax s (compile incl.) | vdjax s (compiled) | PyTorch s | vdjax / PyTorch | epochs vdjax | epochs PyTorch |",
-              "|---:|---:|---:|---:|---|---|",
-              f"| {s['vdjax_s']:.1f} | {s['vdjax_s_no_compile']:.1f} | {_f(s, 'torch_s', '.1f')} | "
-              f"{_f(s, 'speedup', '.1f')}x | {s['vdjax_epochs']} | {s.get('torch_epochs', '-')} |", ""]
-    p = res["pruned"]
-    lines += ["### Pruned inference (forward, batch %d)" % res["infer_batch"], "",
-              "| max_depth | d_opt | ideal (d_opt+1)/(D+1) | vdjax pruned/full | vdjax vs ideal | PyTorch pruned/full |",
-              "|---:|---:|---:|---:|---:|---:|",
-              f"| {p['max_depth']} | {p['d_opt']} | {p['ideal_ratio']:.3f} | {p['vdjax_ratio']:.3f} "
-              f"({p['vdjax_pruned_s'] * 1e3:.0f} / {p['vdjax_full_s'] * 1e3:.0f} ms) | {p['vdjax_vs_ideal']:.2f} | "
-              f"{_f(p, 'torch_ratio', '.3f')} |"]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes, seconds: checks the script, not the speed")
@@ -176,13 +165,13 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.spirals_only:
         use_all_cpu_cores()  # before the first JAX computation: seeds then run on every core
-        print("JSON " + json.dumps(spirals_row(*args.spirals_only)))
+        print("JSON " + json.dumps(spirals_section(*args.spirals_only)))
         return {}
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     if args.quick:
         cfg = dict(depths=[2, 4], compile_depths=[], batch=8, shape=(8, 8, 1), steps=2,
-                   spirals=(2, 4, 30, 10), pruned=(4, 1, 16))
+                   spirals=(2, 4, 30, 30), pruned=(4, 1, 16))  # patience 30: the fixed-epoch run reuses its programs
     else:
         cfg = dict(depths=[10, 20, 50], compile_depths=[100], batch=128, shape=(28, 28, 1), steps=args.steps,
                    spirals=(6, 20, 8000, 500), pruned=(50, 10, 512))
@@ -198,9 +187,9 @@ def main(argv=None) -> dict:
         res["cnn"].append({"max_depth": d, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
                            "vdjax_ex_s": cfg["batch"] / r["step_s"]})
         print("cnn", res["cnn"][-1], flush=True)
-    res["spirals"] = spirals_in_child(cfg["spirals"])
+    res.update(spirals_in_child(cfg["spirals"]))
     res["pruned"] = pruned_row(*cfg["pruned"][:2], cfg["pruned"][2], cfg["shape"], cfg["steps"])
-    table = markdown(res)
+    table = benchmark_markdown(res)
     print(table)
     if args.out:
         from vdjax.io import write_json, write_text

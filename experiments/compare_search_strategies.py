@@ -4,14 +4,18 @@ Runs the LDN, a grid search over DDNs (the paper's baseline), DARTS (first and s
 the Tensorflow-DARTS mixed-op variants (binary, binary_masked, proxyless, moving_average,
 gumbel) and SMASH-style one-shot search on the same model and data, several seeds each, and
 records for every final network the chosen depth, test log-likelihood, error and ECE, and the
-search cost (wall time, gradient evaluations). See vdjax.search and vdjax.search_compare.
+cost of search and final training (wall time with and without compiling; gradient evaluations,
+forward passes and Hessian-vector products, counted as they run). See vdjax.search and
+vdjax.search_compare.
 
 Default (CPU-sized, a few minutes on 2 cores): spirals (200 train / 1800 test points, width 20,
 max depth 10, 3 seeds, 2000 search steps, networks trained up to 2000 epochs with patience 200)
 and a Fashion-MNIST subset (512 train / 500 test, max depth 4, 2 seeds, 150 search steps of
 batch 32, networks trained 6 epochs of batch 32). --paper-protocol trains every network with the paper's
 protocol instead (spirals: up to 8000 epochs, patience 500; images: batch 512, up to 500 epochs).
-Writes rows.json, table.md and comparison.png to --out.
+Writes rows.json (the raw results) and comparison.png to --out and prints the summary table.
+With --out docs/data/nas_comparison, `python3 -m vdjax.report` renders the committed tables
+(README.md, docs/nas_comparison.md) from it.
 """
 import argparse
 import sys
@@ -66,7 +70,7 @@ def setting(name, args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    from vdjax.io import write_json, write_text
+    from vdjax.io import write_json
     from vdjax.plots import plot_search_comparison
     from vdjax.search_compare import compare, markdown_table, summary_table
 
@@ -76,12 +80,9 @@ def main(argv=None):
         rows += compare(data, model, args.strategies, seeds, train, search)
         write_json(args.out / "rows.json", rows)  # after each data set: a crash keeps what is done
     table = summary_table(rows)
-    text = markdown_table(table)
-    write_text(args.out / "table.md", text)
-    write_json(args.out / "table.json", table)
     fig = plot_search_comparison(table, args.out / "comparison.png")
-    print(text)
-    print(f"done in {time.perf_counter() - start:.0f} s; wrote {args.out / 'table.md'} and {fig}")
+    print(markdown_table(table))
+    print(f"done in {time.perf_counter() - start:.0f} s; wrote {args.out / 'rows.json'} and {fig}")
     return table
 
 

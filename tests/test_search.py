@@ -67,12 +67,42 @@ def test_masked_gates_touch_only_the_sampled_set():
     assert np.all(np.asarray(grad)[~np.asarray(mask)] == 0) and np.any(np.asarray(grad)[np.asarray(mask)] != 0)
 
 
+# Network passes per search step, from each algorithm: the weight update is a gradient
+# evaluation; an architecture update whose alpha gradient treats the logits as constants needs
+# a forward pass only; exact second-order DARTS differentiates through an inner weight gradient
+# (train), the validation loss and back through the inner gradient (a Hessian-vector product);
+# DARTS's finite-difference form takes four gradients; SMASH has no architecture update.
+PASSES_PER_STEP = {
+    **{s: {"forward_passes": 1, "gradient_evaluations": 1, "hessian_vector_products": 0} for s in STRATEGIES},
+    "darts2": {"forward_passes": 0, "gradient_evaluations": 3, "hessian_vector_products": 1},
+    "smash": {"forward_passes": 0, "gradient_evaluations": 1, "hessian_vector_products": 0},
+}
+
+
+def _traced_network_applications(monkeypatch, step, *args) -> int:
+    """How many times tracing `step` applies the network: every search pass goes through
+    `vdjax.search._train_logits`."""
+    import vdjax.search as search_module
+
+    calls, apply = [], search_module._train_logits
+    monkeypatch.setattr(search_module, "_train_logits", lambda *a: calls.append(1) or apply(*a))
+    jax.make_jaxpr(lambda *a: step(*a))(*args)  # a fresh function: no cached trace
+    monkeypatch.setattr(search_module, "_train_logits", apply)
+    return len(calls)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_each_strategy_step_updates_weights_and_architecture(strategy, batches):
+def test_each_strategy_step_updates_weights_and_architecture(strategy, batches, monkeypatch):
     cfg = SearchConfig(strategy, arch_learning_rate=0.05)
     state = init_search(jax.random.key(0), CFG, cfg)
-    new, loss = jax.jit(lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg))(state, *batches)
+    step = lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg)  # noqa: E731
+    new, loss = jax.jit(step)(state, *batches)
     assert np.isfinite(float(loss))
+    # The step counts the passes it runs: as the algorithm says, and one per network application.
+    counts = new.cost.counts()
+    assert counts == PASSES_PER_STEP[strategy]
+    assert _traced_network_applications(monkeypatch, step, state, *batches) == (
+        counts["forward_passes"] + counts["gradient_evaluations"])
     assert all(_changed(state.params, new.params)), "every weight takes a step"
     moved = np.asarray(new.alpha) != np.asarray(state.alpha)
     if strategy == "smash":
@@ -138,6 +168,15 @@ def test_second_order_darts_hypergradient_matches_finite_differences(batches):
         assert np.max(np.abs(first - fd)) > 10 * np.max(np.abs(exact - fd))
 
 
+def test_finite_difference_darts_counts_four_architecture_gradients(batches, monkeypatch):
+    cfg = SearchConfig("darts2", hypergradient="finite_difference")
+    state = init_search(jax.random.key(0), CFG, cfg)
+    step = lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg)[0].cost  # noqa: E731
+    cost = jax.jit(step)(state, *batches)
+    assert cost.counts() == {"forward_passes": 0, "gradient_evaluations": 5, "hessian_vector_products": 0}
+    assert _traced_network_applications(monkeypatch, step, state, *batches) == 5
+
+
 def test_search_config_validation():
     with pytest.raises(ValueError, match="unknown search strategy"):
         SearchConfig("random_walk")
@@ -157,14 +196,27 @@ def test_compare_runs_every_kind_of_strategy_and_summarises():
     for r in rows:
         assert 0 <= r["chosen_depth"] <= 3 and len(r["distribution"]) == 4
         assert -5 < r["test"]["log_lik"] < 0 and 0 <= r["test"]["error"] <= 1 and 0 <= r["test"]["ece"] <= 1
-        assert r["total_seconds"] > 0 and r["total_gradient_evaluations"] >= r["final_steps"] > 0
-    grid = rows[1]
+        total, final = r["total"], r["final"]
+        assert total["seconds"] >= total["seconds_no_compile"] > 0 and total["compile_seconds"] > 0
+        # Full-batch spirals: one gradient evaluation per epoch trained, at most max_epochs.
+        assert 0 < final["gradient_evaluations"] <= 150 and final["forward_passes"] == 0
+        assert total["gradient_evaluations"] == r["search"]["gradient_evaluations"] + final["gradient_evaluations"]
+    ldn, grid, darts2, smash = rows
     assert grid["chosen_depth"] == int(np.argmax(grid["val_log_lik"])) and len(grid["val_log_lik"]) == 4
-    assert rows[0]["search_steps"] == 0 and rows[2]["search_steps"] == 100
+    assert ldn["search_steps"] == 0 and ldn["search"]["gradient_evaluations"] == 0
+    assert darts2["search_steps"] == 100
+    counted = lambda r: {k: r["search"][k] for k in PASSES_PER_STEP["smash"]}  # noqa: E731
+    assert counted(darts2) == {"forward_passes": 0, "gradient_evaluations": 300, "hessian_vector_products": 100}
+    assert counted(smash) == {"forward_passes": 1, "gradient_evaluations": 100, "hessian_vector_products": 0}
+    # The grid trains a DDN per depth (one gradient evaluation per epoch) and scores each on the
+    # validation half in one forward pass.
+    assert grid["search"]["forward_passes"] == 4 and grid["search"]["gradient_evaluations"] >= 4
     table = summary_table(rows)
     assert [e["strategy"] for e in table] == ["ldn", "grid", "darts2", "smash"]
     md = markdown_table(table)
     assert md.count("\n") == 6 and "| spirals | darts2 |" in md
+    darts2_line = next(line for line in md.splitlines() if "| darts2 |" in line)
+    assert darts2_line.endswith(f"| {300 + darts2['final']['gradient_evaluations']} | 0 | 100 |")
 
 
 def test_compare_on_images_uses_the_image_trainer():
@@ -178,6 +230,8 @@ def test_compare_on_images_uses_the_image_trainer():
     model = ModelConfig("cnn", 1, 10, (28, 28, 1))
     rows = compare(data, model, ["ldn", "gumbel"], [0], IMAGE_PROTOCOL.replace(batch_size=16, max_epochs=1),
                    SearchConfig("darts1", steps=3, batch_size=16), log=lambda s: None)
-    assert [r["final_steps"] for r in rows] == [4, 4]  # one epoch of 64 images in batches of 16
+    # One epoch of 64 images in batches of 16, then the early-stopping test ELBO in one pass.
+    assert [(r["final"]["gradient_evaluations"], r["final"]["forward_passes"]) for r in rows] == [(4, 1), (4, 1)]
     assert rows[1]["search_steps"] == 3 and rows[1]["chosen_depth"] in (0, 1)
+    assert rows[1]["search"]["gradient_evaluations"] == 3 and rows[1]["search"]["forward_passes"] == 3
     assert all(np.isfinite(r["test"]["log_lik"]) for r in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,15 @@ def _bar(v: float, scale: float, n: int = 40) -> str:
     return "#" * int(round(n * v / scale)) if scale > 0 else ""
 
 
+def depth_verdict(d_opt: int, d_expected: int, test: dict[str, Any], test_pruned: dict[str, Any]) -> str:
+    """The main job's three-line result for one seed (README's quick start renders it from results.json)."""
+    return (f"d_opt (95% rule) = {d_opt}   expected depth = {d_expected}\n"
+            "test accuracy / log-likelihood, marginal over all depths : "
+            f"{1 - test['error']:.4f} / {test['log_lik']:.4f}\n"
+            f"test accuracy / log-likelihood, pruned to d <= {d_opt:<2d}       : "
+            f"{1 - test_pruned['error']:.4f} / {test_pruned['log_lik']:.4f}\n")
+
+
 def spirals_main(args: argparse.Namespace) -> int:
     from vdjax.data import SpiralsConfig, spirals_dataset
     from vdjax.experiment import decision_grid, epoch_progress, run_in_memory
@@ -68,10 +78,7 @@ def spirals_main(args: argparse.Namespace) -> int:
         for d, (qd, ll, err) in enumerate(zip(s.q, s.test["per_depth_log_lik"], s.test["per_depth_error"])):
             mark = " <- d_opt" if d == s.d_opt else ""
             print(f"{d:2d}  {qd:.3f}  {ll:8.4f}  {1 - err:7.3f}  {_bar(qd, s.q.max(), 20)}{mark}")
-        print(f"d_opt (95% rule) = {s.d_opt}   expected depth = {s.d_expected}")
-        print(f"test accuracy / log-likelihood, marginal over all depths : {1 - s.test['error']:.4f} / {s.test['log_lik']:.4f}")
-        print(f"test accuracy / log-likelihood, pruned to d <= {s.d_opt:<2d}       : "
-              f"{1 - s.test_pruned['error']:.4f} / {s.test_pruned['log_lik']:.4f}")
+        print(depth_verdict(s.d_opt, s.d_expected, s.test, s.test_pruned), end="")
         best = int(np.argmax(s.test["per_depth_log_lik"]))
         print(f"best single depth on test: d = {best} ({s.test['per_depth_log_lik'][best]:.4f})")
     if any(s.nonfinite for s in run.seeds):

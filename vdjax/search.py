@@ -26,13 +26,20 @@ forward pass gives the logits o_d of every depth ([D+1, B, C]); these are the ca
 
 The chosen depth (argmax alpha, or SMASH's best ranked depth) is then retrained from scratch
 as a deterministic-depth network on the whole training set, as DARTS and SMASH do.
+
+The cost of a search is counted as it runs (`vdjax.cost.Cost` in the state): each function that
+runs the network adds its passes. Per step, the weight update is one gradient evaluation; the
+architecture update is one forward pass for every strategy whose alpha gradient needs no weight
+gradient (darts1 and the sampled/relaxed variants: the logits are constants in alpha), two
+gradient evaluations and one Hessian-vector product for exact second-order DARTS, four gradient
+evaluations for its finite-difference form, and nothing for SMASH, which ranks depths with one
+forward pass over the validation set at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any
 
 import flax.struct
@@ -41,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vdjax.cost import Cost, clock
 from vdjax.models import LDN, ModelConfig
 from vdjax.posterior import per_depth_nll
 
@@ -88,6 +96,7 @@ class SearchState(flax.struct.PyTreeNode):
     ema: jax.Array  # [D+1] moving-average losses (moving_average only)
     key: jax.Array
     step: jax.Array
+    cost: Cost  # network passes run so far
 
 
 def _optimizers(cfg: SearchConfig):
@@ -105,7 +114,7 @@ def init_search(key: jax.Array, model_config: ModelConfig, cfg: SearchConfig) ->
     return SearchState(
         params=variables["params"], batch_stats=variables.get("batch_stats", {}), alpha=alpha,
         opt_w=opt_w.init(variables["params"]), opt_a=opt_a.init(alpha),
-        ema=jnp.full_like(alpha, jnp.nan), key=key, step=jnp.zeros((), jnp.int32),
+        ema=jnp.full_like(alpha, jnp.nan), key=key, step=jnp.zeros((), jnp.int32), cost=Cost.zero(),
     )
 
 
@@ -193,15 +202,25 @@ def darts2_hypergradient(model_config, xi, params, batch_stats, alpha, xt, yt, x
     return da - xi * hvp
 
 
+# Passes run by `darts2_hypergradient`: 'exact' differentiates through the inner weight gradient
+# (train) and the validation loss at the unrolled weights, and backpropagates through the inner
+# gradient once more; 'finite_difference' takes that inner gradient, the validation gradient
+# and two alpha gradients at w +- eps v.
+_DARTS2_PASSES = {"exact": {"gradient": 2, "hvp": 1}, "finite_difference": {"gradient": 4}}
+
+
 def _arch_grad(cfg, model_config, state, key, xt, yt, xv, yv):
-    """(gradient in alpha, mask of entries to update, new ema) for one architecture step."""
+    """(gradient in alpha, mask of entries to update, new ema, cost of the passes run) for one
+    architecture step."""
     if cfg.strategy == "darts2":
         xi = cfg.learning_rate if cfg.unroll_lr is None else cfg.unroll_lr
         g = darts2_hypergradient(model_config, xi, state.params, state.batch_stats, state.alpha, xt, yt, xv, yv,
                                  cfg.hypergradient)
-        return g, jnp.ones_like(state.alpha, bool), state.ema
+        return g, jnp.ones_like(state.alpha, bool), state.ema, state.cost.add(**_DARTS2_PASSES[cfg.hypergradient])
+    # The logits are constants in alpha: one forward pass, no backward pass through the network.
     logits, _ = _train_logits(model_config, state.params, state.batch_stats, xv)
     logits = jax.lax.stop_gradient(logits)
+    cost = state.cost.add(forward=1)
     if cfg.strategy == "moving_average":
         _, mask = gates(cfg, state.alpha, key)
         losses = per_depth_nll(logits, yv)
@@ -209,18 +228,18 @@ def _arch_grad(cfg, model_config, state, key, xt, yt, xv, yv):
         ema = jnp.where(mask, (1 - cfg.ema_rate) * ema + cfg.ema_rate * losses, ema)
         est = jnp.where(mask, losses, ema)
         g = jax.grad(lambda a: jnp.sum(jax.nn.softmax(a) * est))(state.alpha)
-        return g, jnp.ones_like(state.alpha, bool), ema
+        return g, jnp.ones_like(state.alpha, bool), ema, cost
     g = jax.grad(lambda a: mixed_loss(logits, yv, gates(cfg, a, key)[0]))(state.alpha)
-    return g, gates(cfg, state.alpha, key)[1], state.ema
+    return g, gates(cfg, state.alpha, key)[1], state.ema, cost
 
 
 def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: ModelConfig, cfg: SearchConfig):
     """One architecture update on a validation batch, then one weight update on a train batch."""
     opt_w, opt_a = _optimizers(cfg)
     key, k_arch, k_w = jax.random.split(state.key, 3)
-    alpha, opt_a_state, ema = state.alpha, state.opt_a, state.ema
+    alpha, opt_a_state, ema, cost = state.alpha, state.opt_a, state.ema, state.cost
     if cfg.strategy != "smash":
-        g_a, mask, ema = _arch_grad(cfg, model_config, state, k_arch, xt, yt, xv, yv)
+        g_a, mask, ema, cost = _arch_grad(cfg, model_config, state, k_arch, xt, yt, xv, yv)
         upd, opt_a_state = opt_a.update(g_a, state.opt_a, state.alpha)
         upd = jnp.where(mask, upd, 0.0)
         new_alpha = state.alpha + upd
@@ -239,7 +258,7 @@ def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: ModelConfig
     upd_w, opt_w_state = opt_w.update(grads, state.opt_w, state.params)
     return state.replace(
         params=optax.apply_updates(state.params, upd_w), batch_stats=stats, alpha=alpha, opt_w=opt_w_state,
-        opt_a=opt_a_state, ema=ema, key=key, step=state.step + 1,
+        opt_a=opt_a_state, ema=ema, key=key, step=state.step + 1, cost=cost.add(gradient=1),
     ), loss
 
 
@@ -269,58 +288,60 @@ class SearchResult:
     distribution: np.ndarray  # softmax(alpha); for SMASH, softmax of the per-depth validation LL
     scores: np.ndarray | None  # SMASH: validation log-likelihood of each depth under the shared weights
     steps: int
-    gradient_evaluations: int
-    seconds: float
+    cost: Cost  # the network passes the search ran
+    seconds: float  # wall time, compilation included
+    compile_seconds: float
     losses: np.ndarray
 
     def summary(self) -> str:
         """The analogue of DARTS's genotype / Tensorflow-DARTS's architecture_summary()."""
         top = np.argsort(-self.distribution)[:3]
         dist = ", ".join(f"d={d}: {self.distribution[d]:.3f}" for d in top)
+        n = self.cost.counts()
         return (f"{self.strategy}: depth {self.chosen_depth} (top: {dist}); {self.steps} search steps, "
-                f"{self.gradient_evaluations} gradient evaluations, {self.seconds:.1f} s")
-
-
-_GRADS_PER_STEP = {"darts2": 5, "smash": 1}  # darts2 'exact' costs about as much as DARTS's 4 + 1
+                f"{n['gradient_evaluations']} gradient evaluations, {n['forward_passes']} forward passes, "
+                f"{self.seconds:.1f} s ({self.compile_seconds:.1f} s compiling)")
 
 
 def search(model_config: ModelConfig, cfg: SearchConfig, x_train, y_train, x_val, y_val, seed: int = 0,
            chunk: int = 500) -> SearchResult:
     """Runs one strategy's search on (train, val) splits and returns the chosen depth."""
-    start = time.perf_counter()
-    state = init_search(jax.random.key(seed), model_config, cfg)
-    xt, yt, xv, yv = map(jnp.asarray, (x_train, y_train, x_val, y_val))
-    losses = []
-    done = 0
-    while done < cfg.steps:
-        n = min(chunk, cfg.steps - done)
-        state, loss = _compiled_steps(model_config, cfg, n, len(x_train), len(x_val))(state, xt, yt, xv, yv)
-        losses.append(np.asarray(loss))
-        done += n
-        if not np.all(np.isfinite(losses[-1])):
-            raise FloatingPointError(f"{cfg.strategy}: non-finite search loss by step {done}")
-    scores = None
-    if cfg.strategy == "smash":
-        scores = _smash_scores(model_config, state, x_val, y_val)
-        rng = np.random.default_rng(seed)
-        sampled = rng.integers(0, model_config.max_depth + 1, cfg.smash_samples)
-        chosen = int(sampled[np.argmax(scores[sampled])])
-        dist = np.exp(scores - scores.max())  # softmax of the validation log-likelihoods, for display
-        dist = dist / dist.sum()
-    else:
-        dist = np.asarray(jax.nn.softmax(state.alpha))
-        chosen = int(np.argmax(dist))
+    with clock() as wall:
+        state = init_search(jax.random.key(seed), model_config, cfg)
+        xt, yt, xv, yv = map(jnp.asarray, (x_train, y_train, x_val, y_val))
+        losses = []
+        done = 0
+        while done < cfg.steps:
+            n = min(chunk, cfg.steps - done)
+            state, loss = _compiled_steps(model_config, cfg, n, len(x_train), len(x_val))(state, xt, yt, xv, yv)
+            losses.append(np.asarray(loss))
+            done += n
+            if not np.all(np.isfinite(losses[-1])):
+                raise FloatingPointError(f"{cfg.strategy}: non-finite search loss by step {done}")
+        scores = None
+        if cfg.strategy == "smash":
+            scores = _smash_scores(model_config, state, x_val, y_val)
+            state = state.replace(cost=state.cost.add(forward=1))
+            sampled = np.random.default_rng(seed).integers(0, model_config.max_depth + 1, cfg.smash_samples)
+            chosen = int(sampled[np.argmax(scores[sampled])])
+            dist = np.exp(scores - scores.max())  # softmax of the validation log-likelihoods, for display
+            dist = dist / dist.sum()
+        else:
+            dist = np.asarray(jax.nn.softmax(state.alpha))
+            chosen = int(np.argmax(dist))
     return SearchResult(
         strategy=cfg.strategy, chosen_depth=chosen, distribution=dist, scores=scores, steps=cfg.steps,
-        gradient_evaluations=cfg.steps * _GRADS_PER_STEP.get(cfg.strategy, 2),
-        seconds=time.perf_counter() - start, losses=np.concatenate(losses),
+        cost=jax.device_get(state.cost), seconds=wall.seconds, compile_seconds=wall.compile_seconds,
+        losses=np.concatenate(losses),
     )
 
 
 def _smash_scores(model_config: ModelConfig, state: SearchState, x_val, y_val) -> np.ndarray:
-    """Validation log-likelihood of every depth under the shared weights (eval mode)."""
+    """Validation log-likelihood of every depth under the shared weights (eval mode), from one
+    forward pass over the whole validation set."""
     from vdjax.metrics import per_depth_metrics
     from vdjax.prune import eval_logits
 
-    logits = eval_logits(model_config, {"params": state.params, "batch_stats": state.batch_stats}, x_val)
+    logits = eval_logits(model_config, {"params": state.params, "batch_stats": state.batch_stats}, x_val,
+                         batch_size=len(x_val))
     return np.asarray(per_depth_metrics(jnp.asarray(logits), jnp.asarray(y_val))["log_lik"])

@@ -9,18 +9,21 @@ Same model, same data, same final evaluation; only the search strategy differs:
   other, then the chosen depth retrained from scratch on the whole set (DARTS/SMASH protocol).
 
 Each row records the chosen depth, the final network's test log-likelihood, error and ECE,
-and the cost: wall time and gradient steps of search and retraining.
+and the cost of search and retraining: wall time with and without compiling, and the network
+passes run, counted as they run (`vdjax.cost`): the search's by its step functions, a trained
+network's gradient evaluations by its train state's step counter, and the evaluation passes
+of early stopping and of the grid's validation scores by the batches evaluated.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from vdjax.cost import Cost, clock
 from vdjax.data.core import Dataset
 from vdjax.metrics import predictive_metrics
 from vdjax.models import ModelConfig
@@ -29,39 +32,48 @@ from vdjax.search import STRATEGIES, SearchConfig, search
 from vdjax.train import TrainConfig
 
 ALL = ("ldn", "grid", *STRATEGIES)
+EVAL_BATCH = 1024  # points per evaluation pass (`eval_logits`, the image trainer's early-stopping test)
+
+
+def eval_passes(n_points: int) -> int:
+    """Forward passes `eval_logits` runs over `n_points` in batches of EVAL_BATCH."""
+    return len(range(0, n_points, EVAL_BATCH))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedNet:
     variables: dict
     q: np.ndarray | None  # LDN posterior; None for a DDN
-    steps: int
-    seconds: float
+    cost: Cost
+    seconds: float  # wall time, compilation included
+    compile_seconds: float
 
 
 def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> TrainedNet:
     """Trains one LDN or DDN with the protocol of its data: the compiled in-memory loop for the
     MLP (spirals), the epoch loop with early stopping on held-out data for the CNN (images)."""
-    start = time.perf_counter()
-    if model_config.arch == "mlp":
-        from vdjax.loop import Batching, fit
+    with clock() as wall:
+        if model_config.arch == "mlp":
+            from vdjax.loop import fit
 
-        result = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None)
-        state = result.best_state(0)
-        steps = int(result.state.epoch[0]) * Batching.for_size(data.n_train, train_config.batch_size).n_batches
-    else:
-        from vdjax.trainer import fit_dataset
+            state = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None).best_state(0)
+            evaluated = 0  # early stopping watches the training loss the steps compute anyway
+        else:
+            from vdjax.trainer import fit_dataset
 
-        run = fit_dataset(data, model_config, train_config, seed, progress=False, log=lambda s: None)
-        state = run.state
-        steps = run.epochs * (data.n_train // min(train_config.batch_size, data.n_train))
+            run = fit_dataset(data, model_config, train_config, seed, progress=False, log=lambda s: None)
+            state = run.state
+            evaluated = sum("test_loss" in row for row in run.history) * eval_passes(len(data.x_test))
+        variables = jax.device_get(state.variables)
+    # The train state counts its optimiser steps, one gradient evaluation each.
+    cost = Cost.zero().add(forward=evaluated, gradient=int(state.step))
     q = np.asarray(state.q, np.float64) if train_config.method == "ldn" else None
-    return TrainedNet(jax.device_get(state.variables), q, steps, time.perf_counter() - start)
+    return TrainedNet(variables, q, cost, wall.seconds, wall.compile_seconds)
 
 
 def test_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Final-network metrics: a DDN at its depth; an LDN pruned to d_opt (marginal over d <= d_opt)."""
-    logits = eval_logits(model_config, net.variables, x)
+    logits = eval_logits(model_config, net.variables, x, EVAL_BATCH)
     if net.q is None:
         return {"depth": model_config.max_depth, **predictive_metrics(jax.nn.log_softmax(logits[-1]), y)}
     d = d_opt_95(net.q)
@@ -99,8 +111,7 @@ def compare(
         half = split(data, seed)
         for strategy in strategies:
             row: dict[str, Any] = {"dataset": data.name, "strategy": strategy, "seed": seed, "max_depth": D}
-            search_steps = search_grads = 0
-            search_seconds = 0.0
+            search_steps, search_cost, search_wall = 0, Cost.zero(), None
             if strategy == "ldn":
                 net = train_network(data, model_config, train_config.replace(method="ldn"), seed)
                 final_cfg = model_config
@@ -108,15 +119,14 @@ def compare(
                 row["chosen_depth"] = d_opt_95(net.q)
             else:
                 if strategy == "grid":
-                    start = time.perf_counter()
                     scores = []
-                    for d in range(D + 1):
-                        cfg_d = model_config.replace(max_depth=d)
-                        cand = train_network(half, cfg_d, ddn, seed)
-                        scores.append(test_metrics(cfg_d, cand, half.x_test, half.y_test)["log_lik"])
-                        search_steps += cand.steps
-                    search_grads = search_steps
-                    search_seconds = time.perf_counter() - start
+                    with clock() as search_wall:
+                        for d in range(D + 1):
+                            cfg_d = model_config.replace(max_depth=d)
+                            cand = train_network(half, cfg_d, ddn, seed)
+                            scores.append(test_metrics(cfg_d, cand, half.x_test, half.y_test)["log_lik"])
+                            search_cost = search_cost + cand.cost.add(forward=eval_passes(len(half.x_test)))
+                    search_steps = int(search_cost.gradient)
                     chosen = int(np.argmax(scores))
                     dist = np.exp(np.array(scores) - max(scores))
                     row["distribution"] = (dist / dist.sum()).tolist()
@@ -124,27 +134,33 @@ def compare(
                 else:
                     res = search(model_config, dataclasses.replace(search_config, strategy=strategy), half.x_train,
                                  half.y_train, half.x_test, half.y_test, seed=seed)
-                    chosen, search_steps, search_grads = res.chosen_depth, res.steps, res.gradient_evaluations
-                    search_seconds = res.seconds
+                    chosen, search_steps, search_wall = res.chosen_depth, res.steps, res
+                    search_cost = res.cost
                     row["distribution"] = res.distribution.tolist()
                     row["summary"] = res.summary()
                 row["chosen_depth"] = chosen
                 final_cfg = model_config.replace(max_depth=chosen)
                 net = train_network(data, final_cfg, ddn, seed)
             row["test"] = test_metrics(final_cfg, net, data.x_test, data.y_test)
-            row.update(search_steps=search_steps, search_gradient_evaluations=search_grads,
-                       search_seconds=search_seconds, final_steps=net.steps, final_seconds=net.seconds,
-                       total_seconds=search_seconds + net.seconds,
-                       total_gradient_evaluations=search_grads + net.steps)
+            search_s = (search_wall.seconds, search_wall.compile_seconds) if search_wall is not None else (0.0, 0.0)
+            row.update(search_steps=search_steps, search=_cost_record(search_cost, *search_s),
+                       final=_cost_record(net.cost, net.seconds, net.compile_seconds),
+                       total=_cost_record(search_cost + net.cost, search_s[0] + net.seconds,
+                                          search_s[1] + net.compile_seconds))
             if "summary" not in row:
                 row["summary"] = (f"{strategy}: depth {row['chosen_depth']}; {search_steps} search steps, "
-                                  f"{row['total_seconds']:.1f} s in all")
-            t = row["test"]
+                                  f"{row['total']['seconds']:.1f} s in all")
+            t, c = row["test"], row["total"]
             log(f"{data.name} seed {seed} {strategy:>14}: depth {row['chosen_depth']:3d}, test LL {t['log_lik']:.3f}, "
-                f"error {t['error']:.3f}, ECE {t['ece']:.3f}, {row['total_seconds']:.0f} s, "
-                f"{row['total_gradient_evaluations']} gradient evaluations")
+                f"error {t['error']:.3f}, ECE {t['ece']:.3f}, {c['seconds']:.0f} s ({c['compile_seconds']:.0f} s "
+                f"compiling), {c['gradient_evaluations']} gradient evaluations, {c['forward_passes']} forward passes")
             rows.append(row)
     return rows
+
+
+def _cost_record(cost: Cost, seconds: float, compile_seconds: float) -> dict[str, Any]:
+    return {**cost.counts(), "seconds": seconds, "compile_seconds": compile_seconds,
+            "seconds_no_compile": seconds - compile_seconds}
 
 
 def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,8 +172,9 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"dataset": dataset, "strategy": strategy, "seeds": len(rs)}
         for name, get in (("depth", lambda r: r["chosen_depth"]), ("log_lik", lambda r: r["test"]["log_lik"]),
                           ("error", lambda r: r["test"]["error"]), ("ece", lambda r: r["test"]["ece"]),
-                          ("seconds", lambda r: r["total_seconds"]),
-                          ("gradient_evaluations", lambda r: r["total_gradient_evaluations"])):
+                          *((k, lambda r, k=k: r["total"][k]) for k in (
+                              "seconds", "seconds_no_compile", "gradient_evaluations", "forward_passes",
+                              "hessian_vector_products"))):
             v = np.array([get(r) for r in rs], np.float64)
             entry[name], entry[name + "_std"] = float(v.mean()), float(v.std())
         out.append(entry)
@@ -165,11 +182,14 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(table: list[dict[str, Any]]) -> str:
-    lines = ["| data | strategy | depth | test LL | test error | ECE | wall s | gradient evals |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Means ± std over seeds; costs (search plus final training) as means."""
+    lines = ["| data | strategy | depth | test LL | test error | ECE | wall s | wall s w/o compile | gradient evals "
+             "| forward passes | Hessian-vector products |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|"]
     for e in table:
         lines.append(
             f"| {e['dataset']} | {e['strategy']} | {e['depth']:.1f} ± {e['depth_std']:.1f} | "
             f"{e['log_lik']:.3f} ± {e['log_lik_std']:.3f} | {e['error']:.3f} ± {e['error_std']:.3f} | "
-            f"{e['ece']:.3f} ± {e['ece_std']:.3f} | {e['seconds']:.0f} | {e['gradient_evaluations']:.0f} |")
+            f"{e['ece']:.3f} ± {e['ece_std']:.3f} | {e['seconds']:.1f} | {e['seconds_no_compile']:.1f} | "
+            f"{e['gradient_evaluations']:.0f} | {e['forward_passes']:.0f} | {e['hessian_vector_products']:.0f} |")
     return "\n".join(lines) + "\n"

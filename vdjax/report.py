@@ -1,0 +1,331 @@
+"""The tables of README.md, benchmarks/RESULTS.md and docs/nas_comparison.md, rendered from the
+raw results committed in the repository, so that no number in them is typed by hand.
+
+    python3 -m vdjax.report          # rewrite every marked table from its data
+    python3 -m vdjax.report --check  # exit 1, with a diff, where a committed table differs
+
+A table lives between `<!-- BEGIN table:NAME -->` and `<!-- END table:NAME -->` lines; `TABLES`
+maps NAME to its source file (JSON, relative to the repository root) and the pure function that
+renders the loaded data. A new table is one function, one `TABLES` entry and one marker pair.
+`WHOLE_FILES` are rendered entirely (the benchmark's own table.md, beside its results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
+BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
+NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
+MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
+
+_REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
+                     re.S | re.M)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+
+
+def _f(row: dict[str, Any], key: str, spec: str, suffix: str = "") -> str:
+    """A formatted value, or '-' where the run did not measure it (no PyTorch, say)."""
+    return format(row[key], spec) + suffix if row.get(key) is not None else "-"
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    return "-" if num is None or den is None else f"{num / den:.1f}x"
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table with right-aligned (numeric) columns."""
+    return ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def machine_line(res: dict[str, Any]) -> str:
+    return f"Machine: {res['machine']}. Command: `{res['command']}`."
+
+
+def cnn_table(res: dict[str, Any]) -> str:
+    """CNN train step per max depth, and how compile time grows from the shallowest to the deepest."""
+    rows = [[str(r["max_depth"]), f"{r['vdjax_ex_s']:.1f}", _f(r, "torch_ex_s", ".1f"), _f(r, "speedup", ".2f", "x"),
+             f"{r['vdjax_step_s']:.3f}", _f(r, "torch_step_s", ".3f"), f"{r['vdjax_compile_s']:.2f}"]
+            for r in res["cnn"]]
+    lines = _grid(["max_depth", "vdjax ex/s", "PyTorch ex/s", "vdjax / PyTorch", "vdjax step s", "PyTorch step s",
+                   "vdjax compile s"], rows)
+    lo, hi = _compile_depths(res)
+    lines += ["", f"Compile time D={hi['max_depth']} / D={lo['max_depth']}: **{_compile_ratio(res):.2f}x**"]
+    return "\n".join(lines) + "\n"
+
+
+def _compile_depths(res: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    rows = sorted(res["cnn"], key=lambda r: r["max_depth"])
+    return rows[0], rows[-1]
+
+
+def _compile_ratio(res: dict[str, Any]) -> float:
+    lo, hi = _compile_depths(res)
+    return hi["vdjax_compile_s"] / lo["vdjax_compile_s"]
+
+
+def spirals_work(s: dict[str, Any]) -> dict[str, float]:
+    """The end-to-end run's work, which differs between the frameworks (their seeds stop at
+    different epochs): seed-epochs trained, seconds per seed-epoch, and the per-seed-epoch ratio."""
+    out = {"vdjax_seed_epochs": sum(s["vdjax_epochs"])}
+    out["vdjax_ms_per_seed_epoch"] = 1e3 * s["vdjax_s"] / out["vdjax_seed_epochs"]
+    if s.get("torch_epochs") is not None:
+        out["torch_seed_epochs"] = sum(s["torch_epochs"])
+        out["torch_ms_per_seed_epoch"] = 1e3 * s["torch_s"] / out["torch_seed_epochs"]
+        out["per_seed_epoch_speedup"] = out["torch_ms_per_seed_epoch"] / out["vdjax_ms_per_seed_epoch"]
+    return out
+
+
+def spirals_table(res: dict[str, Any]) -> str:
+    """The spirals protocol end to end, with the work each framework did; and, where the run
+    measured them (`spirals_fixed_epochs`: [{seeds, max_epochs, vdjax_s, vdjax_s_no_compile,
+    torch_s}], no early stopping), runs of equal work: every seed trains exactly `max_epochs`
+    epochs in both frameworks."""
+    s = res["spirals"]
+    w = spirals_work(s)
+    lines = [f"End to end: {s['seeds']} seeds, max_depth {s['max_depth']}, early stopping (each seed stops on "
+             "its own).", ""]
+    lines += _grid(["vdjax s (compile incl.)", "vdjax s (compiled)", "PyTorch s", "vdjax / PyTorch",
+                    "seed-epochs vdjax", "seed-epochs PyTorch", "ms per seed-epoch vdjax", "ms per seed-epoch PyTorch",
+                    "vdjax / PyTorch per seed-epoch"],
+                   [[f"{s['vdjax_s']:.1f}", f"{s['vdjax_s_no_compile']:.1f}", _f(s, "torch_s", ".1f"),
+                     _f(s, "speedup", ".1f", "x"), str(w["vdjax_seed_epochs"]), _f(w, "torch_seed_epochs", "d"),
+                     f"{w['vdjax_ms_per_seed_epoch']:.2f}", _f(w, "torch_ms_per_seed_epoch", ".2f"),
+                     _f(w, "per_seed_epoch_speedup", ".1f", "x")]])
+    lines += ["", f"Epochs per seed: vdjax {s['vdjax_epochs']}, PyTorch {s.get('torch_epochs', '-')}."]
+    if res.get("spirals_fixed_epochs"):
+        ms = lambda r, k: 1e3 * r[k] / r["max_epochs"] if r.get(k) is not None else None  # noqa: E731
+        lines += ["", "Equal work: every seed trains exactly the same number of epochs in both frameworks (no early "
+                  "stopping).", ""]
+        lines += _grid(["seeds", "epochs", "vdjax s (compile incl.)", "vdjax s (compiled)", "PyTorch s",
+                        "vdjax / PyTorch", "vdjax / PyTorch (compiled)", "vdjax ms/epoch (compiled)",
+                        "PyTorch ms/epoch"],
+                       [[str(r["seeds"]), str(r["max_epochs"]), f"{r['vdjax_s']:.1f}", f"{r['vdjax_s_no_compile']:.1f}",
+                         _f(r, "torch_s", ".1f"), _ratio(r.get("torch_s"), r["vdjax_s"]),
+                         _ratio(r.get("torch_s"), r["vdjax_s_no_compile"]), f"{ms(r, 'vdjax_s_no_compile'):.2f}",
+                         "-" if ms(r, "torch_s") is None else f"{ms(r, 'torch_s'):.2f}"]
+                        for r in res["spirals_fixed_epochs"]])
+    return "\n".join(lines) + "\n"
+
+
+def pruned_table(res: dict[str, Any]) -> str:
+    p = res["pruned"]
+    torch_ms = (f" ({p['torch_pruned_s'] * 1e3:.0f} / {p['torch_full_s'] * 1e3:.0f} ms)"
+                if p.get("torch_full_s") is not None else "")
+    return "\n".join(_grid(
+        ["max_depth", "d_opt", "batch", "ideal (d_opt+1)/(D+1)", "vdjax pruned/full", "vdjax vs ideal",
+         "PyTorch pruned/full"],
+        [[str(p["max_depth"]), str(p["d_opt"]), str(res["infer_batch"]), f"{p['ideal_ratio']:.3f}",
+          f"{p['vdjax_ratio']:.3f} ({p['vdjax_pruned_s'] * 1e3:.0f} / {p['vdjax_full_s'] * 1e3:.0f} ms)",
+          f"**{p['vdjax_vs_ideal']:.2f}x**", _f(p, "torch_ratio", ".3f") + torch_ms]])) + "\n"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets_table(res: dict[str, Any]) -> str:
+    """The benchmark's targets against this run."""
+    cnn = {r["max_depth"]: r for r in res["cnn"] if r.get("speedup") is not None}
+    s, p = res["spirals"], res["pruned"]
+    lines = ["| target | result |", "|---|---|"]
+    if 20 in cnn and 50 in cnn:
+        a, b = cnn[20]["speedup"], cnn[50]["speedup"]
+        lines.append(f"| CNN train step ≥ 1.5x PyTorch at D=20 and D=50 | {_met(min(a, b) >= 1.5)}: {a:.2f}x and "
+                     f"{b:.2f}x |")
+    lo, hi = _compile_depths(res)
+    lines.append(f"| compile time D={hi['max_depth']} ≤ 1.5x D={lo['max_depth']} | "
+                 f"{_met(_compile_ratio(res) <= 1.5)}: {_compile_ratio(res):.2f}x |")
+    if s.get("speedup") is not None:
+        no_compile = s["torch_s"] / s["vdjax_s_no_compile"]
+        per_epoch = spirals_work(s)["per_seed_epoch_speedup"]
+        lines.append(f"| spirals end to end ≥ 20x PyTorch | {_met(s['speedup'] >= 20)}: {s['speedup']:.1f}x "
+                     f"({no_compile:.1f}x excluding compile; unequal work: {per_epoch:.1f}x per seed-epoch) |")
+    lines.append(f"| pruned inference within 15% of ideal | {_met(p['vdjax_vs_ideal'] <= 1.15)}: "
+                 f"{p['vdjax_vs_ideal']:.2f}x ideal |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_summary(res: dict[str, Any]) -> str:
+    """README's one-paragraph digest of the benchmark."""
+    s, p = res["spirals"], res["pruned"]
+    cnn = [r["speedup"] for r in res["cnn"] if r.get("speedup") is not None]
+    lo, hi = _compile_depths(res)
+    out = [f"On {res['machine']}:"]
+    if s.get("speedup") is not None:
+        w = spirals_work(s)
+        out.append(f"the spirals protocol for {s['seeds']} seeds runs {s['speedup']:.1f}x faster end to end than "
+                   f"PyTorch's per-step loop ({s['vdjax_s']:.1f} s vs {s['torch_s']:.1f} s), but its seeds ran "
+                   f"{w['vdjax_seed_epochs']} epochs in vdjax against {w['torch_seed_epochs']} in PyTorch, so per "
+                   f"seed-epoch the ratio is {w['per_seed_epoch_speedup']:.1f}x;")
+    out.append(f"compile time is flat in depth (D={hi['max_depth']}: {_compile_ratio(res):.2f}x "
+               f"D={lo['max_depth']});")
+    out.append(f"pruned inference costs {p['vdjax_vs_ideal']:.2f}x the ideal (d_opt+1)/(D+1)")
+    if cnn:
+        out[-1] += ";"
+        out.append(f"the CNN train step is {min(cnn):.2f}–{max(cnn):.2f}x PyTorch's.")
+    else:
+        out[-1] += "."
+    return " ".join(out) + "\n"
+
+
+def benchmark_markdown(res: dict[str, Any]) -> str:
+    """Every benchmark table of one run, as `benchmarks/compare.py` prints and saves it."""
+    return "\n".join([
+        machine_line(res), "",
+        f"### CNN LDN train step (batch {res['batch']}, {'x'.join(map(str, res['shape']))} inputs)", "",
+        cnn_table(res), "### Spirals, the full protocol", "", spirals_table(res),
+        "### Pruned inference (eval forward)", "", pruned_table(res), "### Targets", "", targets_table(res),
+    ])
+
+
+# ---------------------------------------------------------------------------- NAS comparison
+
+
+def nas_table(rows: list[dict[str, Any]]) -> str:
+    from vdjax.search_compare import markdown_table, summary_table
+
+    return markdown_table(summary_table(rows))
+
+
+def nas_setting(rows: list[dict[str, Any]]) -> str:
+    """What the committed comparison ran: data sets, depth, seeds, and its search/training sizes."""
+    out = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == name]
+        steps = max(r["search_steps"] for r in rs if r["strategy"] not in ("ldn", "grid"))
+        out.append(f"{name}: max_depth {rs[0]['max_depth']}, {len(set(r['seed'] for r in rs))} seeds, "
+                   f"{steps} search steps")
+    return "Committed run: " + "; ".join(out) + ".\n"
+
+
+def nas_costs(rows: list[dict[str, Any]]) -> str:
+    """Per data set, the LDN's cost against the searches' (search plus final training, means over seeds)."""
+    from vdjax.search_compare import summary_table
+
+    lines = []
+    table = summary_table(rows)
+    for name in dict.fromkeys(e["dataset"] for e in table):
+        es = {e["strategy"]: e for e in table if e["dataset"] == name}
+        ldn, others = es.get("ldn"), [e for k, e in es.items() if k != "ldn"]
+        span = lambda key, spec: "–".join(format(f(e[key] for e in others), spec) for f in (min, max))  # noqa: E731
+        line = f"- {name}:"
+        if ldn is not None:
+            line += (f" the LDN {ldn['gradient_evaluations']:.0f} gradient evaluations, {ldn['seconds']:.0f} s "
+                     f"({ldn['seconds_no_compile']:.0f} s without compiling);")
+        if others:
+            line += (f" the other strategies {span('gradient_evaluations', '.0f')} gradient evaluations and "
+                     f"{span('forward_passes', '.0f')} forward passes, {span('seconds', '.0f')} s "
+                     f"({span('seconds_no_compile', '.0f')} s without compiling)")
+        if "grid" in es:
+            g = es["grid"]
+            line += (f"; the grid search alone {g['gradient_evaluations']:.0f} gradient evaluations, "
+                     f"{g['seconds']:.0f} s ({g['seconds_no_compile']:.0f} s without compiling)")
+        lines.append(line.rstrip(";") + ".")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- the main job
+
+
+def main_job(summary: dict[str, Any]) -> str:
+    """What `python3 -m vdjax spirals` printed for its first seed, from the results.json it wrote."""
+    from vdjax.cli import depth_verdict
+
+    s = summary["seeds"][0]
+    return (f"What the main job printed here (seed {s['seed']}, data seed {summary['data']['data_seed']}):\n\n```\n"
+            + depth_verdict(s["d_opt"], s["d_expected"], s["test"], s["test_pruned"]) + "```\n")
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    source: str  # raw results, relative to the repository root
+    render: Callable[[Any], str]
+
+
+TABLES: dict[str, Table] = {
+    "bench-machine": Table(BENCHMARK, lambda res: machine_line(res) + "\n"),
+    "bench-cnn": Table(BENCHMARK, cnn_table),
+    "bench-spirals": Table(BENCHMARK, spirals_table),
+    "bench-pruned": Table(BENCHMARK, pruned_table),
+    "bench-targets": Table(BENCHMARK, targets_table),
+    "bench-summary": Table(BENCHMARK, benchmark_summary),
+    "nas": Table(NAS_ROWS, nas_table),
+    "nas-setting": Table(NAS_ROWS, nas_setting),
+    "nas-costs": Table(NAS_ROWS, nas_costs),
+    "main-job": Table(MAIN_JOB, main_job),
+}
+WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
+
+
+def fill(text: str, render: Callable[[str], str]) -> str:
+    """`text` with the body of every marked region replaced by `render(name)`."""
+    return _REGION.sub(lambda m: f"<!-- BEGIN table:{m['name']} -->\n{render(m['name'])}<!-- END table:{m['name']} -->",
+                       text)
+
+
+def render_documents(root: Path = ROOT, tables: dict[str, Table] = TABLES, documents: tuple[str, ...] = DOCUMENTS,
+                     whole_files: dict[str, Table] = WHOLE_FILES) -> dict[str, tuple[str, str]]:
+    """{document: (committed text, text rendered from the data)}; each source is read once."""
+    from vdjax.io import read_json
+
+    cache: dict[str, Any] = {}
+
+    def render(t: Table) -> str:
+        if t.source not in cache:
+            cache[t.source] = read_json(root / t.source)
+        return t.render(cache[t.source])
+
+    def by_name(name: str) -> str:
+        if name not in tables:
+            raise KeyError(f"no table {name!r}; known: {sorted(tables)}")
+        return render(tables[name])
+
+    out = {}
+    for doc in documents:
+        text = (root / doc).read_text()
+        out[doc] = (text, fill(text, by_name))
+    for doc, t in whole_files.items():
+        out[doc] = ((root / doc).read_text() if (root / doc).exists() else "", render(t))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m vdjax.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 where a table differs from its data")
+    p.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
+    args = p.parse_args(argv)
+    stale = []
+    for doc, (old, new) in render_documents(args.root).items():
+        if old == new:
+            continue
+        stale.append(doc)
+        if args.check:
+            diff = difflib.unified_diff(old.splitlines(True), new.splitlines(True), doc, f"{doc} (rendered)")
+            sys.stdout.writelines(diff)
+        else:
+            from vdjax.io import write_text
+
+            write_text(args.root / doc, new)
+            print(f"rendered {doc}")
+    if args.check and stale:
+        print(f"\nstale tables in {', '.join(stale)}: run `python3 -m vdjax.report`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
