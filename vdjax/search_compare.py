@@ -71,7 +71,7 @@ def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainC
     return TrainedNet(variables, q, cost, wall.seconds, wall.compile_seconds)
 
 
-def test_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def final_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Final-network metrics: a DDN at its depth; an LDN pruned to d_opt (marginal over d <= d_opt)."""
     logits = eval_logits(model_config, net.variables, x, EVAL_BATCH)
     if net.q is None:
@@ -124,7 +124,7 @@ def compare(
                         for d in range(D + 1):
                             cfg_d = model_config.replace(max_depth=d)
                             cand = train_network(half, cfg_d, ddn, seed)
-                            scores.append(test_metrics(cfg_d, cand, half.x_test, half.y_test)["log_lik"])
+                            scores.append(final_metrics(cfg_d, cand, half.x_test, half.y_test)["log_lik"])
                             search_cost = search_cost + cand.cost.add(forward=eval_passes(len(half.x_test)))
                     search_steps = int(search_cost.gradient)
                     chosen = int(np.argmax(scores))
@@ -141,7 +141,7 @@ def compare(
                 row["chosen_depth"] = chosen
                 final_cfg = model_config.replace(max_depth=chosen)
                 net = train_network(data, final_cfg, ddn, seed)
-            row["test"] = test_metrics(final_cfg, net, data.x_test, data.y_test)
+            row["test"] = final_metrics(final_cfg, net, data.x_test, data.y_test)
             search_s = (search_wall.seconds, search_wall.compile_seconds) if search_wall is not None else (0.0, 0.0)
             row.update(search_steps=search_steps, search=_cost_record(search_cost, *search_s),
                        final=_cost_record(net.cost, net.seconds, net.compile_seconds),
