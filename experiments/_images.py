@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+
+from vdjax import validate
 
 PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
 PAPER_DATASETS = ["mnist", "fashion_mnist", "svhn"]
@@ -25,20 +26,20 @@ finished one is skipped on rerun and a killed one resumes from its last epoch's 
 
 
 def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
-    p.add_argument("--depths", type=int, nargs="+", default=None,
+    p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
                    help=f"depths to train (default {cpu_depths}; --paper: {PAPER_DEPTHS})")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
-    p.add_argument("--n-train", type=int, default=None, help="train subset size (default 1024; --paper: all)")
-    p.add_argument("--n-test", type=int, default=None, help="test subset size (default 1000; --paper: all)")
-    p.add_argument("--max-epochs", type=int, default=None, help="default 8; --paper: 500")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128; --paper: 512")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory with the original data files")
+    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
+    p.add_argument("--n-train", type=validate.positive_int, default=None, help="train subset size (default 1024; --paper: all)")
+    p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset size (default 1000; --paper: all)")
+    p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="default 8; --paper: 500")
+    p.add_argument("--batch-size", type=validate.positive_int, default=None, help="default 128; --paper: 512")
+    p.add_argument("--data-dir", type=validate.existing_dir, default=None, help="directory with the original data files")
     p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
-    p.add_argument("--out", type=Path, default=Path("results/images"),
+    p.add_argument("--out", type=validate.output_dir, default="results/images",
                    help="results directory, shared by both image scripts (DDNs are reused)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     return p
@@ -64,10 +65,13 @@ def settings(args, cpu_depths: list[int]):
 def run(doc: str, cpu_depths: list[int], methods, argv=None):
     """Trains methods(depth) for every (data set, depth, seed), then draws every figure it can."""
     args = parser(doc, cpu_depths).parse_args(argv)
-    from vdjax.data.images import load_images
+    from vdjax.data.images import check_available, load_images
     from vdjax.image_runs import ImagePoint, image_figures, run_image_point
 
     datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
+    validate.unique(seeds, "--seeds")
+    for name in datasets:  # every data set is there before the first network trains
+        check_available(name, args.data_dir, args.source)
     start = time.perf_counter()
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)

@@ -66,12 +66,22 @@ class Checkpoints:
                 "It was left in place; move or delete it to start this run over."
             ) from e
         meta = dict(restored.meta)
-        if meta.pop("run_id", None) != run_id:
+        saved = meta.pop("run_id", None)
+        if saved != run_id:
             raise CheckpointError(
-                f"checkpoint in {self.directory} belongs to a different run (data, config or seeds differ); "
-                "use another checkpoint directory or delete it."
+                f"checkpoint in {self.directory} belongs to a different run ({_differences(saved, run_id)} differ), "
+                "so resuming it would not compute this run's numbers; rerun with its settings, or move or delete "
+                "it to start over."
             )
         return restored.state, meta
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _differences(saved: Any, wanted: Any) -> str:
+    """The run-id entries that differ, for the message ('data, config or seeds' if not dicts)."""
+    if not isinstance(saved, dict) or not isinstance(wanted, dict):
+        return "data, config or seeds"
+    keys = [k for k in wanted if saved.get(k) != wanted[k]] + [k for k in saved if k not in wanted]
+    return ", ".join(keys) or "data, config or seeds"

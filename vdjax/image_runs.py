@@ -27,6 +27,7 @@ from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
 from vdjax.models import ModelConfig
 from vdjax.prune import d_opt_95, eval_logits, expected_depth, forward_fn, prune, pruned_log_probs
+from vdjax.runtime import environment
 from vdjax.train import TrainConfig
 from vdjax.trainer import fit_dataset
 
@@ -88,6 +89,7 @@ def run_image_point(
         "train_seconds": float(sum(h["seconds"] for h in result.history)),
         "history": result.history,
         "backend": jax.default_backend(),
+        "environment": {**environment(), "seeds_in_batch": 1},  # what the numbers depend on
     }
     logits = eval_logits(model_config, variables, data.x_test)
     per_depth = per_depth_metrics(logits, data.y_test)
@@ -113,10 +115,10 @@ def run_image_point(
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
-    write_json(path, record)
+    written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log(summary_line(record))
-    return read_json(path)
+    return read_json(written)
 
 
 def summary_line(r: dict[str, Any]) -> str:

@@ -28,8 +28,9 @@ import numpy as np
 from vdjax.checkpoints import Checkpoints, fingerprint
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
-from vdjax.runtime import seed_sharding
+from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
+from vdjax.validate import MAX_SEED
 
 
 class LoopState(flax.struct.PyTreeNode):
@@ -141,6 +142,7 @@ class FitResult:
     train_config: TrainConfig
     state: LoopState
     seconds: float = 0.0  # wall time of training, compile included, over every call that resumed it
+    layout: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the floats depend on (see `fit`)
 
     @property
     def n_seeds(self) -> int:
@@ -172,15 +174,26 @@ def fit(
     every `chunk_epochs` epochs to report `progress(epochs_done, max_epochs)` and to stop early
     when every seed is done.
 
+    Reproducibility: the same seeds with the same settings on the same machine give bit-identical
+    results. A seed's numbers also depend on how many seeds share its device's vmapped batch
+    (other batch sizes run other float kernels): it matches the same seed trained alone only
+    when that batch is one seed too (e.g. 2 seeds on 2 devices), and otherwise agrees to float
+    rounding at first and drifts apart later. That batch is set by the number of seeds, the
+    device count and, once seeds stop and leave it, by `chunk_epochs`; all three are in the
+    checkpoint's run id and in `FitResult.layout`.
+
     checkpoint_dir: between chunks (at most every `checkpoint_every_s` seconds, 0: every chunk)
     the state of every seed is saved there, and a later call with the same data, configs and
     seeds resumes from it exactly; one from another run raises `CheckpointError`. The caller
     deletes it once the results are safe.
     """
     start = time.monotonic()
-    seeds = np.asarray(seeds, dtype=np.uint32)
+    seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")
+    if seeds.dtype.kind not in "iu" or seeds.min() < 0 or seeds.max() > MAX_SEED:
+        raise ValueError(f"seeds must be integers in [0, {MAX_SEED}] (uint32 PRNG keys), got {seeds.tolist()}")
+    seeds = seeds.astype(np.uint32)
     x, y = np.asarray(x), np.asarray(y)
     per_seed_data = x.ndim == len(model_config.input_shape) + 2
     data_axis = 0 if per_seed_data else None
@@ -199,7 +212,7 @@ def fit(
     stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
-        run_id = _run_id(model_config, train_config, seeds, x, y)
+        run_id = _run_id(model_config, train_config, seeds, x, y, chunk_epochs or train_config.max_epochs)
         saved = ckpt.restore(_savable(loop), run_id)
         if saved is not None:
             full, meta = _loadable(saved[0]), saved[1]
@@ -246,7 +259,9 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     loop = _assemble(parts + [(active, loop)])
-    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start)
+    layout = {**environment(), "seeds_in_batch": int(seeds.size), "seed_devices": seed_devices(seeds.size),
+              "chunk_epochs": step}
+    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start, layout)
 
 
 def _assemble(parts: list[tuple[np.ndarray, LoopState]]) -> LoopState:
@@ -267,10 +282,12 @@ def _loadable(loop: LoopState) -> LoopState:
 
 
 def _run_id(model_config: ModelConfig, train_config: TrainConfig, seeds: np.ndarray, x: np.ndarray,
-            y: np.ndarray) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: configs, seeds and the training data."""
+            y: np.ndarray, chunk_epochs: int) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configs, seeds, the training data, and
+    what sets the vmapped batches (seeds, devices, chunking) and the kernels (`numerics`)."""
     return {"model_config": repr(model_config), "train_config": repr(train_config),
-            "seeds": [int(s) for s in seeds], "data": fingerprint(x, y)}
+            "seeds": [int(s) for s in seeds], "data": fingerprint(x, y), "chunk_epochs": int(chunk_epochs),
+            "devices": jax.local_device_count(), **numerics()}
 
 
 def _take(tree, idx: np.ndarray):

@@ -29,6 +29,7 @@ from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs
 from vdjax.models import ModelConfig
 from vdjax.posterior import ddn_loss, negative_elbo
 from vdjax.prune import eval_logits
+from vdjax.runtime import numerics
 from vdjax.train import (
     TrainConfig,
     TrainState,
@@ -191,4 +192,5 @@ def _run_id(data: Dataset, model_config: ModelConfig, train_config: TrainConfig,
         "model_config": repr(model_config),
         "train_config": repr(train_config),
         "seed": int(seed),
+        **numerics(),  # another backend or library version computes other floats
     }
