@@ -52,20 +52,15 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def restore(self, target: Any, run_id: Any) -> tuple[Any, dict[str, Any]] | None:
-        """(state shaped like `target`, meta) of the latest step, or None when there is none."""
+        """(state shaped like `target`, meta) of the latest step, or None when there is none.
+
+        The small metadata are read first, so another run's checkpoint is refused before its
+        state is loaded."""
         step = self.manager.latest_step()
         if step is None:
             return None
         ocp = self._ocp
-        try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # orbax raises many types for damaged files
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}). "
-                "It was left in place; move or delete it to start this run over."
-            ) from e
-        meta = dict(restored.meta)
+        meta = dict(self._read(step, meta=ocp.args.JsonRestore()).meta)
         saved = meta.pop("run_id", None)
         if saved != run_id:
             raise CheckpointError(
@@ -73,7 +68,16 @@ class Checkpoints:
                 "so resuming it would not compute this run's numbers; rerun with its settings, or move or delete "
                 "it to start over."
             )
-        return restored.state, meta
+        return self._read(step, state=ocp.args.StandardRestore(target)).state, meta
+
+    def _read(self, step: int, **items: Any) -> Any:
+        try:
+            return self.manager.restore(step, args=self._ocp.args.Composite(**items))
+        except Exception as e:  # orbax raises many types for damaged files
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}). "
+                "It was left in place; move or delete it to start this run over."
+            ) from e
 
     def close(self) -> None:
         self.manager.close()

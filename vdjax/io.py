@@ -64,13 +64,15 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         return _write_atomically(path, write)
     except OSError as err:
+        parent = path.parent
+        reason = f"{parent} is a file" if parent.exists() and not parent.is_dir() else err.strerror or str(err)
         for root in fallback_dirs():
             target = root / _SESSION / path.absolute().relative_to(path.absolute().anchor)
             try:
                 _write_atomically(target, write)
             except OSError:
                 continue
-            print(f"vdjax: could not write {path} ({err.strerror or err}); wrote it to {target} instead",
+            print(f"vdjax: could not write {path} ({reason}); wrote it to {target} instead",
                   file=sys.stderr)
             return target
         raise
