@@ -75,16 +75,17 @@ def main(argv=None):
     from vdjax.data.images import check_available
     from vdjax.io import write_json, write_text
     from vdjax.plots import plot_search_comparison
+    from vdjax.runtime import environment
     from vdjax.search_compare import compare, markdown_table, summary_table
 
     validate.unique(args.datasets, "--datasets")
     for name in args.datasets:  # every data set is there before the first search starts
         if name != "spirals":
             check_available(name, args.data_dir)
-    rows, start = [], time.perf_counter()
+    rows, start, env = [], time.perf_counter(), environment()
     for name in args.datasets:
         data, model, train, search, seeds = setting(name, args)
-        rows += compare(data, model, args.strategies, seeds, train, search)
+        rows += [{**row, "environment": env} for row in compare(data, model, args.strategies, seeds, train, search)]
         write_json(args.out / "rows.json", rows)  # after each data set: a crash keeps what is done
     table = summary_table(rows)
     text = markdown_table(table)

@@ -186,7 +186,7 @@ def test_image_scripts_check_every_data_set_before_training(tmp_path, earlier, n
     empty.mkdir()
     _fails(capsys, scan_deterministic_depth_images.main,
            ["--datasets", "fashion_mnist", "--source", "files", "--data-dir", empty, "--out", earlier],
-           "data set 'fashion_mnist' not found.; ", f"{empty}: missing train-images-idx3-ubyte.gz",
+           "data set 'fashion_mnist' not found. ", f"{empty}: missing train-images-idx3-ubyte.gz",
            "apt-get install dataset-fashion-mnist")
     _untouched(earlier)
 

@@ -151,9 +151,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(err: BaseException) -> str:
-    """An error's message on one line (multi-line messages are joined with '; ')."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return "; ".join(lines) or type(err).__name__
+    """An error's message on one line: lines joined with '; ', or a space after a full stop."""
+    text = ""
+    for line in (line.strip() for line in str(err).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith((".", ":")) else "; ") + line
+    return text or type(err).__name__
 
 
 def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
