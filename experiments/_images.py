@@ -33,11 +33,14 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
                    help=f"depths to train (default {cpu_depths}; --paper: {PAPER_DEPTHS})")
     p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
-    p.add_argument("--n-train", type=validate.positive_int, default=None, help="train subset size (default 1024; --paper: all)")
-    p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset size (default 1000; --paper: all)")
+    p.add_argument("--n-train", type=validate.positive_int, default=None,
+                   help="train subset size (default 1024; --paper: all)")
+    p.add_argument("--n-test", type=validate.positive_int, default=None,
+                   help="test subset size (default 1000; --paper: all)")
     p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="default 8; --paper: 500")
     p.add_argument("--batch-size", type=validate.positive_int, default=None, help="default 128; --paper: 512")
-    p.add_argument("--data-dir", type=validate.existing_dir, default=None, help="directory with the original data files")
+    p.add_argument("--data-dir", type=validate.existing_dir, default=None,
+                   help="directory with the original data files")
     p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
     p.add_argument("--out", type=validate.output_dir, default="results/images",
                    help="results directory, shared by both image scripts (DDNs are reused)")

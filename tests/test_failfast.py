@@ -253,7 +253,8 @@ LIBRARY_CASES = {
     "wrong input shape": ({"x": np.zeros((200, 3))}, ValueError, r"x must have shape \[batch, 2\], got \[200, 3\]"),
     "NaN input": ({"x": np.where(np.arange(400).reshape(200, 2) == 7, np.nan, SPIRALS.x_train)}, ValueError,
                   "x contains 1 NaN or infinite values"),
-    "labels out of range": ({"y": SPIRALS.y_train + 1}, ValueError, r"y must lie in \[0, 2\), found values in \[1, 2\]"),
+    "labels out of range": ({"y": SPIRALS.y_train + 1}, ValueError,
+                            r"y must lie in \[0, 2\), found values in \[1, 2\]"),
 }
 
 
@@ -289,3 +290,17 @@ def test_files_follow_the_umask_and_writes_stay_atomic(tmp_path):
         os.umask(old)
     assert (a.stat().st_mode & 0o777, b.stat().st_mode & 0o777) == (0o644, 0o600)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temporaries left
+
+
+def test_a_failed_checkpoint_save_warns_and_training_goes_on(tmp_path, monkeypatch):
+    from vdjax.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(tmp_path / "ckpt")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", disk_full)
+    with pytest.warns(RuntimeWarning, match=r"could not save the checkpoint of step 3 in .*No space left on device"):
+        assert ckpt.save(3, {"w": np.zeros(2)}, {}, "run") is False
+    ckpt.close()

@@ -28,7 +28,7 @@ SHORT = TrainConfig(max_epochs=60, patience=60)
 def test_same_seed_same_result_and_seeds_differ():
     tc = SHORT
     a = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=None)
-    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # no seed stops: chunking changes nothing
+    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # no seed stops: chunks change nothing
     np.testing.assert_array_equal(a.state.history, b.state.history)
     np.testing.assert_array_equal(a.best_state(0).q, b.best_state(0).q)
     assert not np.allclose(a.best_state(0).q, a.best_state(1).q)

@@ -9,6 +9,7 @@ wrong `--out` or a damaged file never silently restarts or corrupts a run.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,23 @@ class Checkpoints:
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         )
 
-    def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> None:
-        """Saves `state` and `meta` as step `step`, and waits until they are on disk."""
+    def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> bool:
+        """Saves `state` and `meta` as step `step` and waits until they are on disk. A failed
+        save (disk full, directory gone) warns and returns False: a checkpoint only shortens a
+        resume, so it must never end the run it protects."""
         ocp = self._ocp
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
-        ), force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
+            ), force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax raises many types for failed writes
+            warnings.warn(f"could not save the checkpoint of step {step} in {self.directory} ({type(e).__name__}: "
+                          f"{e}); training goes on, and a resume starts from an earlier checkpoint", RuntimeWarning,
+                          stacklevel=2)
+            return False
+        return True
 
     def restore(self, target: Any, run_id: Any) -> tuple[Any, dict[str, Any]] | None:
         """(state shaped like `target`, meta) of the latest step, or None when there is none.

@@ -89,7 +89,8 @@ def spirals_main(args: argparse.Namespace) -> int:
     summary["data"] = {"name": data.name, "n_train": data.n_train, "n_test": len(data.x_test),
                        "rotation": args.rotation, "data_seed": args.data_seed}
     # Each write falls back to another directory if --out has become unwritable (vdjax.io).
-    written = [write_json(out / "results.json", summary), write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))]
+    written = [write_json(out / "results.json", summary),
+               write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))]
     if plots:
         s0 = run.seeds[0]
         written.append(plot_depth_posterior(

@@ -138,10 +138,10 @@ def not_directories(paths: Iterable[Path]) -> None:
 
 # ---------------------------------------------------------------------------- the wrapper
 
-# Errors a user can fix: ValueError covers bad configs and corrupt data files, TypeError bad
-# dtypes, FileNotFoundError missing data (DataNotFoundError), CheckpointError foreign or
-# damaged checkpoints. Anything else is a bug and keeps its traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
+# Errors a user can fix: ValueError covers bad configs and corrupt data or results files,
+# FileNotFoundError missing data (DataNotFoundError), CheckpointError foreign or damaged
+# checkpoints. Anything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
