@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import jax
 import numpy as np
 
+from vdjax import validate
 from vdjax.models import ModelConfig
 from vdjax.train import TrainConfig, init_state, make_optimizer, make_train_step
 
@@ -40,15 +42,15 @@ def time_train_step(cfg: ModelConfig, batch: int, steps: int, warmup: int = 1) -
     return {"compile_s": compile_s, "step_s": statistics.median(times), "examples_per_s": batch / statistics.median(times)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depths", type=int, nargs="+", default=[10, 20, 50, 100])
-    p.add_argument("--impls", nargs="+", default=["im2col", "xla"])
-    p.add_argument("--unroll", type=int, nargs="+", default=[1])
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--shape", type=int, nargs=3, default=[28, 28, 1])
-    args = p.parse_args()
+def main(argv=None) -> None:
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--impls", nargs="+", choices=["auto", "im2col", "xla"], default=["im2col", "xla"])
+    p.add_argument("--unroll", type=validate.positive_int, nargs="+", default=[1])
+    p.add_argument("--batch", type=validate.positive_int, default=128)
+    p.add_argument("--steps", type=validate.positive_int, default=5)
+    p.add_argument("--shape", type=validate.positive_int, nargs=3, default=[28, 28, 1], metavar=("H", "W", "C"))
+    args = p.parse_args(argv)
     print(f"backend {jax.default_backend()}, devices {jax.devices()}")
     print(f"{'impl':8s} {'unroll':>6s} {'D':>4s} {'compile s':>10s} {'step s':>8s} {'ex/s':>8s}")
     for impl in args.impls:
@@ -61,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(validate.run_main(main))

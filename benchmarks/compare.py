@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_step import time_train_step  # noqa: E402
 
+from vdjax import validate  # noqa: E402
 from vdjax.data import spirals_dataset  # noqa: E402
 from vdjax.loop import fit  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
@@ -156,11 +157,11 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes, seconds: checks the script, not the speed")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--out", type=Path, default=None, help="write results JSON and a Markdown table here")
-    p.add_argument("--spirals-only", nargs=4, type=int, metavar=("SEEDS", "D", "EPOCHS", "PATIENCE"),
+    p.add_argument("--steps", type=validate.positive_int, default=5)
+    p.add_argument("--out", type=validate.output_dir, default=None, help="write results JSON and a Markdown table here")
+    p.add_argument("--spirals-only", nargs=4, type=validate.positive_int, metavar=("SEEDS", "D", "EPOCHS", "PATIENCE"),
                    help=argparse.SUPPRESS)  # the child process that times the spirals section
     args = p.parse_args(argv)
     if args.spirals_only:
@@ -200,4 +201,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(validate.run_main(main))

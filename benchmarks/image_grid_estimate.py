@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_step import time_train_step  # noqa: E402
 
+from vdjax import validate  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
 
 PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
@@ -29,14 +30,17 @@ DATASETS = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "svhn": (7
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depths", type=int, nargs="+", default=[10, 50])
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=100, help="assumed epochs per network")
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=[10, 50])
+    p.add_argument("--batch", type=validate.positive_int, default=512)
+    p.add_argument("--steps", type=validate.positive_int, default=2)
+    p.add_argument("--epochs", type=validate.positive_int, default=100, help="assumed epochs per network")
     args = p.parse_args(argv)
+    depths = validate.unique(args.depths, "--depths")
+    if len(depths) < 2:
+        raise validate.UserError(f"--depths needs at least two depths to fit a line, got {depths}")
     times = {}
-    for d in args.depths:
+    for d in depths:
         r = time_train_step(ModelConfig("cnn", d, 10, (28, 28, 1)), args.batch, args.steps)
         times[d] = r["step_s"]
         print(f"D={d:3d}: {r['step_s']:.2f} s a step at batch {args.batch} (compile {r['compile_s']:.1f} s)", flush=True)
@@ -60,4 +64,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(validate.run_main(main))

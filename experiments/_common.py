@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from vdjax import validate
 
 REPEATS = 6  # the paper's repeats for spirals
 
 
 def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run: a short grid, 2 repeats, 300 epochs")
-    p.add_argument("--repeats", type=int, default=None, help=f"network seeds per grid point (default {REPEATS})")
-    p.add_argument("--out", type=Path, default=Path("results") / default_out, help="results directory")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the protocol's 8000 epochs")
+    p.add_argument("--repeats", type=validate.positive_int, default=None,
+                   help=f"network seeds per grid point (default {REPEATS})")
+    p.add_argument("--out", type=validate.output_dir, default=f"results/{default_out}",
+                   help="results directory (created if missing)")
+    p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="override the protocol's 8000 epochs")
     return p
 
 

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from vdjax import validate
+
 PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
 PAPER_DATASETS = ["mnist", "fashion_mnist", "svhn"]
 PAPER_REPEATS = 4
@@ -39,29 +41,32 @@ finished one is skipped on rerun and a killed one resumes from its last epoch's 
 
 
 def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
     preset.add_argument("--converged", action="store_true", help="the converged CPU study (see above)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
-    p.add_argument("--depths", type=int, nargs="+", default=None,
+    p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
                    help=f"depths to train (default {cpu_depths}; --paper: {PAPER_DEPTHS})")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
-    p.add_argument("--n-train", type=int, default=None, help="train subset size (default 1024; --paper: all)")
-    p.add_argument("--n-test", type=int, default=None, help="test subset size (default 1000; --paper: all)")
-    p.add_argument("--max-epochs", type=int, default=None, help="default 8; --paper: 500")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128; --paper: 512")
+    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
+    p.add_argument("--n-train", type=validate.positive_int, default=None,
+                   help="train subset size (default 1024; --paper: all)")
+    p.add_argument("--n-test", type=validate.positive_int, default=None,
+                   help="test subset size (default 1000; --paper: all)")
+    p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="default 8; --paper: 500")
+    p.add_argument("--batch-size", type=validate.positive_int, default=None, help="default 128; --paper: 512")
+    p.add_argument("--data-dir", type=validate.existing_dir, default=None,
+                   help="directory with the original data files")
+    p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
     p.add_argument("--stop-on", choices=["val", "test", "train"], default=None,
                    help="early-stopping objective: validation ELBO (default), test ELBO (--paper) or train ELBO")
-    p.add_argument("--val-fraction", type=float, default=None,
+    p.add_argument("--val-fraction", type=validate.finite_float, default=None,
                    help="validation split held out of the training set for --stop-on val (default 0.1)")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory with the original data files")
-    p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=validate.output_dir, default=None,
                    help="results directory, shared by both image scripts (DDNs are reused); default "
                         "results/images (--converged: results/images_converged)")
-    p.add_argument("--networks-per-program", type=int, default=None,
+    p.add_argument("--networks-per-program", type=validate.positive_int, default=None,
                    help="networks of one max depth (seeds x methods) trained together as one vmapped program "
                         "(default: all of them)")
     p.add_argument("--mesh", default=None, metavar="nets=N,data=M",
@@ -74,8 +79,8 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                        help="start jax.distributed, auto-detected (Slurm, Open MPI, TPU VMs)")
     hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="start jax.distributed with this coordinator (with --num-processes, --process-index)")
-    hosts.add_argument("--num-processes", type=int, default=None, help="processes sharing the grid")
-    hosts.add_argument("--process-index", type=int, default=None, help="this process's index, from 0")
+    hosts.add_argument("--num-processes", type=validate.positive_int, default=None, help="processes sharing the grid")
+    hosts.add_argument("--process-index", type=validate.non_negative_int, default=None, help="this process's index, from 0")
     p.add_argument("--summarize-only", action="store_true",
                    help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
                         "from the networks finished so far (marked partial if some are missing)")
@@ -112,13 +117,16 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
 
     use_all_cpu_cores()  # before JAX starts: on CPU, networks of a program run on every core
     mesh = parse_mesh(args.mesh) if args.mesh else None
-    share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed)
-    from vdjax.data.images import load_images
+    from vdjax.data.images import check_available, load_images
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
-    out = args.out or Path("results/images_converged" if args.converged else "results/images")
+    validate.unique(seeds, "--seeds")
+    out = args.out or validate.output_dir("results/images_converged" if args.converged else "results/images")
+    for name in datasets:  # every data set is there before the first network trains
+        check_available(name, args.data_dir, args.source)
+    share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed)
     start = time.perf_counter()
     if args.summarize_only:
         if not args.converged:

@@ -24,22 +24,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from vdjax import validate  # noqa: E402
+
 
 def parser():
     from vdjax.search_compare import ALL
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["spirals", "fashion_mnist"], help="spirals and/or an image set")
-    p.add_argument("--strategies", nargs="+", default=list(ALL), help=f"from {list(ALL)}")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per data set (default 3 spirals, 2 images)")
-    p.add_argument("--max-depth", type=int, default=None, help="D (default 10 spirals, 4 images)")
-    p.add_argument("--search-steps", type=int, default=None, help="default 2000 spirals, 150 images")
+    p.add_argument("--strategies", nargs="+", choices=list(ALL), default=list(ALL), metavar="STRATEGY",
+                   help=f"from {list(ALL)}")
+    p.add_argument("--seeds", type=validate.positive_int, default=None,
+                   help="seeds per data set (default 3 spirals, 2 images)")
+    p.add_argument("--max-depth", type=validate.positive_int, default=None, help="D (default 10 spirals, 4 images)")
+    p.add_argument("--search-steps", type=validate.positive_int, default=None, help="default 2000 spirals, 150 images")
     p.add_argument("--paper-protocol", action="store_true", help="train every network with the paper's protocol")
-    p.add_argument("--n-train", type=int, default=512, help="image train subset")
-    p.add_argument("--n-test", type=int, default=500, help="image test subset")
-    p.add_argument("--image-epochs", type=int, default=6, help="epochs of every image network (CPU default)")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path("results/compare_search_strategies"))
+    p.add_argument("--n-train", type=validate.positive_int, default=512, help="image train subset")
+    p.add_argument("--n-test", type=validate.positive_int, default=500, help="image test subset")
+    p.add_argument("--image-epochs", type=validate.positive_int, default=6,
+                   help="epochs of every image network (CPU default)")
+    p.add_argument("--data-dir", type=validate.existing_dir, default=None)
+    p.add_argument("--out", type=validate.output_dir, default="results/compare_search_strategies",
+                   help="results directory (created if missing)")
     return p
 
 
@@ -70,14 +76,20 @@ def setting(name, args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    from vdjax.data.images import check_available
     from vdjax.io import write_json
     from vdjax.plots import plot_search_comparison
+    from vdjax.runtime import environment
     from vdjax.search_compare import compare, markdown_table, summary_table
 
-    rows, start = [], time.perf_counter()
+    validate.unique(args.datasets, "--datasets")
+    for name in args.datasets:  # every data set is there before the first search starts
+        if name != "spirals":
+            check_available(name, args.data_dir)
+    rows, start, env = [], time.perf_counter(), environment()
     for name in args.datasets:
         data, model, train, search, seeds = setting(name, args)
-        rows += compare(data, model, args.strategies, seeds, train, search)
+        rows += [{**row, "environment": env} for row in compare(data, model, args.strategies, seeds, train, search)]
         write_json(args.out / "rows.json", rows)  # after each data set: a crash keeps what is done
     table = summary_table(rows)
     fig = plot_search_comparison(table, args.out / "comparison.png")
@@ -87,4 +99,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from vdjax.validate import run_main
+
+    sys.exit(run_main(main))

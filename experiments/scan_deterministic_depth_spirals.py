@@ -15,7 +15,7 @@ import _common  # noqa: E402
 
 def main(argv=None):
     p = _common.parser(__doc__, "scan_deterministic_depth_spirals")
-    p.add_argument("--max-depth", type=int, default=20)
+    p.add_argument("--max-depth", type=_common.validate.non_negative_int, default=20)
     args = p.parse_args(argv)
     _common.start()
     import numpy as np
@@ -54,4 +54,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from vdjax.validate import run_main
+
+    sys.exit(run_main(main))

@@ -18,4 +18,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from vdjax.validate import run_main
+
+    sys.exit(run_main(main))

@@ -21,6 +21,37 @@ def test_main_job_quick_run_prints_and_writes_results(tmp_path, capsys):
 
 def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
     assert main(["spirals", "--max-depth", "-1", "--out", str(tmp_path)]) == 2
-    assert "max_depth must be an integer >= 0" in capsys.readouterr().err
+    assert "argument --max-depth: must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["spirals", "--width", "0", "--out", str(tmp_path)]) == 2
-    assert "width must be" in capsys.readouterr().err
+    assert "argument --width: must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_finished_run_survives_its_output_directory_vanishing(tmp_path, monkeypatch, capsys):
+    """--out passes the check, then becomes a file during training: the results still land (in
+    the fallback directory), both messages name where, and the file is left alone. The same
+    command as the quick run above, so nothing compiles again."""
+    import vdjax.experiment
+
+    out, fallback = tmp_path / "run", tmp_path / "fallback"
+    monkeypatch.setenv("VDJAX_FALLBACK_DIR", str(fallback))
+    train = vdjax.experiment.run_in_memory
+
+    def sabotaged(*args, **kwargs):
+        run = train(*args, **kwargs)
+        out.rmdir()
+        out.write_text("someone else's file")
+        return run
+
+    monkeypatch.setattr(vdjax.experiment, "run_in_memory", sabotaged)
+    assert main(["spirals", "--quick", "--max-depth", "6", "--seeds", "0", "1", "--out", str(out), "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert out.read_text() == "someone else's file"
+    results = next(fallback.rglob("results.json"))
+    assert f"could not write {out / 'results.json'} ({out} is a file); wrote it to {results} instead" in captured.err
+    assert f"wrote {results}, {results.parent / 'params_seed0.msgpack'}" in captured.out
+    record = json.loads(results.read_text())
+    assert [s["seed"] for s in record["seeds"]] == [0, 1]
+    # What the numbers depend on is recorded with them.
+    env = record["environment"]
+    assert env["seeds_in_batch"] == 2 and env["chunk_epochs"] == 250 and env["platform"] == "cpu"
+    assert env["devices"] >= env["seed_devices"] >= 1 and {"jax", "jaxlib", "flax"} <= set(env)

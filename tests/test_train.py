@@ -9,6 +9,7 @@ from vdjax.data import SpiralsConfig, spirals_dataset
 from vdjax.experiment import run_in_memory
 from vdjax.loop import Batching, fit
 from vdjax.models import ModelConfig
+from vdjax.runtime import seed_devices
 from vdjax.train import TrainConfig
 
 SPIRALS = spirals_dataset()
@@ -21,17 +22,34 @@ def test_batching_uses_equal_batches():
     assert Batching.for_size(1025, 512) == Batching(3, 341)
 
 
+SHORT = TrainConfig(max_epochs=60, patience=60)
+
+
 def test_same_seed_same_result_and_seeds_differ():
-    tc = TrainConfig(max_epochs=60, patience=60)
+    tc = SHORT
     a = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=None)
-    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # chunking changes nothing
+    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # no seed stops: chunks change nothing
     np.testing.assert_array_equal(a.state.history, b.state.history)
     np.testing.assert_array_equal(a.best_state(0).q, b.best_state(0).q)
     assert not np.allclose(a.best_state(0).q, a.best_state(1).q)
-    # A vmapped seed starts exactly as the same seed trained alone, and tracks it until float
-    # rounding (batched vs single kernels) is amplified by the chaotic SGD dynamics.
-    c = fit(MLP, tc.replace(max_epochs=3), SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
-    np.testing.assert_allclose(a.state.history[1, :3], c.state.history[0], rtol=1e-5)
+    assert (a.layout["seeds_in_batch"], a.layout["chunk_epochs"], b.layout["chunk_epochs"]) == (2, 60, 25)
+
+
+def test_a_seed_alone_matches_itself_among_others_only_in_a_batch_of_one():
+    """Same settings, same machine: bit for bit. Among other seeds, bit for bit only if its
+    device's vmapped batch is one seed too (2 seeds on 2 devices); in bigger batches other
+    kernels round differently, and SGD amplifies it."""
+    alone = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
+    again = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
+    np.testing.assert_array_equal(alone.state.history, again.state.history)
+    for seeds in ([0, 1], [0, 1, 2, 3]):
+        among = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=None)
+        ours, theirs = np.asarray(alone.state.history[0]), np.asarray(among.state.history[1])
+        if len(seeds) == seed_devices(len(seeds)):  # one seed per device
+            np.testing.assert_array_equal(ours, theirs)
+        else:
+            assert not np.array_equal(ours, theirs)
+            np.testing.assert_allclose(ours[:3], theirs[:3], rtol=1e-5)
 
 
 def test_early_stopping_keeps_the_best_parameters():
@@ -160,15 +178,26 @@ def test_fit_resumes_from_its_checkpoint_exactly(chunked, tmp_path):
         chex.assert_trees_all_equal(resumed.best_state(s).variables, whole.best_state(s).variables)
 
 
-def test_fit_refuses_a_checkpoint_of_another_run(tmp_path):
+def test_fit_refuses_a_checkpoint_of_another_run(tmp_path, monkeypatch):
+    """Besides configs, seeds and data: chunking decides when stopped seeds leave the vmapped
+    batch, the device count how many seeds share one; both change the floats (see the test
+    above), so a checkpoint resumes only under the same ones. A refused one is left as it was."""
+    import jax
+
     tc = TrainConfig(max_epochs=40, patience=40)
     with pytest.raises(_Killed):
         fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=10, progress=_kill_after(20),
             checkpoint_dir=tmp_path, checkpoint_every_s=0)
-    for other in ({"seeds": [0, 2]}, {"y": 1 - SPIRALS.y_train}, {"tc": tc.replace(learning_rate=0.5)}):
-        with pytest.raises(CheckpointError, match="different run"):
+    saved = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    for other, differ in (({"seeds": [0, 2]}, "seeds"), ({"y": 1 - SPIRALS.y_train}, "data"),
+                          ({"tc": tc.replace(learning_rate=0.5)}, "train_config"), ({"chunk": 20}, "chunk_epochs"),
+                          ({"devices": jax.local_device_count() + 1}, "devices")):
+        if "devices" in other:
+            monkeypatch.setattr(jax, "local_device_count", lambda: other["devices"])
+        with pytest.raises(CheckpointError, match=rf"different run \({differ} differ\).*rerun with its settings"):
             fit(MLP, other.get("tc", tc), SPIRALS.x_train, other.get("y", SPIRALS.y_train), other.get("seeds", [0, 1]),
-                chunk_epochs=10, checkpoint_dir=tmp_path)
+                chunk_epochs=other.get("chunk", 10), checkpoint_dir=tmp_path)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == saved
 
 
 def test_run_grid_resumes_a_killed_point_and_then_deletes_its_checkpoint(tmp_path, monkeypatch):

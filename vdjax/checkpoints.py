@@ -9,6 +9,7 @@ wrong `--out` or a damaged file never silently restarts or corrupts a run.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,36 +43,59 @@ class Checkpoints:
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         )
 
-    def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> None:
-        """Saves `state` and `meta` as step `step`, and waits until they are on disk."""
+    def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> bool:
+        """Saves `state` and `meta` as step `step` and waits until they are on disk. A failed
+        save (disk full, directory gone) warns and returns False: a checkpoint only shortens a
+        resume, so it must never end the run it protects."""
         ocp = self._ocp
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
-        ), force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave({**meta, "run_id": run_id}),
+            ), force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax raises many types for failed writes
+            warnings.warn(f"could not save the checkpoint of step {step} in {self.directory} ({type(e).__name__}: "
+                          f"{e}); training goes on, and a resume starts from an earlier checkpoint", RuntimeWarning,
+                          stacklevel=2)
+            return False
+        return True
 
     def restore(self, target: Any, run_id: Any) -> tuple[Any, dict[str, Any]] | None:
-        """(state shaped like `target`, meta) of the latest step, or None when there is none."""
+        """(state shaped like `target`, meta) of the latest step, or None when there is none.
+
+        The small metadata are read first, so another run's checkpoint is refused before its
+        state is loaded."""
         step = self.manager.latest_step()
         if step is None:
             return None
         ocp = self._ocp
+        meta = dict(self._read(step, meta=ocp.args.JsonRestore()).meta)
+        saved = meta.pop("run_id", None)
+        if saved != run_id:
+            raise CheckpointError(
+                f"checkpoint in {self.directory} belongs to a different run ({_differences(saved, run_id)} differ), "
+                "so resuming it would not compute this run's numbers; rerun with its settings, or move or delete "
+                "it to start over."
+            )
+        return self._read(step, state=ocp.args.StandardRestore(target)).state, meta
+
+    def _read(self, step: int, **items: Any) -> Any:
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            return self.manager.restore(step, args=self._ocp.args.Composite(**items))
         except Exception as e:  # orbax raises many types for damaged files
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}). "
                 "It was left in place; move or delete it to start this run over."
             ) from e
-        meta = dict(restored.meta)
-        if meta.pop("run_id", None) != run_id:
-            raise CheckpointError(
-                f"checkpoint in {self.directory} belongs to a different run (data, config or seeds differ); "
-                "use another checkpoint directory or delete it."
-            )
-        return restored.state, meta
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _differences(saved: Any, wanted: Any) -> str:
+    """The run-id entries that differ, for the message ('data, config or seeds' if not dicts)."""
+    if not isinstance(saved, dict) or not isinstance(wanted, dict):
+        return "data, config or seeds"
+    keys = [k for k in wanted if saved.get(k) != wanted[k]] + [k for k in saved if k not in wanted]
+    return ", ".join(keys) or "data, config or seeds"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vdjax import validate
 
 MAIN_HELP = """\
 Train learnt-depth networks (Variational Depth Search in ResNets) with JAX.
@@ -20,20 +21,23 @@ results.json, the kept parameters and two PNGs to --out.
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vdjax", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(prog="vdjax", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("spirals", help="train a spirals LDN and report its learnt depth",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--max-depth", type=int, default=20, help="D: number of residual blocks")
-    s.add_argument("--width", type=int, default=20, help="hidden width of every block")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="network seeds, trained together (vmapped)")
-    s.add_argument("--data-seed", type=int, default=0, help="seed of the spirals data set")
-    s.add_argument("--rotation", type=float, default=720.0, help="degrees of rotation of each arm")
-    s.add_argument("--n-train", type=int, default=200, help="training points (of 2000)")
-    s.add_argument("--max-epochs", type=int, default=8000)
-    s.add_argument("--patience", type=int, default=500, help="epochs without a better train ELBO before stopping")
+    s.add_argument("--max-depth", type=validate.non_negative_int, default=20, help="D: number of residual blocks")
+    s.add_argument("--width", type=validate.positive_int, default=20, help="hidden width of every block")
+    s.add_argument("--seeds", type=validate.seed, nargs="+", default=[0],
+                   help="network seeds (unique, >= 0), trained together (vmapped)")
+    s.add_argument("--data-seed", type=validate.seed, default=0, help="seed of the spirals data set")
+    s.add_argument("--rotation", type=validate.finite_float, default=720.0, help="degrees of rotation of each arm")
+    s.add_argument("--n-train", type=validate.positive_int, default=200, help="training points (of 2000)")
+    s.add_argument("--max-epochs", type=validate.positive_int, default=8000)
+    s.add_argument("--patience", type=validate.positive_int, default=500,
+                   help="epochs without a better train ELBO before stopping")
     s.add_argument("--method", choices=["ldn", "ddn"], default="ldn", help="learnt depth, or one fixed depth")
-    s.add_argument("--out", type=Path, default=Path("results/spirals"), help="output directory")
+    s.add_argument("--out", type=validate.output_dir, default="results/spirals",
+                   help="output directory (created if missing)")
     s.add_argument("--quick", action="store_true", help="a smoke run: 300 epochs, patience 100")
     s.add_argument("--no-plots", action="store_true")
     return p
@@ -60,16 +64,20 @@ def spirals_main(args: argparse.Namespace) -> int:
     from vdjax.plots import plot_decision_functions, plot_depth_posterior
     from vdjax.train import TrainConfig
 
+    seeds = validate.unique(args.seeds, "--seeds")
     data = spirals_dataset(SpiralsConfig(rotation=args.rotation, n_train=args.n_train, seed=args.data_seed))
+    out = args.out
+    plots = [] if args.no_plots else [out / "depth_posterior.png", out / "decision_function.png"]
+    validate.not_directories([out / "results.json", out / "params_seed0.msgpack", *plots])
     model_config = ModelConfig("mlp", args.max_depth, data.num_classes, data.input_shape, width=args.width)
     train_config = TrainConfig(method=args.method, max_epochs=args.max_epochs, patience=args.patience)
     if args.quick:
         train_config = train_config.replace(max_epochs=300, patience=100)
     print(f"spirals: {data.n_train} train / {len(data.x_test)} test points, max_depth={args.max_depth}, "
-          f"width={args.width}, seeds={args.seeds}, method={args.method}")
+          f"width={args.width}, seeds={seeds}, method={args.method}")
     with epoch_progress(train_config.max_epochs) as progress:
-        run = run_in_memory(data, model_config, train_config, args.seeds, progress=progress)
-    print(f"trained {len(args.seeds)} network(s) in {run.train_seconds:.1f} s (compile included)")
+        run = run_in_memory(data, model_config, train_config, seeds, progress=progress)
+    print(f"trained {len(seeds)} network(s) in {run.train_seconds:.1f} s (compile included)")
 
     for s in run.seeds:
         print(f"\nseed {s.seed}: stopped after {s.epochs} epochs, best train ELBO {-s.best_loss:.4f} at epoch {s.best_epoch}"
@@ -84,40 +92,40 @@ def spirals_main(args: argparse.Namespace) -> int:
     if any(s.nonfinite for s in run.seeds):
         print("warning: some seeds hit a non-finite loss; their best parameters before it were kept", file=sys.stderr)
 
-    out = args.out
     summary = run.summary()
     summary["data"] = {"name": data.name, "n_train": data.n_train, "n_test": len(data.x_test),
                        "rotation": args.rotation, "data_seed": args.data_seed}
-    write_json(out / "results.json", summary)
-    write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))
-    written = [out / "results.json", out / "params_seed0.msgpack"]
-    if not args.no_plots:
+    # Each write falls back to another directory if --out has become unwritable (vdjax.io).
+    written = [write_json(out / "results.json", summary),
+               write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))]
+    if plots:
         s0 = run.seeds[0]
         written.append(plot_depth_posterior(
             np.stack([s.q for s in run.seeds]), np.stack([s.test["per_depth_log_lik"] for s in run.seeds]),
-            np.mean([s.test["log_lik"] for s in run.seeds]), s0.d_opt, out / "depth_posterior.png",
+            np.mean([s.test["log_lik"] for s in run.seeds]), s0.d_opt, plots[0],
             title=f"spirals LDN, max_depth {args.max_depth}: q(d) and test log-likelihood"))
         state = run.fit.best_state(0)
         depths = sorted({0, 1, 2, s0.d_opt // 2, s0.d_opt, min(s0.d_opt + 3, args.max_depth), args.max_depth})
         gx, gy, probs, titles = decision_grid(model_config, state.variables, s0.q, data.x_train, depths)
         written.append(plot_decision_functions(gx, gy, probs, titles, data.x_train, data.y_train,
-                                               out / "decision_function.png"))
+                                               plots[1]))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from vdjax.runtime import use_all_cpu_cores
 
     use_all_cpu_cores()
-    try:
-        if args.command == "spirals":
-            return spirals_main(args)
-    except ValueError as err:  # configuration and data errors: say what, not a traceback
-        print(f"vdjax: error: {err}", file=sys.stderr)
-        return 2
+    if args.command == "spirals":
+        return spirals_main(args)
     return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`vdjax ...`: 0 on success, 2 with one line on stderr for a user error (`vdjax.validate`)."""
+    return validate.run_main(_main, argv, prog="vdjax")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class RunResult:
             "model_config": dataclasses.asdict(self.model_config),
             "train_config": dataclasses.asdict(self.train_config),
             "train_seconds": self.train_seconds,
+            "environment": self.fit.layout,  # platform, versions, devices, seeds per vmapped batch
             "mean": {k: float(np.mean(v)) for k, v in stats.items()},
             "std": {k: float(np.std(v)) for k, v in stats.items()},
             "seeds": per_seed,

@@ -35,6 +35,7 @@ from vdjax.prune import (
     prune,
     pruned_log_probs,
 )
+from vdjax.runtime import environment
 from vdjax.train import TrainConfig
 from vdjax.trainer import TrainResult, fit_networks, with_stopping_data
 
@@ -98,16 +99,18 @@ def run_image_points(
         ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
                                checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh)
+        written = {}
         for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
-            _write_record(data, point, result, model_config, train_config.replace(method=point.method), out,
-                          speed_batch, log)
+            written[point] = _write_record(data, point, result, model_config, train_config.replace(method=point.method),
+                                           out, speed_batch, log)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return [read_json(record_path(out, data.name, p)) for p in points]
+    return [read_json(written[p] if p in written else record_path(out, data.name, p)) for p in points]
 
 
 def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
-                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> None:
-    """Evaluates one trained network on the test set; writes its parameters, then its record."""
+                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
+    """Evaluates one trained network on the test set; writes its parameters, then its record, and
+    returns where the record went (a fallback location if `out` has become unwritable)."""
     path = record_path(out, data.name, point)
     variables = jax.device_get(result.state.variables)
     depth_logits = np.asarray(result.state.params["depth_logits"])
@@ -129,6 +132,7 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
         "train_seconds": float(sum(h["seconds"] for h in result.history)),
         "history": result.history,
         "backend": jax.default_backend(),
+        "environment": {**environment(), "seeds_in_batch": result.networks},  # what the numbers depend on
     }
     logits = eval_logits(model_config, variables, data.x_test)
     per_depth = per_depth_metrics(logits, data.y_test)
@@ -154,8 +158,9 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
-    write_json(path, record)
+    written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
     log(summary_line(record))
+    return written
 
 
 

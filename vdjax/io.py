@@ -1,22 +1,47 @@
-"""Atomic result files: a crash mid-write never leaves a truncated file behind."""
+"""Result files: atomic, with the user's permissions, and never lost to a failed write.
+
+Atomic: a crash mid-write never leaves a truncated file behind (write a temporary file beside
+the target, then rename it). The temporary file is created with mode 0666 so the user's umask
+applies, as for any other file they make (`tempfile.mkstemp` would make it 0600).
+
+Never lost: outputs are checked before training (`vdjax.validate.output_dir`), but a directory
+can still vanish or fill up during a run of hours. Then the file goes to a fallback directory
+(`$VDJAX_FALLBACK_DIR`, else ~/.vdjax/unsaved, else the system's temporary directory), under
+its original absolute path, and a line on stderr names where it went.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import secrets
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+FALLBACK_ENV = "VDJAX_FALLBACK_DIR"
+_SESSION = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # one fallback folder per process
 
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    path = Path(path)
+
+def _temporary_beside(path: Path) -> str:
+    """A new empty file next to `path`, created 0666 & ~umask."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
+
+
+def _write_atomically(path: Path, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_beside(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -25,6 +50,32 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def fallback_dirs() -> list[Path]:
+    """Where a file whose own directory cannot be written goes, in order of preference."""
+    dirs = [Path(os.environ[FALLBACK_ENV])] if os.environ.get(FALLBACK_ENV) else []
+    return dirs + [Path.home() / ".vdjax" / "unsaved", Path(tempfile.gettempdir()) / "vdjax-unsaved"]
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Writes `path` atomically; if that fails, a fallback copy, and returns where it went."""
+    path = Path(path)
+    try:
+        return _write_atomically(path, write)
+    except OSError as err:
+        parent = path.parent
+        reason = f"{parent} is a file" if parent.exists() and not parent.is_dir() else err.strerror or str(err)
+        for root in fallback_dirs():
+            target = root / _SESSION / path.absolute().relative_to(path.absolute().anchor)
+            try:
+                _write_atomically(target, write)
+            except OSError:
+                continue
+            print(f"vdjax: could not write {path} ({reason}); wrote it to {target} instead",
+                  file=sys.stderr)
+            return target
+        raise
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -44,12 +95,18 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Writes `obj` as JSON; returns where it went (the fallback copy if `path` failed)."""
     text = json.dumps(to_jsonable(obj), indent=1)
     return write_text(path, text)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file's contents; a damaged one is a ValueError naming the file and the fix."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it (that result is then computed again) "
+                         "or restore it") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

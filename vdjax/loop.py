@@ -18,7 +18,7 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,9 @@ from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
 from vdjax import protocol
 from vdjax.protocol import NetState
-from vdjax.runtime import seed_sharding
+from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
+from vdjax.validate import MAX_SEED
 
 
 LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
@@ -103,6 +104,7 @@ class FitResult:
     train_config: TrainConfig
     state: LoopState
     seconds: float = 0.0  # wall time of training, compile included, over every call that resumed it
+    layout: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the floats depend on (see `fit`)
 
     @property
     def n_seeds(self) -> int:
@@ -131,6 +133,14 @@ def fit(
     every `chunk_epochs` epochs to report `progress(epochs_done, max_epochs)` and to stop early
     when every seed is done.
 
+    Reproducibility: the same seeds with the same settings on the same machine give bit-identical
+    results. A seed's numbers also depend on how many seeds share its device's vmapped batch
+    (other batch sizes run other float kernels): it matches the same seed trained alone only
+    when that batch is one seed too (e.g. 2 seeds on 2 devices), and otherwise agrees to float
+    rounding at first and drifts apart later. That batch is set by the number of seeds, the
+    device count and, once seeds stop and leave it, by `chunk_epochs`; all three are in the
+    checkpoint's run id and in `FitResult.layout`.
+
     checkpoint_dir: between chunks (at most every `checkpoint_every_s` seconds, 0: every chunk)
     the state of every seed is saved there, and a later call with the same data, configs and
     seeds resumes from it exactly; one from another run raises `CheckpointError`. The caller
@@ -140,9 +150,12 @@ def fit(
     if train_config.stop_on != "train":
         raise ValueError(f"the in-memory loop stops on the train ELBO (the spirals protocol), got "
                          f"stop_on={train_config.stop_on!r}; use vdjax.trainer.fit_dataset for held-out stopping")
-    seeds = np.asarray(seeds, dtype=np.uint32)
+    seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")
+    if seeds.dtype.kind not in "iu" or seeds.min() < 0 or seeds.max() > MAX_SEED:
+        raise ValueError(f"seeds must be integers in [0, {MAX_SEED}] (uint32 PRNG keys), got {seeds.tolist()}")
+    seeds = seeds.astype(np.uint32)
     x, y = np.asarray(x), np.asarray(y)
     per_seed_data = x.ndim == len(model_config.input_shape) + 2
     data_axis = 0 if per_seed_data else None
@@ -161,7 +174,10 @@ def fit(
     stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
-        rid = protocol.run_id(model_config, train_config, [int(s) for s in seeds], x, y)
+        # Also what sets the vmapped batches (seeds, devices, chunking) and the kernels (`numerics`).
+        rid = protocol.run_id(model_config, train_config, [int(s) for s in seeds], x, y,
+                              chunk_epochs=int(chunk_epochs or train_config.max_epochs),
+                              devices=jax.local_device_count(), **numerics())
         saved = ckpt.restore(protocol.savable(loop), rid)
         if saved is not None:
             full, meta = protocol.loadable(saved[0]), saved[1]
@@ -199,7 +215,9 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     loop = protocol.assemble(parts + [(active, loop)])
-    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start)
+    layout = {**environment(), "seeds_in_batch": int(seeds.size), "seed_devices": seed_devices(seeds.size),
+              "chunk_epochs": step}
+    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start, layout)
 
 
 def _place(x, y, loop: LoopState, active: np.ndarray, per_seed_data: bool):

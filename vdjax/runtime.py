@@ -11,6 +11,8 @@ did not pay (1.45 -> 2.0 s at max_depth 20), so only the seed axis is sharded.
 from __future__ import annotations
 
 import os
+import platform
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,13 +29,20 @@ def use_all_cpu_cores() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={os.cpu_count() or 1}".strip()
 
 
+def seed_devices(n_seeds: int) -> int:
+    """How many local devices `n_seeds` vmapped seeds are split over: the most that divide them.
+    Each device runs n_seeds / that many seeds in one vmapped batch, and that batch size changes
+    the floats (other kernels), so it is part of a spirals run's id."""
+    return max(k for k in range(1, min(jax.local_device_count(), n_seeds) + 1) if n_seeds % k == 0)
+
+
 def seed_sharding(n_seeds: int) -> NamedSharding | None:
-    """A sharding of a leading seed axis over as many local devices as divide `n_seeds`."""
-    devices = jax.local_devices()
-    n = max(k for k in range(1, min(len(devices), n_seeds) + 1) if n_seeds % k == 0)
+    """A sharding of a leading seed axis over `seed_devices(n_seeds)` local devices."""
+    n = seed_devices(n_seeds)
     if n == 1:
         return None
-    return NamedSharding(Mesh(np.array(devices[:n]), ("seed",)), PartitionSpec("seed"))
+    return NamedSharding(Mesh(np.array(jax.local_devices()[:n]), ("seed",)), PartitionSpec("seed"))
+
 
 
 MESH_AXES = ("nets", "data")
@@ -96,3 +105,23 @@ def process_share(num_processes: int | None = None, process_index: int | None = 
     if not 0 <= index < count:
         raise ValueError(f"--process-index must be in [0, {count}), got {index}")
     return index, count
+
+
+
+def numerics() -> dict[str, Any]:
+    """What a run's floats depend on besides its configs, data and seeds: the backend, the
+    device kind and the versions of the libraries that compile and run it. Part of every
+    checkpoint's run id, so a resume never mixes numbers of two setups."""
+    import flax
+    import jaxlib
+    import optax
+
+    return {"platform": jax.default_backend(), "device_kind": jax.local_devices()[0].device_kind,
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+            "optax": optax.__version__}
+
+
+def environment() -> dict[str, Any]:
+    """`numerics()` plus the machine and its device count, for results files."""
+    return {**numerics(), "devices": jax.local_device_count(), "machine": platform.machine(),
+            "python": platform.python_version()}

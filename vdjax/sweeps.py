@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import flax.serialization
 import numpy as np
 
+from vdjax import validate
 from vdjax.data import SpiralsConfig, spirals_dataset
 from vdjax.experiment import epoch_progress, run_in_memory
 from vdjax.io import read_json, write_bytes, write_json
@@ -52,10 +53,15 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
     out = Path(out)
     records = []
     points = list(points)
+    names = [p.name for p in points]
+    validate.unique(names, "grid point names")
+    validate.not_directories([out / f"{n}{ext}" for n in names for ext in (".json", ".msgpack")])
+    # Every finished point is read before anything trains: a damaged file stops the sweep now, not hours in.
+    finished = {n: read_json(out / f"{n}.json") for n in names if (out / f"{n}.json").is_file()}
     for i, point in enumerate(points, 1):
         path = out / f"{point.name}.json"
-        if path.exists():
-            records.append(read_json(path))
+        if point.name in finished:
+            records.append(finished[point.name])
             log(f"[{i}/{len(points)}] {point.name}: done before, skipped")
             continue
         checkpoint = out / f"{point.name}.checkpoint"
@@ -68,9 +74,9 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
         write_bytes(out / f"{point.name}.msgpack", flax.serialization.msgpack_serialize(
             {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
              "depth_logits": [np.asarray(run.fit.best_state(s).params["depth_logits"]) for s in range(len(seeds))]}))
-        write_json(path, record)
+        written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
         shutil.rmtree(checkpoint, ignore_errors=True)  # the results are safe now
-        records.append(read_json(path))
+        records.append(read_json(written))
         m = record["mean"]
         log(f"[{i}/{len(points)}] {point.name}: d_opt {m['d_opt']:.1f}, test LL {m['test_log_lik']:.3f}, "
             f"error {m['test_error']:.3f} ({run.train_seconds:.0f} s of training, resumed runs included)")

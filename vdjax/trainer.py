@@ -50,7 +50,7 @@ from vdjax.protocol import (
     stop_reason,
     take,
 )
-from vdjax.runtime import mesh_shardings, network_mesh
+from vdjax.runtime import mesh_shardings, network_mesh, numerics
 from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
 
 IMAGE_PROTOCOL = TrainConfig(
@@ -175,7 +175,8 @@ def fit_networks(
     if ckpt is not None:  # the data digest costs seconds on SVHN: only when checkpointing
         arrays = [data.x_train, data.y_train, data.x_test, data.y_test]
         arrays += [data.x_val, data.y_val] if data.x_val is not None else []
-        rid = run_id(model_config, train_config, [list(m) for m in members], *arrays, name=data.name)
+        # Also the kernels (`numerics`: another backend or library version computes other floats).
+        rid = run_id(model_config, train_config, [list(m) for m in members], *arrays, name=data.name, **numerics())
         saved = ckpt.restore(savable(net), rid)
         if saved is not None:
             full, meta = loadable(saved[0]), saved[1]

@@ -207,6 +207,23 @@ def _subset(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.permutation(n)[:limit])
 
 
+def check_available(name: str, data_dir: str | os.PathLike | None = None, source: Source = "auto") -> None:
+    """Raises what `load_images` would for an unknown name or missing files, without reading
+    them: a command checks every data set it needs before it trains on the first."""
+    spec = image_spec(name)
+    if source not in ("auto", "files", "tfds"):
+        raise ValueError(f"source must be 'auto', 'files' or 'tfds', got {source!r}")
+    found, dirs = _find_dir(spec, data_dir)
+    if found is not None and source != "tfds":
+        return
+    if source == "files":
+        raise DataNotFoundError(_missing_message(spec, dirs, "not tried (source='files')"))
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        raise DataNotFoundError(_missing_message(spec, dirs, None)) from None
+
+
 def load_images(
     name: str,
     data_dir: str | os.PathLike | None = None,
