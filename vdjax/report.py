@@ -20,11 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from vdjax.image_study import findings, findings_markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
 MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
+IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
 
 _REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
                      re.S | re.M)
@@ -266,6 +269,7 @@ TABLES: dict[str, Table] = {
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
     "main-job": Table(MAIN_JOB, main_job),
+    "image-study": Table(IMAGE_STUDY, lambda summary: findings_markdown(findings(summary))),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
 
