@@ -14,7 +14,6 @@ import pytest
 from vdjax.data.images import (
     IMAGE_DATASETS,
     DataNotFoundError,
-    batches,
     load_images,
     read_idx,
     read_svhn_mat,
@@ -144,14 +143,6 @@ def test_subsets_are_seeded(tmp_path):
     np.testing.assert_array_equal(a.x_train, b.x_train)
     assert a.n_train == 10 and len(a.x_test) == 5
     assert not np.array_equal(a.x_train, c.x_train)
-
-
-def test_batches_keep_or_drop_the_last_partial_batch():
-    ev = batches(10, 4)
-    assert [len(b) for b in ev] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate(ev), np.arange(10))
-    tr = batches(10, 4, np.random.default_rng(0), drop_last=True)
-    assert [len(b) for b in tr] == [4, 4] and len(set(np.concatenate(tr))) == 8
 
 
 def test_real_fashion_mnist():

@@ -5,17 +5,14 @@ best-parameter tracking all run inside `lax.while_loop`; repeats with different 
 together under `vmap` from a single compile. The host only calls the compiled loop in
 chunks of epochs, to draw a progress bar and stop once every seed has stopped.
 
-Batching: an epoch is split into ceil(N / batch_size) equal batches of N // n_batches points
-after a fresh shuffle (static shapes under `jit`); fewer than n_batches points sit out each
-epoch, a different few every time. At the paper's spirals sizes (200 train points, batch 512)
-this is exactly full-batch gradient descent.
+Batching (`vdjax.protocol.Batching`, as the image trainer): ceil(N / batch_size) equal
+batches after a fresh shuffle; at the paper's spirals sizes that is full-batch gradient descent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,24 +25,13 @@ from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
 from vdjax.models import ModelConfig
 from vdjax import protocol
-from vdjax.protocol import NetState
+from vdjax.protocol import Batching, NetState  # noqa: F401 (Batching is re-exported)
 from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
 from vdjax.validate import MAX_SEED
 
 
 LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
-
-
-@dataclasses.dataclass(frozen=True)
-class Batching:
-    n_batches: int
-    batch_size: int
-
-    @staticmethod
-    def for_size(n_train: int, batch_size: int) -> "Batching":
-        n_batches = math.ceil(n_train / batch_size)
-        return Batching(n_batches, n_train // n_batches)
 
 
 def init_loop_state(key: jax.Array, model_config: ModelConfig, train_config: TrainConfig, n_train: int) -> LoopState:
@@ -73,8 +59,7 @@ def _epoch(
         new, metrics = step(loop.train, x, y)
         loss, candidate = metrics["loss"], loop.train
     else:
-        idx = jax.random.permutation(perm_key, n_train)[: batching.n_batches * batching.batch_size]
-        idx = idx.reshape(batching.n_batches, batching.batch_size)
+        idx = batching.split(jax.random.permutation(perm_key, n_train))
 
         def body(state, batch_idx):
             state, metrics = step(state, x[batch_idx], y[batch_idx])

@@ -7,6 +7,7 @@ differ only in where an epoch's batches come from and which objective early stop
 watches; everything else is here:
 - `end_epoch`: patience, keep-best and non-finite handling, one pure function;
 - `stop_reason`: why a network stopped, from its state;
+- `Batching`: how an epoch is cut into batches;
 - `take` / `assemble`: compaction of stopped networks out of the batch (under `vmap` a
   stopped network still costs a full share of every step) and reassembly in original order;
 - `SaveCadence`: how often a checkpoint is written (at most every `every_s` seconds and at
@@ -20,6 +21,8 @@ epoch (-1 before any); a network stops once `epoch - 1 - best_epoch >= patience`
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from typing import Any
 
@@ -106,6 +109,30 @@ def best_train_state(net: NetState, index: int | None = None) -> TrainState:
         net = take(net, np.array([index]))
         net = jax.tree_util.tree_map(lambda a: a[0], net)
     return net.train.replace(params=net.best_params, batch_stats=net.best_batch_stats)
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How an epoch is cut into batches, in both regimes: ceil(N / batch_size) equal batches of
+    N // n_batches examples after a fresh shuffle (one static shape), so fewer than n_batches
+    examples sit out each epoch, a different few every time. At the paper's spirals sizes
+    (200 points, batch 512) this is full-batch gradient descent."""
+
+    n_batches: int
+    batch_size: int
+
+    @staticmethod
+    def for_size(n_train: int, batch_size: int) -> "Batching":
+        n_batches = math.ceil(n_train / batch_size)
+        return Batching(n_batches, n_train // n_batches)
+
+    def split(self, permutation):
+        """[n_batches, batch_size] example indices from a permutation of the training set
+        (a numpy or a JAX array: host-fed and on-device regimes alike)."""
+        return permutation[: self.n_batches * self.batch_size].reshape(self.n_batches, self.batch_size)
 
 
 # ---------------------------------------------------------------------------- compaction

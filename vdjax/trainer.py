@@ -34,9 +34,9 @@ import numpy as np
 
 from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset, split_validation
-from vdjax.data.images import batches
 from vdjax.models import LDN, ModelConfig
 from vdjax.protocol import (
+    Batching,
     NetState,
     SaveCadence,
     assemble,
@@ -155,11 +155,11 @@ def fit_networks(
     stop_on = train_config.stop_on
     held_out = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}.get(stop_on)
     n_train, k = data.n_train, len(members)
-    batch_size = min(train_config.batch_size, n_train)
-    steps_per_epoch = n_train // batch_size
+    batching = Batching.for_size(n_train, train_config.batch_size)
+    steps_per_epoch = batching.n_batches
     mesh = {"nets": None, "data": 1, **(mesh or {})}
-    if batch_size % mesh["data"]:
-        raise ValueError(f"batch size {batch_size} cannot be split evenly over data={mesh['data']} devices")
+    if batching.batch_size % mesh["data"]:
+        raise ValueError(f"batches of {batching.batch_size} cannot be split evenly over data={mesh['data']} devices")
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
@@ -200,7 +200,7 @@ def fit_networks(
     try:
         while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
-            orders = [batches(n_train, batch_size, np.random.default_rng([int(seeds[i]), epoch]), drop_last=True)
+            orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train))
                       for i in active]
             is_ldn = jax.device_put(is_ldn_all[active], on_nets)
             losses = []

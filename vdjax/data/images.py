@@ -264,15 +264,3 @@ def load_images(
         y_test=np.asarray(y_te[te]),
         num_classes=10,
     )
-
-
-def batches(n: int, batch_size: int, rng: np.random.Generator | None = None, drop_last: bool = False):
-    """Index arrays of consecutive batches; shuffled if `rng` is given.
-
-    Training drops the last partial batch (one compiled shape); evaluation keeps it.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
