@@ -130,7 +130,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     start = time.perf_counter()
     if args.summarize_only:
         if not args.converged:
-            raise SystemExit("--summarize-only summarises the --converged study: add --converged")
+            raise validate.UserError("--summarize-only summarises the --converged study: add --converged")
         summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(CONVERGED_SEEDS)), methods, partial=True)
         return []
     for name in datasets:
