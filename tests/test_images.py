@@ -267,7 +267,7 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     assert q.shape == (4,) and abs(q.sum() - 1) < 1e-6 and 0 <= ldn["d_opt"] <= 3
     assert ldn["ddn"] == ddn["test"]
     env = ldn["environment"]
-    assert env["seeds_in_batch"] == 1 and {"platform", "jax", "jaxlib", "flax"} <= set(env)
+    assert env["seeds_in_batch"] == 2 and {"platform", "jax", "jaxlib", "flax"} <= set(env)  # LDN + DDN
     assert ldn["speed"]["pruned_depth"] == ldn["d_opt"] and ldn["speed"]["ddn_depth"] == 3
     assert ldn["speed"]["ddn_seconds"] > 0 and ldn["speed"]["pruned_seconds"] > 0
     # LDN-95 in the record is what the genuinely pruned network predicts.
