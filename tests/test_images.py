@@ -465,3 +465,18 @@ def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
     assert len(list((tmp_path / "out" / "fashion_mnist").glob("*_D*_s0.json"))) == 4
     again = subprocess.run(base + ["--process-index", "0"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "done before, skipped" in again.stdout and " seed 0: test" not in again.stdout
+
+
+def test_impossible_mesh_is_refused_before_compiling(tiny_images):
+    from vdjax.runtime import parse_mesh
+    from vdjax.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    four = [("ldn", 0), ("ddn", 0), ("ldn", 1), ("ddn", 1)]
+    with pytest.raises(ValueError, match="needs 4 devices, 2 present"):  # the tests run on 2 CPU devices
+        fit_networks(tiny_images, cfg, TINY, four, progress=False, mesh={"nets": 4, "data": 1})
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        fit_networks(tiny_images, cfg, TINY, [("ldn", 0), ("ddn", 0), ("ldn", 1)], progress=False,
+                     mesh={"nets": 2, "data": 1})
+    with pytest.raises(ValueError, match="nets=N,data=M"):
+        parse_mesh("nets=two")

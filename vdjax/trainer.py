@@ -160,6 +160,7 @@ def fit_networks(
     mesh = {"nets": None, "data": 1, **(mesh or {})}
     if batching.batch_size % mesh["data"]:
         raise ValueError(f"batches of {batching.batch_size} cannot be split evenly over data={mesh['data']} devices")
+    network_mesh(len(members), mesh["nets"], mesh["data"])  # a mesh these devices cannot hold fails before compiling
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
