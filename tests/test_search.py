@@ -230,7 +230,8 @@ def test_compare_on_images_uses_the_image_trainer():
     model = ModelConfig("cnn", 1, 10, (28, 28, 1))
     rows = compare(data, model, ["ldn", "gumbel"], [0], IMAGE_PROTOCOL.replace(batch_size=16, max_epochs=1),
                    SearchConfig("darts1", steps=3, batch_size=16), log=lambda s: None)
-    # One epoch of 64 images in batches of 16, then the early-stopping test ELBO in one pass.
+    # One epoch (58 of the 64 images, 6 held out for validation: 4 batches of 14), then the
+    # early-stopping validation ELBO in one pass.
     assert [(r["final"]["gradient_evaluations"], r["final"]["forward_passes"]) for r in rows] == [(4, 1), (4, 1)]
     assert rows[1]["search_steps"] == 3 and rows[1]["chosen_depth"] in (0, 1)
     assert rows[1]["search"]["gradient_evaluations"] == 3 and rows[1]["search"]["forward_passes"] == 3

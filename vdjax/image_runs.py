@@ -93,13 +93,13 @@ def run_image_points(
     for p in points:
         if p not in todo:
             log(f"{data.name} {p.name}: done before, skipped")
+    written: dict[ImagePoint, Path] = {}
     if todo:
         model_config = cnn_config(data, todo[0].depth)
         data = with_stopping_data(data, train_config)
         ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
                                checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh)
-        written = {}
         for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
             written[point] = _write_record(data, point, result, model_config, train_config.replace(method=point.method),
                                            out, speed_batch, log)

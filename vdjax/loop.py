@@ -160,7 +160,7 @@ def fit(
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         # Also what sets the vmapped batches (seeds, devices, chunking) and the kernels (`numerics`).
-        rid = protocol.run_id(model_config, train_config, [int(s) for s in seeds], x, y,
+        rid = protocol.run_id(model_config, train_config, x, y, seeds=[int(s) for s in seeds],
                               chunk_epochs=int(chunk_epochs or train_config.max_epochs),
                               devices=jax.local_device_count(), **numerics())
         saved = ckpt.restore(protocol.savable(loop), rid)

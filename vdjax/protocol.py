@@ -199,10 +199,11 @@ class SaveCadence:
         self.cost = self.last - started
 
 
-def run_id(model_config: Any, train_config: Any, members: Any, *arrays: np.ndarray, name: str | None = None,
-           **extra: Any) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: configs, the networks (seeds, methods), the
-    data themselves (two subsets of the same size drawn with other seeds are different runs)."""
-    rid = {"model_config": repr(model_config), "train_config": repr(train_config), "members": members,
+def run_id(model_config: Any, train_config: Any, *arrays: np.ndarray, name: str | None = None,
+           **networks_and_layout: Any) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configs, the data themselves (two subsets of
+    the same size drawn with other seeds are different runs), and what the caller names: the
+    networks (seeds, methods) and what sets their floats (devices, chunking, versions)."""
+    rid = {"model_config": repr(model_config), "train_config": repr(train_config),
            "data": [name, fingerprint(*arrays)] if name is not None else fingerprint(*arrays)}
-    return {**rid, **extra}
+    return {**rid, **networks_and_layout}

@@ -59,11 +59,13 @@ def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainC
             state = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None).best_state(0)
             evaluated = 0  # early stopping watches the training loss the steps compute anyway
         else:
-            from vdjax.trainer import fit_dataset
+            from vdjax.trainer import fit_dataset, with_stopping_data
 
             run = fit_dataset(data, model_config, train_config, seed, progress=False, log=lambda s: None)
             state = run.state
-            evaluated = sum("test_loss" in row for row in run.history) * eval_passes(len(data.x_test))
+            stop_on, held = train_config.stop_on, with_stopping_data(data, train_config)
+            n_held = {"val": held.n_val, "test": len(held.x_test)}.get(stop_on, 0)  # 'train': no extra pass
+            evaluated = sum(f"{stop_on}_loss" in row for row in run.history) * (eval_passes(n_held) if n_held else 0)
         variables = jax.device_get(state.variables)
     # The train state counts its optimiser steps, one gradient evaluation each.
     cost = Cost.zero().add(forward=evaluated, gradient=int(state.step))

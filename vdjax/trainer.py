@@ -177,7 +177,7 @@ def fit_networks(
         arrays = [data.x_train, data.y_train, data.x_test, data.y_test]
         arrays += [data.x_val, data.y_val] if data.x_val is not None else []
         # Also the kernels (`numerics`: another backend or library version computes other floats).
-        rid = run_id(model_config, train_config, [list(m) for m in members], *arrays, name=data.name,
+        rid = run_id(model_config, train_config, *arrays, name=data.name, members=[list(m) for m in members],
                      devices=jax.local_device_count(), mesh=dict(mesh), **numerics())
         saved = ckpt.restore(savable(net), rid)
         if saved is not None:
