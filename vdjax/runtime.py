@@ -21,6 +21,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 _FLAG = "--xla_force_host_platform_device_count"
 
 
+def largest_divisor(n: int, limit: int) -> int:
+    """The largest k <= limit that divides n (1 at least): how many devices can share n items evenly."""
+    return max(k for k in range(1, min(limit, n) + 1) if n % k == 0)
+
+
 def use_all_cpu_cores() -> None:
     """Asks XLA for one CPU device per core. Effective only before JAX's backend starts
     (call it first thing in a script); a device count the user already set is kept."""
@@ -33,7 +38,7 @@ def seed_devices(n_seeds: int) -> int:
     """How many local devices `n_seeds` vmapped seeds are split over: the most that divide them.
     Each device runs n_seeds / that many seeds in one vmapped batch, and that batch size changes
     the floats (other kernels), so it is part of a spirals run's id."""
-    return max(k for k in range(1, min(jax.local_device_count(), n_seeds) + 1) if n_seeds % k == 0)
+    return largest_divisor(n_seeds, jax.local_device_count())
 
 
 def seed_sharding(n_seeds: int) -> NamedSharding | None:
@@ -68,7 +73,7 @@ def network_mesh(n_networks: int, nets: int | None = None, data: int = 1, device
         raise ValueError(f"a data axis of {data} needs {data} devices, {len(devices)} present")
     if nets is None:
         room = len(devices) // data
-        nets = max(k for k in range(1, min(room, n_networks) + 1) if n_networks % k == 0)
+        nets = largest_divisor(n_networks, room)
     if nets * data > len(devices):
         raise ValueError(f"mesh nets={nets},data={data} needs {nets * data} devices, {len(devices)} present")
     if n_networks % nets:

@@ -50,7 +50,7 @@ from vdjax.protocol import (
     stop_reason,
     take,
 )
-from vdjax.runtime import mesh_shardings, network_mesh, numerics
+from vdjax.runtime import largest_divisor, mesh_shardings, network_mesh, numerics
 from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
 
 IMAGE_PROTOCOL = TrainConfig(
@@ -246,7 +246,7 @@ def fit_networks(
                 cadence.saved(t_save)
             if bar is not None:
                 bar.update(1)
-                best = [h[-1].get(f"{stop_on}_loss", h[-1]["train_loss"]) for h in histories if h]
+                best = [min(r.get(f"{stop_on}_loss", r["train_loss"]) for r in h) for h in histories if h]
                 bar.set_postfix({f"best {stop_on}_loss": f"{min(best):.4f}", "running": int(active.size)})
     finally:
         if bar is not None:
@@ -278,7 +278,7 @@ def _place(net: NetState, n_networks: int, mesh: dict[str, int | None]):
     largest divisor below it."""
     nets = mesh["nets"]
     if nets is not None:
-        nets = max(k for k in range(1, min(nets, n_networks) + 1) if n_networks % k == 0)
+        nets = largest_divisor(n_networks, nets)
     on_nets, on_batch = mesh_shardings(network_mesh(n_networks, nets, mesh["data"]))
     return jax.device_put(net, on_nets), on_nets, on_batch
 
