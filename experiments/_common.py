@@ -33,10 +33,11 @@ def seeds(args) -> list[int]:
 
 
 def start() -> None:
-    """First thing in a script: one XLA device per CPU core, so repeats run on every core."""
-    from vdjax.runtime import use_all_cpu_cores
+    """First thing in a script: one XLA device per CPU core, so repeats run on every core, and
+    the persistent compilation cache, so a rerun does not compile again."""
+    from vdjax.runtime import start_script
 
-    use_all_cpu_cores()
+    start_script()
 
 
 def scan(doc: str, name: str, key: str, grid: list, quick_grid: list, point_kwargs, fig: str, xlabel: str,

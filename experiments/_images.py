@@ -113,9 +113,9 @@ def settings(args, cpu_depths: list[int]):
 def run(doc: str, cpu_depths: list[int], methods, argv=None):
     """Trains methods(depth) for every (data set, depth, seed), then draws every figure it can."""
     args = parser(doc, cpu_depths).parse_args(argv)
-    from vdjax.runtime import parse_mesh, process_share, use_all_cpu_cores
+    from vdjax.runtime import parse_mesh, process_share, start_script
 
-    use_all_cpu_cores()  # before JAX starts: on CPU, networks of a program run on every core
+    start_script()  # before JAX starts: on CPU, networks of a program run on every core
     mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import check_available, load_images
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from vdjax.cli import main
 
 
@@ -55,3 +57,38 @@ def test_a_finished_run_survives_its_output_directory_vanishing(tmp_path, monkey
     env = record["environment"]
     assert env["seeds_in_batch"] == 2 and env["chunk_epochs"] == 250 and env["platform"] == "cpu"
     assert env["devices"] >= env["seed_devices"] >= 1 and {"jax", "jaxlib", "flax"} <= set(env)
+
+
+def test_a_rerun_loads_its_programs_from_the_compilation_cache(tmp_path):
+    """The main job keeps its compiled programs on disk: run again (a new process), it loads the
+    training loop from the cache instead of compiling it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VDJAX_COMPILATION_CACHE": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1",
+           "JAX_EXPLAIN_CACHE_MISSES": "1"}
+    runs = []
+    for name in ("first", "second"):
+        cmd = [sys.executable, "-m", "vdjax", "spirals", "--max-depth", "2", "--seeds", "0", "--max-epochs", "10",
+               "--no-plots", "--out", str(tmp_path / name)]
+        runs.append(subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300))
+        assert runs[-1].returncode == 0, runs[-1].stderr[-2000:]
+    assert list((tmp_path / "cache").glob("jit_run_epochs-*")), "the training loop was not stored"
+    assert "PERSISTENT COMPILATION CACHE MISS for 'jit_run_epochs'" in runs[0].stderr
+    assert "Persistent compilation cache hit for 'jit_run_epochs'" in runs[1].stderr
+    assert "PERSISTENT COMPILATION CACHE MISS for 'jit_run_epochs'" not in runs[1].stderr
+    first, second = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("first", "second"))
+    assert first["seeds"][0]["q"] == second["seeds"][0]["q"]  # the loaded program computes the same numbers
+
+
+def test_the_compilation_cache_can_be_turned_off_and_a_bad_directory_only_warns(tmp_path, monkeypatch):
+    from vdjax.runtime import CACHE_ENV, use_compilation_cache
+
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert use_compilation_cache() is None
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    with pytest.warns(RuntimeWarning, match="no compilation cache"):
+        assert use_compilation_cache() is None

@@ -115,9 +115,9 @@ def spirals_main(args: argparse.Namespace) -> int:
 
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from vdjax.runtime import use_all_cpu_cores
+    from vdjax.runtime import start_script
 
-    use_all_cpu_cores()
+    start_script()
     if args.command == "spirals":
         return spirals_main(args)
     return 1

@@ -120,6 +120,16 @@ def spirals_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rerun_table(res: dict[str, Any]) -> str:
+    """The main job run twice from a cold persistent compilation cache (`benchmarks/compare.py`)."""
+    r = res.get("rerun")
+    if r is None:
+        return "Not measured in this run.\n"
+    return "\n".join([f"`{r['command']}`, each run a new process, the cache empty before the first:", ""] + _grid(
+        ["first run s (compiles)", "second run s (cache)", "second / first", "cached programs"],
+        [[f"{r['first_s']:.1f}", f"{r['second_s']:.1f}", f"{r['second_vs_first']:.2f}", str(r["cache_files"])]])) + "\n"
+
+
 def pruned_table(res: dict[str, Any]) -> str:
     p = res["pruned"]
     torch_ms = (f" ({p['torch_pruned_s'] * 1e3:.0f} / {p['torch_full_s'] * 1e3:.0f} ms)"
@@ -187,6 +197,7 @@ def benchmark_markdown(res: dict[str, Any]) -> str:
         machine_line(res), "",
         f"### CNN LDN train step (batch {res['batch']}, {'x'.join(map(str, res['shape']))} inputs)", "",
         cnn_table(res), "### Spirals, the full protocol", "", spirals_table(res),
+        "### Rerunning the main job (persistent compilation cache)", "", rerun_table(res),
         "### Pruned inference (eval forward)", "", pruned_table(res), "### Targets", "", targets_table(res),
     ])
 
@@ -262,6 +273,7 @@ TABLES: dict[str, Table] = {
     "bench-machine": Table(BENCHMARK, lambda res: machine_line(res) + "\n"),
     "bench-cnn": Table(BENCHMARK, cnn_table),
     "bench-spirals": Table(BENCHMARK, spirals_table),
+    "bench-rerun": Table(BENCHMARK, rerun_table),
     "bench-pruned": Table(BENCHMARK, pruned_table),
     "bench-targets": Table(BENCHMARK, targets_table),
     "bench-summary": Table(BENCHMARK, benchmark_summary),

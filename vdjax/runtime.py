@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,6 +34,43 @@ def use_all_cpu_cores() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={os.cpu_count() or 1}".strip()
+
+
+CACHE_ENV = "VDJAX_COMPILATION_CACHE"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vdjax" / "jax"
+
+
+def use_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Keeps compiled XLA programs on disk (JAX's persistent compilation cache), so a rerun of a
+    command or sweep with the same shapes loads its programs instead of compiling them again
+    (benchmarks/RESULTS.md measures the second run). The directory: `path`, else
+    $VDJAX_COMPILATION_CACHE ('off' disables it), else JAX's own JAX_COMPILATION_CACHE_DIR,
+    else ~/.cache/vdjax/jax. Programs that compile in under a second are not stored. Returns
+    the directory in use (None: off). Call it before the first compilation."""
+    setting = str(path) if path is not None else os.environ.get(CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false"):
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if path is None and not setting and current:
+        return Path(current)  # JAX_COMPILATION_CACHE_DIR, or a caller's own choice, stays
+    directory = Path(setting) if setting else default_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a cache is an optimisation: without one, programs compile as before
+        warnings.warn(f"no compilation cache ({directory}: {e.strerror})", RuntimeWarning, stacklevel=2)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    return directory
+
+
+def start_script() -> None:
+    """First thing in a command: one XLA device per CPU core (before JAX starts) and the
+    persistent compilation cache."""
+    use_all_cpu_cores()
+    use_compilation_cache()
 
 
 def seed_devices(n_seeds: int) -> int:
