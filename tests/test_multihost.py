@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +35,8 @@ data = Dataset("tiny", x, (x[:, 0] > 0).astype(np.int32), xt, (xt[:, 0] > 0).ast
 tc = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=3, lr_drop_epoch=None, learning_rate=0.05)
 cfg = ModelConfig("mlp", 3, 2, (2,), width=8)
 members, mesh = [("ldn", 0), ("ldn", 1)], {"nets": 1, "data": 2}
-kwargs = dict(checkpoint_dir=out + "/ckpt", progress=False, mesh=mesh, span_processes=span, log=lambda s: None)
+kwargs = dict(checkpoint_dir=out + "/ckpt" if span else None, progress=False, mesh=mesh, span_processes=span,
+              log=lambda s: None)
 if span:
     part = fit_networks(data, cfg, tc, members, stop_after_epochs=1, **kwargs)
     assert [r.epochs for r in part] == [1, 1]

@@ -177,7 +177,7 @@ def fit_networks(
     if batching.batch_size % mesh["data"]:
         raise ValueError(f"batches of {batching.batch_size} cannot be split evenly over data={mesh['data']} devices")
     devices = spanning_devices(span_processes)
-    network_mesh(len(members), mesh["nets"], mesh["data"], devices)  # a mesh these devices cannot hold fails before compiling
+    network_mesh(len(members), mesh["nets"], mesh["data"], devices)  # an impossible mesh fails before compiling
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
@@ -247,7 +247,8 @@ def fit_networks(
             done, nonfinite = to_host((net.done, net.nonfinite))
             for j in np.flatnonzero(nonfinite & ~was_done):
                 warnings.warn(f"non-finite loss at epoch {epoch - 1} ({_names([members[active[j]]])}): stopping, "
-                              f"keeping the parameters of epoch {int(to_host(net.best_epoch)[j])}", RuntimeWarning, stacklevel=2)
+                              f"keeping the parameters of epoch {int(to_host(net.best_epoch)[j])}", RuntimeWarning,
+                              stacklevel=2)
             if done.all() or should_compact(done):
                 parts.append((active[done], take(net, np.flatnonzero(done))))
                 keep = np.flatnonzero(~done)
