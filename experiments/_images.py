@@ -72,15 +72,22 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--mesh", default=None, metavar="nets=N,data=M",
                    help="device mesh of each program: its networks sharded over N devices, each network's "
                         "batch over M (data parallel). Default: networks over as many devices as divide their "
-                        "number (on CPU, one device per core), data=1")
+                        "number (on CPU, one device per core), data=1. The devices are this process's, or with "
+                        "--span-processes every process's")
     hosts = p.add_argument_group("several processes or hosts: each trains its share of the programs into "
-                                 "the shared --out; a finished network is skipped, a killed one resumes")
+                                 "the shared --out (a finished network is skipped, a killed one resumes), or "
+                                 "with --span-processes all train every program together")
     hosts.add_argument("--distributed", action="store_true",
                        help="start jax.distributed, auto-detected (Slurm, Open MPI, TPU VMs)")
     hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="start jax.distributed with this coordinator (with --num-processes, --process-index)")
     hosts.add_argument("--num-processes", type=validate.positive_int, default=None, help="processes sharing the grid")
     hosts.add_argument("--process-index", type=validate.non_negative_int, default=None, help="this process's index, from 0")
+    hosts.add_argument("--span-processes", action="store_true",
+                       help="with --distributed or --coordinator: run each program as one program sharded over "
+                            "every process's devices (--mesh counts all of them; 'nets' crosses hosts first) "
+                            "instead of splitting the grid; process 0 writes the results, and checkpoints need "
+                            "an --out that every host shares")
     p.add_argument("--summarize-only", action="store_true",
                    help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
                         "from the networks finished so far (marked partial if some are missing)")
@@ -126,7 +133,11 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     out = args.out or validate.output_dir("results/images_converged" if args.converged else "results/images")
     for name in datasets:  # every data set is there before the first network trains
         check_available(name, args.data_dir, args.source)
-    share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed)
+    share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed,
+                                  span=args.span_processes)
+    import jax
+
+    primary = not args.span_processes or jax.process_index() == 0  # writes results and draws figures
     start = time.perf_counter()
     if args.summarize_only:
         if not args.converged:
@@ -145,7 +156,10 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             size = args.networks_per_program or len(points)
             programs += [points[i : i + size] for i in range(0, len(points), size)]
         for group in programs[share::shares]:  # this process's share of the programs
-            run_image_points(data, group, train, out, progress=not args.no_progress, mesh=mesh)
+            run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
+                             span_processes=args.span_processes)
+    if not primary:
+        return []
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.converged:

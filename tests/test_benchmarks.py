@@ -91,3 +91,30 @@ def test_torch_peer_cnn_is_the_reference_network(shape):
     theirs = model(xt).detach().numpy()
     ours = LDN(cfg).apply(torch_ldn.to_vdjax_variables(model), x)
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+def test_image_throughput_quick_mode_fills_its_table(tmp_path):
+    import json
+
+    import image_throughput
+
+    res = image_throughput.main(["--quick", "--out", str(tmp_path)])
+    assert [r["networks"] for r in res["rows"]] == [1, 2]
+    assert all(r["vdjax_program"] > 0 and r["vdjax_sequential"] > 0 for r in res["rows"])
+    if image_throughput.torch_available():  # both PyTorch peers, on the same networks
+        cores = os.cpu_count() or 1
+        assert res["torch_peers"] == [f"1x{cores}"] + ([f"{cores}x1"] if cores > 1 else [])
+        assert all(r["torch_best"] == max(r[f"torch_{p}"] for p in res["torch_peers"]) for r in res["rows"])
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["rows"] == res["rows"] and "program / one after the other" in (tmp_path / "throughput.md").read_text()
+
+
+def test_grid_flop_estimate_counts_every_block():
+    """XLA counts a scan's body once; the estimate costs D blocks as D times one block."""
+    import image_grid_estimate
+
+    est = image_grid_estimate.flops_estimate(epochs=100)
+    (t0, per_block), _ = est["flops_per_shape"]["28x28x1"].values()
+    assert per_block > t0 > 0 and est["networks"] == 384 and est["estimate"] is True
+    hours = est["gpu_hours"][image_grid_estimate.GPUS[0].name]
+    assert hours[8] == pytest.approx(hours[1] / 8)

@@ -218,9 +218,11 @@ def test_benchmarks_check_their_arguments(earlier, capsys):
     import cnn_step
     import compare
     import image_grid_estimate
+    import image_throughput
 
     _fails(capsys, cnn_step.main, ["--batch", "0"], "argument --batch: must be an integer >= 1, got 0")
     _fails(capsys, image_grid_estimate.main, ["--depths", "10"], "--depths needs at least two depths")
+    _fails(capsys, image_throughput.main, ["--networks", "0"], "argument --networks: must be an integer >= 1, got 0")
     _fails(capsys, compare.main, ["--quick", "--out", earlier / "results.json"], "is a file, not a directory")
     _untouched(earlier)
 

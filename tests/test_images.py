@@ -428,7 +428,8 @@ def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
 
     np.savez(tmp_path / "d.npz", x=tiny_images.x_train, y=tiny_images.y_train, xt=tiny_images.x_test,
              yt=tiny_images.y_test)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's vdjax, not an installed one
     proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "d.npz")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -456,7 +457,7 @@ def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
     base = [sys.executable, str(script), "--depths", "1", "2", "--n-train", "96", "--n-test", "32", "--max-epochs",
             "1", "--batch-size", "32", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "--no-progress",
             "--num-processes", "2"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(script.parents[1])}  # this checkout's vdjax
     procs = [subprocess.Popen(base + ["--process-index", str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
     logs = [p.communicate(timeout=600)[0] for p in procs]

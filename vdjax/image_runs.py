@@ -83,13 +83,24 @@ def run_image_points(
     log: Callable[[str], None] = print,
     speed_batch: int = 512,
     mesh: dict[str, int | None] | None = None,
+    span_processes: bool = False,
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
-    checkpoint; `mesh` as `fit_networks`), writes a record per network (DDNs first, so that each
-    LDN record holds its DDN's metrics and speed-up) and returns every point's record."""
+    checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
+    first, so that each LDN record holds its DDN's metrics and speed-up) and returns every
+    point's record.
+
+    With `span_processes` every process calls this and trains the program together; what is
+    done is process 0's view of `out` (broadcast, so all train the same networks), and only
+    process 0 evaluates, writes records and removes the checkpoint; the others return []."""
     if len({p.depth for p in points}) != 1:
         raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
-    todo = [p for p in points if not record_path(out, data.name, p).exists()]
+    done = np.array([record_path(out, data.name, p).exists() for p in points])
+    if span_processes:
+        from jax.experimental import multihost_utils
+
+        done = np.asarray(multihost_utils.broadcast_one_to_all(done.astype(np.int32))) > 0
+    todo = [p for p, d in zip(points, done) if not d]
     for p in points:
         if p not in todo:
             log(f"{data.name} {p.name}: done before, skipped")
@@ -99,11 +110,16 @@ def run_image_points(
         data = with_stopping_data(data, train_config)
         ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
-                               checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh)
+                               checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
+                               span_processes=span_processes)
+        if span_processes and jax.process_index() != 0:
+            return []
         for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
             written[point] = _write_record(data, point, result, model_config, train_config.replace(method=point.method),
                                            out, speed_batch, log)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if span_processes and jax.process_index() != 0:
+        return []
     return [read_json(written[p] if p in written else record_path(out, data.name, p)) for p in points]
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdjax.checkpoints import fingerprint
+from vdjax.runtime import gather, to_host
 from vdjax.train import TrainState
 
 
@@ -153,7 +154,7 @@ def assemble(parts: list[tuple[np.ndarray, Any]]):
     if len(parts) == 1:
         return parts[0][1]
     order = np.argsort(np.concatenate([idx for idx, _ in parts]))
-    return _merge([jax.device_put(p, jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
+    return _merge([jax.device_put(gather(p), jax.local_devices()[0]) for _, p in parts], jnp.asarray(order))
 
 
 @jax.jit
@@ -171,7 +172,7 @@ def should_compact(done: np.ndarray) -> bool:
 
 def savable(net: NetState) -> NetState:
     """A host copy with raw key data (checkpoint formats store plain arrays, not typed keys)."""
-    return jax.device_get(net.replace(key=jax.random.key_data(net.key)))
+    return to_host(net.replace(key=jax.random.key_data(net.key)))
 
 
 def loadable(net: NetState) -> NetState:

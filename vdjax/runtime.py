@@ -1,5 +1,5 @@
-"""Where computations run: splitting the CPU into XLA devices so seeds run on every core, and
-the device mesh of multi-network programs.
+"""Where computations run: splitting the CPU into XLA devices so seeds run on every core, the
+device mesh of multi-network programs, and the processes of a multi-host run.
 
 XLA:CPU runs each operation of one program on one thread, and the spirals loop is a long
 chain of small operations, so a single program keeps about one core busy. Exposing the
@@ -104,8 +104,8 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def network_mesh(n_networks: int, nets: int | None = None, data: int = 1, devices=None) -> Mesh | None:
-    """A ('nets', 'data') mesh of this process's devices: networks sharded over `nets` devices,
-    each network's batch over `data`. `nets=None` takes the largest count of the devices left
+    """A ('nets', 'data') mesh of `devices` (default: this process's): networks sharded over
+    `nets` devices, each network's batch over `data`. `nets=None` takes the largest count of the devices left
     that divides `n_networks`. None when it would be one device (nothing to shard)."""
     devices = list(jax.local_devices() if devices is None else devices)
     if data < 1 or len(devices) < data:
@@ -130,26 +130,81 @@ def mesh_shardings(mesh: Mesh | None) -> tuple[NamedSharding | None, NamedShardi
 
 
 def process_share(num_processes: int | None = None, process_index: int | None = None, coordinator: str | None = None,
-                  distributed: bool = False) -> tuple[int, int]:
+                  distributed: bool = False, span: bool = False) -> tuple[int, int]:
     """(index, count) of this process in a grid split over processes.
 
     `distributed` starts JAX's distributed runtime, auto-detected where JAX detects it (Slurm,
     Open MPI, TPU VMs); `coordinator` ('host:port', with the process flags) starts it explicitly.
     Without either, `process_index` / `num_processes` split the grid with no runtime at all:
     each process trains its own share and they only meet in the shared results directory.
+    `span`: the processes run every program together, each on one mesh over all their devices
+    (`spanning_devices`), so there is nothing to split: (0, 1). It needs the runtime.
     """
+    if span and not (coordinator or distributed):
+        raise ValueError("--span-processes runs one program over several processes: it needs --distributed "
+                         "or --coordinator")
     if coordinator or distributed:
         kwargs = {}
         if coordinator:
             kwargs = {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_index}
         jax.distributed.initialize(**kwargs)
-        return jax.process_index(), jax.process_count()
+        return (0, 1) if span else (jax.process_index(), jax.process_count())
     count = num_processes or 1
     index = process_index or 0
     if not 0 <= index < count:
         raise ValueError(f"--process-index must be in [0, {count}), got {index}")
     return index, count
 
+
+def spanning_devices(span: bool) -> list:
+    """The devices a program's mesh is built from: this process's, or (`span`) every process's,
+    ordered by process, so a mesh's leading 'nets' axis crosses hosts and 'data' stays within one."""
+    if not span:
+        return jax.local_devices()
+    return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
+def _is_key(a: Any) -> bool:
+    return isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def gather(tree: Any) -> Any:
+    """`tree` with every array that spans processes replaced by the whole of it on this process
+    (numpy; PRNG keys as local key arrays), in one collective that every process must call.
+    The identity in a single process, so single-process code pays nothing for it."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    spans = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array) and not a.is_fully_addressable]
+    if spans:
+        raw = [jax.random.key_data(leaves[i]) if _is_key(leaves[i]) else leaves[i] for i in spans]
+        for i, whole in zip(spans, multihost_utils.process_allgather(raw, tiled=True)):
+            leaves[i] = jax.random.wrap_key_data(whole, impl=jax.random.key_impl(leaves[i])) if _is_key(leaves[i]) \
+                else np.asarray(whole)
+    return treedef.unflatten(leaves)
+
+
+def to_host(tree: Any) -> Any:
+    """`jax.device_get`, also of arrays that span processes (`gather`: every process must call it)."""
+    return jax.device_get(gather(tree))
+
+
+def place(tree: Any, sharding: NamedSharding | None) -> Any:
+    """`jax.device_put(tree, sharding)`, also onto a mesh that spans processes: every process
+    holds the same values (same seeds, same data order) and puts only its own shards
+    (`jax.device_put` would all-gather each array to check that the processes agree)."""
+    if sharding is None or sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(a):
+        if _is_key(a):
+            return jax.random.wrap_key_data(one(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(one, to_host(tree))
 
 
 def numerics() -> dict[str, Any]:

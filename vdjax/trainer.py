@@ -50,7 +50,16 @@ from vdjax.protocol import (
     stop_reason,
     take,
 )
-from vdjax.runtime import largest_divisor, mesh_shardings, network_mesh, numerics
+from vdjax.runtime import (
+    gather,
+    largest_divisor,
+    mesh_shardings,
+    network_mesh,
+    numerics,
+    place,
+    spanning_devices,
+    to_host,
+)
 from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
 
 IMAGE_PROTOCOL = TrainConfig(
@@ -127,6 +136,7 @@ def fit_networks(
     log: Callable[[str], None] = print,
     checkpoint_every_s: float = 0.0,
     mesh: dict[str, int | None] | None = None,
+    span_processes: bool = False,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -142,6 +152,12 @@ def fit_networks(
     over M (data parallelism: BatchNorm statistics and gradients are those of the whole batch,
     XLA adding the cross-device sums). Default: nets = the most devices that divide the number
     of networks, data = 1. The numbers match the one-device run up to summation order.
+    span_processes: one program over every process's devices (`jax.distributed` started; every
+    process calls this with the same arguments). The mesh is built from all of them, 'nets'
+    crossing processes first; each process computes the same data order and puts its own
+    shards, the host reads (losses, stopping, the final states) gather the whole, and the
+    checkpoint is Orbax's multi-process save (one shared `checkpoint_dir`). Every process gets
+    the same results. Without it a process uses only its own devices.
     """
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
@@ -160,7 +176,8 @@ def fit_networks(
     mesh = {"nets": None, "data": 1, **(mesh or {})}
     if batching.batch_size % mesh["data"]:
         raise ValueError(f"batches of {batching.batch_size} cannot be split evenly over data={mesh['data']} devices")
-    network_mesh(len(members), mesh["nets"], mesh["data"])  # a mesh these devices cannot hold fails before compiling
+    devices = spanning_devices(span_processes)
+    network_mesh(len(members), mesh["nets"], mesh["data"], devices)  # an impossible mesh fails before compiling
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
@@ -178,7 +195,8 @@ def fit_networks(
         arrays += [data.x_val, data.y_val] if data.x_val is not None else []
         # Also the kernels (`numerics`: another backend or library version computes other floats).
         rid = run_id(model_config, train_config, *arrays, name=data.name, members=[list(m) for m in members],
-                     devices=jax.local_device_count(), mesh=dict(mesh), **numerics())
+                     devices=jax.local_device_count(), mesh=dict(mesh), **numerics(),
+                     **({"processes": jax.process_count(), "mesh_devices": len(devices)} if span_processes else {}))
         saved = ckpt.restore(savable(net), rid)
         if saved is not None:
             full, meta = loadable(saved[0]), saved[1]
@@ -198,45 +216,45 @@ def fit_networks(
                    desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
     x, y = data.x_train, data.y_train
-    net, on_nets, on_batch = _place(net, active.size, mesh)
+    net, on_nets, on_batch = _place(net, active.size, mesh, devices)
     try:
         while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
             orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train))
                       for i in active]
-            is_ldn = jax.device_put(is_ldn_all[active], on_nets)
+            is_ldn = place(is_ldn_all[active], on_nets)
             losses = []
             for b in range(steps_per_epoch):
                 idx = np.stack([order[b] for order in orders])
-                train, loss = step(net.train, net.done, is_ldn, jax.device_put(x[idx], on_batch),
-                                   jax.device_put(y[idx], on_batch))
+                train, loss = step(net.train, net.done, is_ldn, place(x[idx], on_batch), place(y[idx], on_batch))
                 net = net.replace(train=train)
                 losses.append(loss)
-            train_loss = np.mean(np.stack(jax.device_get(losses)), axis=0)
+            train_loss = np.mean(np.stack(to_host(losses)), axis=0)
             rows = [{"epoch": epoch, "train_loss": float(v)} for v in train_loss]
             criterion = jnp.asarray(train_loss, jnp.float32)
             if held_out is not None:
-                metrics = jax.device_get(heldout(net.train, is_ldn, *held_out))
+                metrics = to_host(heldout(net.train, is_ldn, *held_out))
                 for j, row in enumerate(rows):
                     row.update({f"{stop_on}_{m}": float(v[j]) for m, v in metrics.items()})
                 criterion = jnp.where(jnp.isfinite(criterion), jnp.asarray(metrics["loss"]), jnp.nan)
-            was_done = np.asarray(net.done)
+            was_done = to_host(net.done)
             net = finish(net, criterion)
             seconds = time.perf_counter() - t0
             for j, row in enumerate(rows):
                 if not was_done[j]:
                     histories[active[j]].append({**row, "seconds": seconds})
             epoch += 1
-            done, nonfinite = np.asarray(net.done), np.asarray(net.nonfinite)
+            done, nonfinite = to_host((net.done, net.nonfinite))
             for j in np.flatnonzero(nonfinite & ~was_done):
                 warnings.warn(f"non-finite loss at epoch {epoch - 1} ({_names([members[active[j]]])}): stopping, "
-                              f"keeping the parameters of epoch {int(net.best_epoch[j])}", RuntimeWarning, stacklevel=2)
+                              f"keeping the parameters of epoch {int(to_host(net.best_epoch)[j])}", RuntimeWarning,
+                              stacklevel=2)
             if done.all() or should_compact(done):
                 parts.append((active[done], take(net, np.flatnonzero(done))))
                 keep = np.flatnonzero(~done)
                 active, net = active[keep], take(net, keep)
                 if active.size:
-                    net, on_nets, on_batch = _place(net, active.size, mesh)
+                    net, on_nets, on_batch = _place(net, active.size, mesh, devices)
             stopping = not active.size or (stop_after_epochs is not None and epoch >= stop_after_epochs)
             if ckpt is not None and (cadence.due() or stopping):
                 t_save = time.monotonic()
@@ -253,7 +271,7 @@ def fit_networks(
             bar.close()
         if ckpt is not None:
             ckpt.close()
-    final = assemble(parts + ([(active, net)] if active.size else []))
+    final = gather(assemble(parts + ([(active, net)] if active.size else [])))
     seconds = time.perf_counter() - start
     host = jax.device_get(final)
     return [
@@ -272,15 +290,16 @@ def fit_networks(
     ]
 
 
-def _place(net: NetState, n_networks: int, mesh: dict[str, int | None]):
-    """The state on the mesh for `n_networks` networks, and the shardings of states and batches.
+def _place(net: NetState, n_networks: int, mesh: dict[str, int | None], devices: list):
+    """The state on the mesh of `devices` for `n_networks` networks, and the shardings of states
+    and batches.
     A user-set `nets` that no longer divides the networks left (after compaction) shrinks to the
     largest divisor below it."""
     nets = mesh["nets"]
     if nets is not None:
         nets = largest_divisor(n_networks, nets)
-    on_nets, on_batch = mesh_shardings(network_mesh(n_networks, nets, mesh["data"]))
-    return jax.device_put(net, on_nets), on_nets, on_batch
+    on_nets, on_batch = mesh_shardings(network_mesh(n_networks, nets, mesh["data"], devices))
+    return place(net, on_nets), on_nets, on_batch
 
 
 def _names(members: Sequence[Member]) -> str:
