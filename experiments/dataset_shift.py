@@ -9,7 +9,8 @@ classes (sandal, shirt, sneaker, bag, ankle boot) are out of distribution. The r
 uses the in-distribution test images. When MNIST (or KMNIST) files are found
 (~/.vdjax/data/<name>, $VDJAX_DATA/<name>), their test images are scored as OOD too.
 
-Default (CPU-sized, several minutes on 2 cores): 2048 train images (a 10% validation split
+Default (CPU-sized; 22 minutes on 2 cores shared with another job, most of it the CNN
+training): 2048 train images (a 10% validation split
 held out of them), 500 test images, CNN max depth 3, batch 128, SGD lr 0.05 momentum 0.9, at most 6 epochs
 (patience 3), 3 ensemble members. --paper: all Fashion-MNIST images, max depth 10, batch 512,
 lr 0.1 momentum 0.5 (the image protocol), up to 100 epochs with patience 10, 5 ensemble members
