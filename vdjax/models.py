@@ -32,6 +32,7 @@ from vdjax.layers import (
 )
 
 Arch = Literal["mlp", "cnn"]
+Likelihood = Literal["categorical", "gaussian"]
 DEFAULT_WIDTH = {"mlp": 20, "cnn": 64}
 
 
@@ -47,6 +48,11 @@ class ModelConfig:
     heads: 'all' gives logits at every depth [max_depth + 1, B, C] (an LDN); 'last' computes
       only the deepest one [1, B, C], the forward pass of a deployed DDN or pruned network
       that needs no marginal (its head statistics: the last row of an 'all' network's).
+    likelihood: 'categorical' (outputs are `num_classes` logits) or 'gaussian' (regression:
+      `num_classes` must be 1, the output is the mean of a Gaussian whose learned noise scale
+      lives beside the weights, see `vdjax.likelihoods`).
+    dropout_rate: dropout on every residual branch (0: none). With it the network is an MC
+      dropout baseline: dropout is on in training and, when asked, at prediction.
     """
 
     arch: Arch
@@ -59,6 +65,8 @@ class ModelConfig:
     unroll: int = 1
     remat: bool | str = "auto"
     heads: Literal["all", "last"] = "all"
+    likelihood: Likelihood = "categorical"
+    dropout_rate: float = 0.0
 
     def __post_init__(self):
         if self.arch not in DEFAULT_WIDTH:
@@ -71,8 +79,14 @@ class ModelConfig:
             raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
         if self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
-        if self.num_classes < 2:
+        if self.likelihood not in ("categorical", "gaussian"):
+            raise ValueError(f"likelihood must be 'categorical' or 'gaussian', got {self.likelihood!r}")
+        if self.likelihood == "categorical" and self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.likelihood == "gaussian" and self.num_classes != 1:
+            raise ValueError(f"a gaussian likelihood has one output (num_classes=1), got num_classes={self.num_classes}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -101,15 +115,22 @@ class ModelConfig:
 
 
 class MLPBlock(nn.Module):
-    """Spirals residual block: a + BN(ReLU(Linear(a)))."""
+    """Spirals residual block: a + BN(ReLU(Linear(a))), with dropout on the branch if asked."""
 
     width: int
     train: bool
+    dropout_rate: float = 0.0
+    sample: bool = False  # dropout active (training, or MC-dropout prediction)
 
     @nn.compact
     def __call__(self, a: jax.Array) -> jax.Array:
-        h = nn.relu(Linear(self.width)(a))
-        return a + batch_norm(self.train)(h)
+        h = batch_norm(self.train)(nn.relu(Linear(self.width)(a)))
+        return a + _dropout(h, self.dropout_rate, self.sample)
+
+
+def _dropout(h: jax.Array, rate: float, sample: bool) -> jax.Array:
+    """Dropout of a residual branch; no module at all at rate 0, so parameter trees are unchanged."""
+    return nn.Dropout(rate, deterministic=not sample)(h) if rate > 0 else h
 
 
 class BottleneckBlock(nn.Module):
@@ -122,6 +143,8 @@ class BottleneckBlock(nn.Module):
     bottleneck: int
     train: bool
     conv_impl: str
+    dropout_rate: float = 0.0
+    sample: bool = False
 
     @nn.compact
     def __call__(self, a: jax.Array) -> jax.Array:
@@ -131,7 +154,7 @@ class BottleneckBlock(nn.Module):
         h = Conv(self.bottleneck, 3, impl=self.conv_impl, padding="SAME")(h)
         h = nn.relu(batch_norm(self.train)(h))
         h = Linear(self.width)(h)
-        return a + h
+        return a + _dropout(h, self.dropout_rate, self.sample)
 
 
 def global_pool(a: jax.Array) -> jax.Array:
@@ -172,7 +195,7 @@ class BlockStack(nn.Module):
         scanned = nn.scan(
             step,
             variable_axes={"params": 0, "batch_stats": 0},
-            split_rngs={"params": True},
+            split_rngs={"params": True, "dropout": True},
             in_axes=0,
             length=self.depth,
             unroll=min(self.unroll, max(self.depth, 1)),
@@ -222,13 +245,16 @@ class LDN(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, sample_dropout: bool = False) -> jax.Array:
+        """Outputs [num_heads, B, num_classes]. Dropout (if `dropout_rate`) is active in training
+        and with `sample_dropout` (MC dropout); either needs a 'dropout' PRNG key in `rngs`."""
         cfg = self.config
         chex.assert_shape(x, (None, *cfg.input_shape))
+        drop = dict(dropout_rate=cfg.dropout_rate, sample=train or sample_dropout)
         if cfg.arch == "mlp":
             a = Linear(cfg.width, name="input")(x)
             reduce = _identity
-            block = functools.partial(MLPBlock, cfg.width, train)
+            block = functools.partial(MLPBlock, cfg.width, train, **drop)
             head = functools.partial(MLPHead, cfg.num_classes, train)
         else:
             impl = resolve_conv_impl(cfg.conv_impl)
@@ -237,7 +263,7 @@ class LDN(nn.Module):
             a = Conv(cfg.width, 5, impl=impl, padding="VALID", name="input")(x)
             a = nn.avg_pool(a, (2, 2), strides=(2, 2))
             reduce = global_pool
-            block = functools.partial(BottleneckBlock, cfg.width, cfg.bottleneck, train, impl)
+            block = functools.partial(BottleneckBlock, cfg.width, cfg.bottleneck, train, impl, **drop)
             head = functools.partial(CNNHead, cfg.width, cfg.num_classes, train)
         every_depth = cfg.heads == "all"
         feats = reduce(a)[None]

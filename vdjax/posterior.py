@@ -57,15 +57,25 @@ def negative_elbo(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The LDN loss per training point and its parts (expected NLL, KL, per-depth NLL)."""
     chex.assert_shape(depth_logits, (logits.shape[0],))
-    nll = per_depth_nll(logits, labels)
+    return elbo_from_nll(per_depth_nll(logits, labels), depth_logits, n_train, prior_decay)
+
+
+def elbo_from_nll(nll: jax.Array, depth_logits: jax.Array, n_train: int,
+                  prior_decay: float = 0.85) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The negative ELBO from the per-depth NLLs [D+1] of any likelihood (`vdjax.likelihoods`)."""
+    chex.assert_equal_shape([nll, depth_logits])
     log_q = jax.nn.log_softmax(depth_logits)
     expected_nll = jnp.sum(jnp.exp(log_q) * nll)
-    kl = kl_categorical(log_q, log_prior(logits.shape[0] - 1, prior_decay))
+    kl = kl_categorical(log_q, log_prior(nll.shape[0] - 1, prior_decay))
     loss = expected_nll + kl / n_train
     return loss, {"expected_nll": expected_nll, "kl": kl, "nll_per_depth": nll}
 
 
 def ddn_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """A deterministic-depth network's loss: cross-entropy at its last (only) depth."""
-    nll = per_depth_nll(logits, labels)
+    return ddn_from_nll(per_depth_nll(logits, labels))
+
+
+def ddn_from_nll(nll: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A deterministic-depth network's loss from per-depth NLLs: the last depth's."""
     return nll[-1], {"expected_nll": nll[-1], "kl": jnp.zeros(()), "nll_per_depth": nll}

@@ -1,7 +1,8 @@
 """Training state, the loss, and the train step shared by every trainer.
 
-Weights and depth logits live in one parameter tree, `{'model': ..., 'depth_logits': ...}`,
-and a single `optax.sgd(lr, momentum)` updates both, as in the paper. A deterministic-depth
+Weights and depth logits live in one parameter tree, `{'model': ..., 'depth_logits': ...}`
+(plus the Gaussian noise parameter `'log_noise'` for a regression network), and a single
+`optax.sgd(lr, momentum)` updates them all, as in the paper. A deterministic-depth
 network (method 'ddn') uses the same model and step, with the loss on its last depth only.
 """
 
@@ -18,9 +19,10 @@ import numpy as np
 import optax
 
 from vdjax.data.core import check_labels
+from vdjax.likelihoods import Likelihood, marginal_metrics, noise_std, per_depth_nll
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
 from vdjax.models import LDN, ModelConfig
-from vdjax.posterior import ddn_loss, depth_posterior, init_depth_logits, negative_elbo
+from vdjax.posterior import ddn_from_nll, depth_posterior, elbo_from_nll, init_depth_logits
 from vdjax.prune import eval_logits
 
 Method = Literal["ldn", "ddn"]
@@ -72,9 +74,12 @@ class TrainConfig:
 
 class TrainState(flax.struct.PyTreeNode):
     step: jax.Array
-    params: dict[str, Any]  # {'model': ..., 'depth_logits': [D+1]}
+    params: dict[str, Any]  # {'model': ..., 'depth_logits': [D+1]} (+ 'log_noise': [] if gaussian)
     batch_stats: dict[str, Any]
     opt_state: optax.OptState
+    # Raw key data of the network's dropout stream (None without dropout, so the state of every
+    # other network, and its checkpoints, are as before); step t uses fold_in(rng, t).
+    rng: jax.Array | None = None
 
     @property
     def q(self) -> jax.Array:
@@ -99,15 +104,20 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 def init_state(
     key: jax.Array, model_config: ModelConfig, optimizer: optax.GradientTransformation
 ) -> TrainState:
-    """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum."""
+    """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum; a Gaussian
+    network's noise scale starts at 1 (log 0, as DUN's), a dropout network gets its own stream."""
     dummy = jnp.zeros((1, *model_config.input_shape), jnp.float32)
     variables = LDN(model_config).init(key, dummy, train=False)
     params = {"model": variables["params"], "depth_logits": init_depth_logits(model_config.max_depth)}
+    if model_config.likelihood == "gaussian":
+        params["log_noise"] = jnp.zeros((), jnp.float32)
+    rng = jax.random.key_data(jax.random.fold_in(key, 1)) if model_config.dropout_rate > 0 else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         opt_state=optimizer.init(params),
+        rng=rng,
     )
 
 
@@ -121,29 +131,33 @@ def loss_fn(
     train_config: TrainConfig,
     n_train: int,
     is_ldn: jax.Array | None = None,
+    dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[dict[str, Any], dict[str, jax.Array]]]:
     """The training loss in train mode (batch statistics), and the updated running stats."""
+    rngs = {"dropout": dropout_key} if dropout_key is not None else None
     logits, updates = LDN(model_config).apply(
-        {"params": params["model"], "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        {"params": params["model"], "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"], rngs=rngs
     )
-    loss, aux = objective(logits, y, params["depth_logits"], n_train, train_config, is_ldn)
+    loss, aux = objective(logits, y, params["depth_logits"], n_train, train_config, is_ldn,
+                          likelihood=model_config.likelihood, log_noise=params.get("log_noise"))
     return loss, (updates.get("batch_stats", {}), aux)
 
 
 def objective(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, n_train: int, train_config: TrainConfig,
-              is_ldn: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The negative ELBO (LDN) or the last depth's cross-entropy (DDN), per point.
+              is_ldn: jax.Array | None = None, *, likelihood: Likelihood = "categorical",
+              log_noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The negative ELBO (LDN) or the last depth's NLL (DDN), per point, under `likelihood`
+    (a Gaussian one needs the noise parameter `log_noise`).
 
     `is_ldn` None: the method of `train_config`. A traced boolean instead lets an LDN and a DDN
     share one vmapped program: both losses are computed (they share the logits) and one is
     selected, which gives the other exactly zero gradient.
     """
+    nll = per_depth_nll(logits, y, likelihood, log_noise)
+    elbo = lambda: elbo_from_nll(nll, depth_logits, n_train, train_config.prior_decay)  # noqa: E731
     if is_ldn is None:
-        if train_config.method == "ldn":
-            return negative_elbo(logits, y, depth_logits, n_train, train_config.prior_decay)
-        return ddn_loss(logits, y)
-    ldn = negative_elbo(logits, y, depth_logits, n_train, train_config.prior_decay)
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(is_ldn, a, b), ldn, ddn_loss(logits, y))
+        return elbo() if train_config.method == "ldn" else ddn_from_nll(nll)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(is_ldn, a, b), elbo(), ddn_from_nll(nll))
 
 
 def train_step(
@@ -162,9 +176,11 @@ def train_step(
     Pure: jit it with the keyword arguments bound (see `make_train_step`).
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    dropout_key = None if state.rng is None else jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     (loss, (batch_stats, aux)), grads = grad_fn(
         state.params, state.batch_stats, x, y,
         model_config=model_config, train_config=train_config, n_train=n_train, is_ldn=is_ldn,
+        dropout_key=dropout_key,
     )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -193,13 +209,16 @@ def depth_weights(model_config: ModelConfig, state: TrainState, method: Method) 
 
 
 def heldout_metrics(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, is_ldn: jax.Array, n_train: int,
-                    train_config: TrainConfig) -> dict[str, jax.Array]:
-    """Eval-mode objective, marginal log-likelihood and error of one network on held-out data
-    (logits [D+1, N, C]): the early-stopping criterion. Pure, so it vmaps over networks."""
-    loss, _ = objective(logits, y, depth_logits, n_train, train_config, is_ldn)
+                    train_config: TrainConfig, likelihood: Likelihood = "categorical",
+                    log_noise: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Eval-mode objective, marginal log-likelihood and error (error rate; RMSE for a Gaussian
+    likelihood, on the training scale) of one network on held-out data (outputs [D+1, N, C]):
+    the early-stopping criterion. Pure, so it vmaps over networks."""
+    loss, _ = objective(logits, y, depth_logits, n_train, train_config, is_ldn, likelihood=likelihood,
+                        log_noise=log_noise)
     weights = jnp.where(is_ldn, jax.nn.softmax(depth_logits), jax.nn.one_hot(logits.shape[0] - 1, logits.shape[0]))
-    log_probs = marginal_log_probs(logits, weights)
-    return {"loss": loss, "log_lik": log_likelihood(log_probs, y), "error": error_rate(log_probs, y)}
+    stds = None if log_noise is None else noise_std(log_noise)
+    return {"loss": loss, **marginal_metrics(logits, weights, y, likelihood, stds)}
 
 
 def evaluate(

@@ -349,13 +349,17 @@ def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int,
     evaluation mode, the examples in chunks of `batch_size`."""
     model = LDN(model_config)
     forward = jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, None)))
-    metrics = jax.jit(jax.vmap(functools.partial(heldout_metrics, n_train=n_train, train_config=train_config),
-                               in_axes=(0, None, 0, 0)))
+    def one(logits, y, depth_logits, is_ldn, log_noise):
+        return heldout_metrics(logits, y, depth_logits, is_ldn, n_train, train_config,
+                               likelihood=model_config.likelihood, log_noise=log_noise)
+
+    metrics = jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, 0)))
 
     def run(train: TrainState, is_ldn, x, y):
         variables = {"params": train.params["model"], "batch_stats": train.batch_stats}
         logits = jnp.concatenate([forward(variables, x[i : i + batch_size]) for i in range(0, len(x), batch_size)],
                                  axis=2)
-        return metrics(logits, jnp.asarray(y), train.params["depth_logits"], jnp.asarray(is_ldn))
+        return metrics(logits, jnp.asarray(y), train.params["depth_logits"], jnp.asarray(is_ldn),
+                       train.params.get("log_noise"))
 
     return run

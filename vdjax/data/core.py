@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -48,12 +48,31 @@ def check_labels(y: np.ndarray, num_classes: int, batch: int | None = None, name
     return y.astype(np.int32)
 
 
+def check_targets(y: np.ndarray, batch: int | None = None, name: str = "y") -> np.ndarray:
+    """Returns real regression targets as float32 after checking they are 1-D and finite."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D [batch] (one target), got shape {list(y.shape)}")
+    if batch is not None and y.shape[0] != batch:
+        raise ValueError(f"{name} has {y.shape[0]} targets for {batch} inputs")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN or infinite values")
+    return y.astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """Train and test arrays held in memory, already normalised, and optionally a validation
     split held out of the training set (`split_validation`; `validation` says how it was drawn).
 
     `input_shape` is the per-example shape (e.g. (2,) for spirals, (28, 28, 1) for MNIST).
+    targets: 'class' (integer labels, `num_classes` of them) or 'real' (regression: float
+    targets, standardised; `num_classes` is 1, the one output; `target_scale` = (loc, scale)
+    maps them back to the data's units, y = loc + scale * y_standardised).
     """
 
     name: str
@@ -65,8 +84,17 @@ class Dataset:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     validation: dict | None = None
+    targets: Literal["class", "real"] = "class"
+    target_scale: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
+        if self.targets not in ("class", "real"):
+            raise ValueError(f"targets must be 'class' or 'real', got {self.targets!r}")
+        if self.targets == "real" and self.num_classes != 1:
+            raise ValueError(f"a regression data set has one output (num_classes=1), got {self.num_classes}")
+        if not (len(self.target_scale) == 2 and np.isfinite(self.target_scale).all() and self.target_scale[1] > 0):
+            raise ValueError(f"target_scale must be (loc, scale) with scale > 0, got {self.target_scale}")
+        object.__setattr__(self, "target_scale", tuple(float(v) for v in self.target_scale))
         shape = self.x_train.shape[1:]
         for split in ("train", "test", "val"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
@@ -75,7 +103,9 @@ class Dataset:
             if x is None or y is None:
                 raise ValueError("x_val and y_val must be given together")
             object.__setattr__(self, f"x_{split}", check_inputs(x, shape, f"x_{split}"))
-            object.__setattr__(self, f"y_{split}", check_labels(y, self.num_classes, len(x), f"y_{split}"))
+            y = (check_labels(y, self.num_classes, len(x), f"y_{split}") if self.targets == "class"
+                 else check_targets(y, len(x), f"y_{split}"))
+            object.__setattr__(self, f"y_{split}", y)
 
     @property
     def n_val(self) -> int:
@@ -95,14 +125,17 @@ def split_validation(data: Dataset, fraction: float = 0.1, seed: int = 0) -> Dat
 
     Each class gives round(fraction * its count) examples, so the validation set has the
     training set's class balance (Fashion-MNIST: 600 of each class's 6000). The split belongs
-    to the data, not to a network: every network of a study sees the same one.
+    to the data, not to a network: every network of a study sees the same one. Regression
+    targets have no classes: the split is a plain seeded random one.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     if data.x_val is not None:
         raise ValueError(f"{data.name} already has a validation split ({data.n_val} examples)")
     rng = np.random.default_rng(seed)
-    held = [rng.permutation(np.flatnonzero(data.y_train == c)) for c in range(data.num_classes)]
+    groups = [np.arange(data.n_train)] if data.targets == "real" else [
+        np.flatnonzero(data.y_train == c) for c in range(data.num_classes)]
+    held = [rng.permutation(g) for g in groups]
     val = np.sort(np.concatenate([idx[: int(round(fraction * len(idx)))] for idx in held]))
     if val.size == 0 or val.size == data.n_train:
         raise ValueError(f"a {fraction:g} validation split of {data.n_train} training examples leaves one side empty")
@@ -110,5 +143,5 @@ def split_validation(data: Dataset, fraction: float = 0.1, seed: int = 0) -> Dat
     return dataclasses.replace(
         data, x_train=data.x_train[train], y_train=data.y_train[train], x_val=data.x_train[val],
         y_val=data.y_train[val],
-        validation={"fraction": fraction, "seed": seed, "stratified": True, "n_val": int(val.size)},
+        validation={"fraction": fraction, "seed": seed, "stratified": data.targets == "class", "n_val": int(val.size)},
     )
