@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_step import time_train_step  # noqa: E402
 
 from vdjax import validate  # noqa: E402
+from vdjax.cost import median_seconds  # noqa: E402
 from vdjax.data import spirals_dataset  # noqa: E402
 from vdjax.loop import fit  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
@@ -43,23 +43,12 @@ except ImportError:  # the benchmark extra is not installed
     torch = None
 
 
-def median_time(fn, steps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def torch_cnn_step(depth: int, batch: int, shape: tuple[int, int, int], steps: int) -> float:
     model = torch_ldn.TorchLDN("cnn", depth, 10, shape[-1], 64)
     opt = torch_ldn.make_optimizer(model)
     x = torch.randn(batch, shape[2], shape[0], shape[1])
     y = torch.randint(0, 10, (batch,))
-    return median_time(lambda: torch_ldn.train_step(model, opt, x, y, batch), steps)
+    return median_seconds(lambda: torch_ldn.train_step(model, opt, x, y, batch), steps)
 
 
 def cnn_rows(depths, batch, shape, steps):
@@ -166,8 +155,8 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
     small = prune(cfg, state.variables, q, d_opt)
     x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
     full_fn, small_fn = forward_fn(cfg), forward_fn(small.config)
-    t_full = median_time(lambda: jax.block_until_ready(full_fn(state.variables, x)), steps)
-    t_small = median_time(lambda: jax.block_until_ready(small_fn(small.variables, x)), steps)
+    t_full = median_seconds(lambda: jax.block_until_ready(full_fn(state.variables, x)), steps)
+    t_small = median_seconds(lambda: jax.block_until_ready(small_fn(small.variables, x)), steps)
     row = {"max_depth": max_depth, "d_opt": d_opt, "ideal_ratio": (d_opt + 1) / (max_depth + 1),
            "vdjax_full_s": t_full, "vdjax_pruned_s": t_small, "vdjax_ratio": t_small / t_full}
     row["vdjax_vs_ideal"] = row["vdjax_ratio"] / row["ideal_ratio"]
@@ -176,8 +165,8 @@ def pruned_row(max_depth, d_opt, batch, shape, steps):
         pruned = model.pruned(d_opt).eval()
         xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         with torch.no_grad():
-            tf = median_time(lambda: model(xt), steps)
-            tp = median_time(lambda: pruned(xt), steps)
+            tf = median_seconds(lambda: model(xt), steps)
+            tp = median_seconds(lambda: pruned(xt), steps)
         row.update(torch_full_s=tf, torch_pruned_s=tp, torch_ratio=tp / tf)
     print("pruned", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return row

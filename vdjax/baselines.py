@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Callable, Sequence
 
 import chex
@@ -28,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdjax.cost import median_seconds
 from vdjax.data.core import check_inputs
 from vdjax.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.metrics import expected_calibration_error, marginal_log_probs
@@ -233,10 +233,4 @@ def classification_metrics(pred: Predictive, y: np.ndarray) -> dict:
 def time_call(fn: Callable[[], Any], repeats: int = 5) -> float:
     """Median wall seconds of `fn()` after one warm-up call (which compiles): test-time cost
     without compilation. `fn` must block until its result is ready (return host arrays)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_seconds(fn, repeats)

@@ -81,3 +81,17 @@ def clock() -> Iterator[Clock]:
     finally:
         c.seconds = time.perf_counter() - start
         _open_clocks.remove(c)
+
+
+def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of `fn()` over `repeats` calls after `warmup` calls (which compile):
+    the running cost without compilation. `fn` must block until its result is ready."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from vdjax.cost import median_seconds
 from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
@@ -224,13 +224,7 @@ def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats
     fn = forward_fn(config)
     x = jax.device_put(np.asarray(x, np.float32))
     variables = jax.device_put(variables)
-    jax.block_until_ready(fn(variables, x))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(variables, x))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_seconds(lambda: jax.block_until_ready(fn(variables, x)), repeats)
 
 
 def forward_speedup(ddn_config: ModelConfig, ddn_variables: dict, pruned_config: ModelConfig,
