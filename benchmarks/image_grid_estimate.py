@@ -104,25 +104,9 @@ def flops_estimate(epochs: int, batch: int = 512, gpus: tuple[Gpu, ...] = GPUS, 
 
 
 def print_flops(est: dict) -> None:
-    print(f"ESTIMATE (FLOP count, not a measurement): the paper's image grid, {est['networks']} networks "
-          f"(3 data sets x {len(PAPER_DEPTHS)} max depths x LDN + DDN x 4 repeats), batch {est['batch']}, "
-          f"an assumed mean of {est['epochs_assumed']} epochs per network (early stopping; the cap is 500), "
-          "one test-set evaluation per epoch")
-    for shape, v in est["flops_per_shape"].items():
-        (t0, tb), (f0, fb) = v["train_step"], v["forward_batch"]
-        print(f"  {shape}: train step {t0 / 1e9:.1f} + {tb / 1e9:.2f} * D GFLOP, evaluation "
-              f"{f0 / 1e9:.1f} + {fb / 1e9:.2f} * D GFLOP per batch of {est['batch']}")
-    for name, f in est["epoch_flops_per_dataset"].items():
-        print(f"  {name}: one epoch of every depth, one network each: {f / 1e15:.2f} PFLOP")
-    print(f"  total: {est['total_flops'] / 1e18:.2f} EFLOP")
-    for g in est["gpus"]:
-        hours = est["gpu_hours"][g["name"]]
-        print(f"  {g['name']} ({g['peak_tflops']:g} TFLOP/s dense peak, assumed utilisation "
-              f"{100 * g['utilisation']:.0f}%): " + ", ".join(f"{n} GPU{'s' if n > 1 else ''} {h:,.1f} h"
-                                                              for n, h in hours.items()))
-    cap = est["total_flops"] * 500 / est["epochs_assumed"]
-    print(f"  every network to the 500-epoch cap: {cap / 1e18:.2f} EFLOP "
-          f"({500 / est['epochs_assumed']:.1f}x the above)")
+    from vdjax.report import grid_estimate_text
+
+    print(grid_estimate_text(est), end="")
 
 
 def main(argv=None) -> dict:

@@ -249,24 +249,6 @@ def measure(depth: int, batch: int, shape: tuple[int, int, int], counts: list[in
             "compile_s": {str(k): p.compile_s for k, p in programs.items()}}
 
 
-def table(res: dict) -> str:
-    peers = res["torch_peers"]
-    head = ["networks K", "vdjax K per program", "vdjax one after the other"]
-    head += [f"PyTorch {p.replace('x', ' proc x ')} thr" for p in peers]
-    head += ["program / one after the other"] + (["program / best PyTorch"] if peers else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-    for r in res["rows"]:
-        cells = [str(r["networks"]), f"{r['vdjax_program']:.2f}", f"{r['vdjax_sequential']:.2f}"]
-        cells += [f"{r[f'torch_{p}']:.2f}" for p in peers]
-        cells += [f"{r['program_vs_sequential']:.2f}x"] + ([f"{r['program_vs_torch_best']:.2f}x"] if peers else [])
-        lines.append("| " + " | ".join(cells) + " |")
-    s = res["settings"]
-    return (f"Network-steps per second, reference CNN LDN at D = {s['depth']}, batch {s['batch']}, "
-            f"{'x'.join(map(str, s['shape']))} inputs, {s['steps']} steps per network per round, median of "
-            f"{s['rounds']} interleaved rounds; vdjax on {res['devices']} XLA device(s). Target: >= 1.5x the best "
-            f"PyTorch peer.\n\n" + "\n".join(lines))
-
-
 def main(argv=None) -> dict:
     p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -319,7 +301,9 @@ def main(argv=None) -> dict:
     res["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()})"
                       + (f", torch {res['torch']}" if res["torch"] else ", no torch"))
     res["command"] = "python benchmarks/image_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = table(res)
+    from vdjax.report import throughput_table
+
+    text = throughput_table(res)
     print(text)
     if args.out:
         from vdjax.io import write_json, write_text

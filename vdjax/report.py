@@ -24,7 +24,9 @@ from vdjax.image_study import findings, findings_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
-BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
+BENCHMARK = "benchmarks/latest/results.json"
+THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
+GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate  # written by `benchmarks/compare.py --out benchmarks/latest`
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
 MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
@@ -202,6 +204,51 @@ def benchmark_markdown(res: dict[str, Any]) -> str:
     ])
 
 
+def throughput_table(res: dict[str, Any]) -> str:
+    """`benchmarks/image_throughput.py`: network-steps per second per setting, and the ratios."""
+    peers = res["torch_peers"]
+    head = ["networks K", "vdjax K per program", "vdjax one after the other"]
+    head += [f"PyTorch {p.replace('x', ' proc x ')} thr" for p in peers]
+    head += ["program / one after the other"] + (["program / best PyTorch"] if peers else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in res["rows"]:
+        cells = [str(r["networks"]), f"{r['vdjax_program']:.2f}", f"{r['vdjax_sequential']:.2f}"]
+        cells += [f"{r[f'torch_{p}']:.2f}" for p in peers]
+        cells += [f"{r['program_vs_sequential']:.2f}x"] + ([f"{r['program_vs_torch_best']:.2f}x"] if peers else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    s = res["settings"]
+    return (f"Network-steps per second, reference CNN LDN at D = {s['depth']}, batch {s['batch']}, "
+            f"{'x'.join(map(str, s['shape']))} inputs, {s['steps']} steps per network per round, median of "
+            f"{s['rounds']} interleaved rounds; vdjax on {res['devices']} XLA device(s). Target: >= 1.5x the best "
+            f"PyTorch peer.\n\n" + "\n".join(lines) + "\n")
+
+
+def grid_estimate_text(est: dict[str, Any]) -> str:
+    """`benchmarks/image_grid_estimate.py --flops`: the paper grid's FLOP count and GPU hours,
+    labelled as the estimate it is."""
+    depths = est["networks"] // 24  # 3 data sets x LDN + DDN x 4 repeats per max depth
+    lines = [f"ESTIMATE (FLOP count, not a measurement): the paper's image grid, {est['networks']} networks "
+             f"(3 data sets x {depths} max depths x LDN + DDN x 4 repeats), batch {est['batch']}, an assumed mean "
+             f"of {est['epochs_assumed']} epochs per network (early stopping; the cap is 500), one test-set "
+             "evaluation per epoch"]
+    for shape, v in est["flops_per_shape"].items():
+        (t0, tb), (f0, fb) = v["train_step"], v["forward_batch"]
+        lines.append(f"  {shape}: train step {t0 / 1e9:.1f} + {tb / 1e9:.2f} * D GFLOP, evaluation "
+                     f"{f0 / 1e9:.1f} + {fb / 1e9:.2f} * D GFLOP per batch of {est['batch']}")
+    for name, f in est["epoch_flops_per_dataset"].items():
+        lines.append(f"  {name}: one epoch of every depth, one network each: {f / 1e15:.2f} PFLOP")
+    lines.append(f"  total: {est['total_flops'] / 1e18:.2f} EFLOP")
+    for g in est["gpus"]:
+        hours = est["gpu_hours"][g["name"]]
+        lines.append(f"  {g['name']} ({g['peak_tflops']:g} TFLOP/s dense peak, assumed utilisation "
+                     f"{100 * g['utilisation']:.0f}%): "
+                     + ", ".join(f"{n} GPU{'s' if int(n) > 1 else ''} {h:,.1f} h" for n, h in hours.items()))
+    cap = est["total_flops"] * 500 / est["epochs_assumed"]
+    lines.append(f"  every network to the 500-epoch cap: {cap / 1e18:.2f} EFLOP "
+                 f"({500 / est['epochs_assumed']:.1f}x the above)")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------- NAS comparison
 
 
@@ -277,6 +324,8 @@ TABLES: dict[str, Table] = {
     "bench-pruned": Table(BENCHMARK, pruned_table),
     "bench-targets": Table(BENCHMARK, targets_table),
     "bench-summary": Table(BENCHMARK, benchmark_summary),
+    "bench-throughput": Table(THROUGHPUT, throughput_table),
+    "bench-grid-estimate": Table(GRID_ESTIMATE, lambda est: "```\n" + grid_estimate_text(est) + "```\n"),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
