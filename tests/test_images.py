@@ -288,6 +288,33 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
 
 
 
+def test_a_run_killed_while_writing_records_resumes_without_training(tiny_images, tmp_path, monkeypatch):
+    """Killed after the program trained but before its last record was written: the next run
+    resumes the whole program's checkpoint (every network finished there) and writes the missing
+    record; nothing trains again. The same program as above, so nothing compiles again."""
+    import vdjax.image_runs as image_runs
+    from vdjax.image_runs import ImagePoint, run_image_points
+
+    tc = TINY.replace(max_epochs=2)
+    points = [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)]
+    write = image_runs._write_record
+
+    def killed_at_the_ldn(data, point, *args, **kwargs):
+        if point.method == "ldn":
+            raise KeyboardInterrupt
+        return write(data, point, *args, **kwargs)
+
+    monkeypatch.setattr(image_runs, "_write_record", killed_at_the_ldn)
+    with pytest.raises(KeyboardInterrupt):
+        run_image_points(tiny_images, points, tc, tmp_path, progress=False)
+    monkeypatch.setattr(image_runs, "_write_record", write)
+    logs: list[str] = []
+    ldn, ddn = run_image_points(tiny_images, points, tc, tmp_path, progress=False, log=logs.append)
+    assert any("resuming" in line and "after epoch 2" in line for line in logs), logs
+    assert ldn["epochs"] == 2 and ddn["method"] == "ddn" and ldn["ddn"] == ddn["test"]
+    assert not any((tmp_path / "fashion_mnist" / "checkpoints").glob("*/*"))
+
+
 def _fake_tfds(monkeypatch, fail: Exception | None = None):
     """A stand-in `tensorflow_datasets` module (no TensorFlow, no network here)."""
     import types

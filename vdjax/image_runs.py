@@ -108,15 +108,25 @@ def run_image_points(
     if todo:
         model_config = cnn_config(data, todo[0].depth)
         data = with_stopping_data(data, train_config)
-        ckpt_dir = Path(out) / data.name / "checkpoints" / "+".join(p.name for p in todo)
-        results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in todo],
+        # A run stopped while writing the records leaves the whole program's checkpoint: its
+        # networks are finished there, so resume it rather than train the unwritten ones again.
+        checkpoints = Path(out) / data.name / "checkpoints"
+        program = points if (checkpoints / "+".join(p.name for p in points)).exists() else todo
+        if span_processes:  # process 0's view, as for `done`
+            from jax.experimental import multihost_utils
+
+            whole = multihost_utils.broadcast_one_to_all(np.int32(program is points))
+            program = points if int(whole) else todo
+        ckpt_dir = checkpoints / "+".join(p.name for p in program)
+        results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in program],
                                checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
                                span_processes=span_processes)
         if span_processes and jax.process_index() != 0:
             return []
-        for point, result in sorted(zip(todo, results), key=lambda pr: pr[0].method != "ddn"):
-            written[point] = _write_record(data, point, result, model_config, train_config.replace(method=point.method),
-                                           out, speed_batch, log)
+        for point, result in sorted(zip(program, results), key=lambda pr: pr[0].method != "ddn"):
+            if point in todo:
+                written[point] = _write_record(data, point, result, model_config,
+                                               train_config.replace(method=point.method), out, speed_batch, log)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if span_processes and jax.process_index() != 0:
         return []

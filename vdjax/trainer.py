@@ -216,7 +216,8 @@ def fit_networks(
                    desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
     x, y = data.x_train, data.y_train
-    net, on_nets, on_batch = _place(net, active.size, mesh, devices)
+    if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
+        net, on_nets, on_batch = _place(net, active.size, mesh, devices)
     try:
         while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
