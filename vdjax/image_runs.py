@@ -95,11 +95,7 @@ def run_image_points(
     process 0 evaluates, writes records and removes the checkpoint; the others return []."""
     if len({p.depth for p in points}) != 1:
         raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
-    done = np.array([record_path(out, data.name, p).exists() for p in points])
-    if span_processes:
-        from jax.experimental import multihost_utils
-
-        done = np.asarray(multihost_utils.broadcast_one_to_all(done.astype(np.int32))) > 0
+    done = _process0_view(np.array([record_path(out, data.name, p).exists() for p in points]), span_processes)
     todo = [p for p, d in zip(points, done) if not d]
     for p in points:
         if p not in todo:
@@ -111,12 +107,8 @@ def run_image_points(
         # A run stopped while writing the records leaves the whole program's checkpoint: its
         # networks are finished there, so resume it rather than train the unwritten ones again.
         checkpoints = Path(out) / data.name / "checkpoints"
-        program = points if (checkpoints / "+".join(p.name for p in points)).exists() else todo
-        if span_processes:  # process 0's view, as for `done`
-            from jax.experimental import multihost_utils
-
-            whole = multihost_utils.broadcast_one_to_all(np.int32(program is points))
-            program = points if int(whole) else todo
+        whole = _process0_view(np.array((checkpoints / "+".join(p.name for p in points)).exists()), span_processes)
+        program = points if whole else todo
         ckpt_dir = checkpoints / "+".join(p.name for p in program)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in program],
                                checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
@@ -131,6 +123,16 @@ def run_image_points(
     if span_processes and jax.process_index() != 0:
         return []
     return [read_json(written[p] if p in written else record_path(out, data.name, p)) for p in points]
+
+
+def _process0_view(flags: np.ndarray, span_processes: bool) -> np.ndarray:
+    """What process 0 sees of the shared results directory (booleans), broadcast to every
+    process when they train one program together, so all of them train the same networks."""
+    if not span_processes:
+        return flags
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))) > 0
 
 
 def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
