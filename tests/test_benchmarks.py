@@ -118,3 +118,20 @@ def test_grid_flop_estimate_counts_every_block():
     assert per_block > t0 > 0 and est["networks"] == 384 and est["estimate"] is True
     hours = est["gpu_hours"][image_grid_estimate.GPUS[0].name]
     assert hours[8] == pytest.approx(hours[1] / 8)
+
+
+def test_every_cnn_idea_computes_the_library_block_stack():
+    """The ideas timed by benchmarks/cnn_ideas.py are the same computation as the library's im2col
+    block stack (loss and gradients), and that plain-JAX im2col stack is the library's form."""
+    import jax
+    import numpy as np
+
+    import cnn_ideas
+    from vdjax.layers import conv_im2col
+
+    errors = cnn_ideas.check_ideas()
+    assert set(errors) == {"rows3", "native_vjp", "halves"}
+    assert max(errors.values()) < 1e-4, errors
+    x, k = jax.random.normal(jax.random.key(0), (2, 5, 5, 3)), jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    for conv in (cnn_ideas.conv_rows3, cnn_ideas.conv_native_vjp):
+        np.testing.assert_allclose(conv(x, k), conv_im2col(x, k), rtol=1e-5, atol=1e-5)

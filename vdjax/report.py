@@ -24,9 +24,10 @@ from vdjax.image_study import findings, findings_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
-BENCHMARK = "benchmarks/latest/results.json"
+BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
-GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate  # written by `benchmarks/compare.py --out benchmarks/latest`
+GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate
+CNN_IDEAS = "benchmarks/latest/cnn_ideas/cnn_ideas.json"  # benchmarks/cnn_ideas.py --out benchmarks/latest/cnn_ideas
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
 MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
@@ -249,6 +250,39 @@ def grid_estimate_text(est: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+IDEA_NAMES = {"im2col": "im2col, K = 288 (the library's form)", "rows3": "3 shifted products, K = 96",
+              "native_vjp": "native convolution, custom VJP", "halves": "two half-batch chains, shared BN moments",
+              "no_conv": "no 3x3 convolution (a bound)"}
+
+
+def cnn_ideas_table(res: dict[str, Any]) -> str:
+    """`benchmarks/cnn_ideas.py`: each idea's block-stack step, and the library's and PyTorch's whole
+    steps, per max depth, with the ratio to the im2col form measured in the same rounds."""
+    rows = res["rows"]
+    head = ["idea"] + [h for r in rows for h in (f"D={r['max_depth']} s", f"vs im2col at D={r['max_depth']}")]
+    names = [n for n in rows[0]["seconds"] if n not in ("library step", "PyTorch step")]
+    cells = []
+    for n in names:
+        c = [IDEA_NAMES.get(n, n)]
+        for r in rows:
+            t = r["seconds"]
+            c += [f"{t[n]:.3f}", f"{t['im2col'] / t[n]:.2f}x"]
+        cells.append(c)
+    lines = _grid(head, cells)
+    for r in rows:
+        t = r["seconds"]
+        if "PyTorch step" in t:
+            lines.append(f"\nD={r['max_depth']}: the library's whole train step {t['library step']:.3f} s, PyTorch's "
+                         f"{t['PyTorch step']:.3f} s: vdjax runs at **{t['PyTorch step'] / t['library step']:.2f}x** "
+                         f"PyTorch's speed; with no 3x3 convolution at all the block stack alone would be "
+                         f"{t['PyTorch step'] / t['no_conv']:.2f}x.")
+    lines.append("\nLargest difference from the im2col form's loss and gradients, relative to their largest value: "
+                 + ", ".join(f"{IDEA_NAMES[k].split(',')[0]} {v:.0e}" for k, v in res["check"].items()) + ".")
+    return (f"Seconds per step (gradient of the block stack; batch {res['batch']}, "
+            f"{'x'.join(map(str, res['shape']))} inputs), median of {res['rounds']} interleaved rounds; "
+            f"{res['machine']}.\n\n" + "\n".join(lines) + "\n")
+
+
 # ---------------------------------------------------------------------------- NAS comparison
 
 
@@ -326,6 +360,7 @@ TABLES: dict[str, Table] = {
     "bench-summary": Table(BENCHMARK, benchmark_summary),
     "bench-throughput": Table(THROUGHPUT, throughput_table),
     "bench-grid-estimate": Table(GRID_ESTIMATE, lambda est: "```\n" + grid_estimate_text(est) + "```\n"),
+    "bench-cnn-ideas": Table(CNN_IDEAS, cnn_ideas_table),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
