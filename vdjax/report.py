@@ -30,6 +30,8 @@ GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same wi
 CNN_IDEAS = "benchmarks/latest/cnn_ideas/cnn_ideas.json"  # benchmarks/cnn_ideas.py --out benchmarks/latest/cnn_ideas
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
 MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
+DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
+DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
 
 _REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
@@ -164,8 +166,12 @@ def targets_table(res: dict[str, Any]) -> str:
     if s.get("speedup") is not None:
         no_compile = s["torch_s"] / s["vdjax_s_no_compile"]
         per_epoch = spirals_work(s)["per_seed_epoch_speedup"]
+        equal = [r for r in res.get("spirals_fixed_epochs", []) if r["seeds"] == s["seeds"] and r.get("torch_s")]
+        equal_text = "".join(f"; equal work, {r['seeds']} seeds x {r['max_epochs']} epochs: "
+                             f"{r['torch_s'] / r['vdjax_s']:.1f}x" for r in equal)
         lines.append(f"| spirals end to end ≥ 20x PyTorch | {_met(s['speedup'] >= 20)}: {s['speedup']:.1f}x "
-                     f"({no_compile:.1f}x excluding compile; unequal work: {per_epoch:.1f}x per seed-epoch) |")
+                     f"({no_compile:.1f}x excluding compile; unequal work: {per_epoch:.1f}x per seed-epoch"
+                     f"{equal_text}) |")
     lines.append(f"| pruned inference within 15% of ideal | {_met(p['vdjax_vs_ideal'] <= 1.15)}: "
                  f"{p['vdjax_vs_ideal']:.2f}x ideal |")
     return "\n".join(lines) + "\n"
@@ -283,6 +289,58 @@ def cnn_ideas_table(res: dict[str, Any]) -> str:
             f"{res['machine']}.\n\n" + "\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------------------- depth uncertainty (DUN)
+
+
+def dun_method_label(name: str, res: dict[str, Any], d_opt: Any = None) -> str:
+    """A results file's method key as the README names it (a method added later shows its key)."""
+    labels = {"ldn": f"LDN (d_opt = {d_opt})" if d_opt is not None else "LDN", "ldn_full": "LDN full", "ddn": "DDN",
+              "ensemble": f"ensemble ({res.get('ensemble_size', 5)})",
+              "dropout": f"MC dropout ({res.get('dropout_samples', '?')})"}
+    return labels.get(name, name)
+
+
+def _minus(x: float, spec: str) -> str:
+    return format(x, spec).replace("-", "−")
+
+
+def dun_toy_table(res: dict[str, Any]) -> str:
+    """`experiments/regression_toy.py`: fit, predictive std per region and test-time cost per method."""
+    q = ", ".join(f"{v:.2f}" for v in res["q"])
+    mc = res["model_config"]
+    width, depth = re.search(r"width=(\d+)", mc)[1], re.search(r"max_depth=(\d+)", mc)[1]
+    head = (f"**Toy gap set** ({res['n_train']} train / {res['n_test']} test points, width {width}, D = {depth}; "
+            f"q(d) = {q}, d_opt = {res['d_opt']}). Median predictive std (data units) over a 400-point grid in each "
+            f"region; test-time cost for {res['n_test']} points (`toy_gap.json`: `test`, `predictive_std`, "
+            "`test_time_seconds`):\n\n")
+    rows = []
+    for name, t in res["test"].items():
+        std = res["predictive_std"][name]
+        rows.append([dun_method_label(name, res, res["d_opt"]), _minus(t["log_lik"], ".3f"), f"{t['rmse']:.3f}",
+                     f"{std['data']:.2f}", f"{std['gaps']:.2f}", f"{std['outside']:.2f}" if std["outside"] < 100 else f"{std['outside']:.0f}",
+                     f"{1e3 * res['test_time_seconds'][name]:.1f}"])
+    table = ["| method | test LL | RMSE | std in data | std in gaps | std outside | predict (ms) |",
+             "|---|---|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)]
+    return head + "\n".join(table) + "\n"
+
+
+def dun_uci_table(res: dict[str, Any]) -> str:
+    """`experiments/regression_uci.py` (diabetes by default): mean ± std over splits per method."""
+    d_opts = sorted({s.get("d_opt") for s in res.get("per_split", []) if s.get("d_opt") is not None})
+    d_opt = d_opts[0] if len(d_opts) == 1 else ", ".join(map(str, d_opts)) or None
+    n_test = res.get("per_split", [{}])[0].get("n_test")
+    rows = []
+    for name, m in res["summary"].items():
+        label = dun_method_label(name, res, d_opt)
+        if name == "ldn" and len(d_opts) == 1:
+            label = f"LDN (d_opt = {d_opt} on every split)"
+        rows.append([label, f"{_minus(m['log_lik_mean'], '.3f')} ± {m['log_lik_std']:.3f}",
+                     f"{m['rmse_mean']:.1f} ± {m['rmse_std']:.1f}", f"{1e3 * m['test_time_seconds_mean']:.2f}"])
+    cost = f"predict (ms, {n_test} points)" if n_test else "predict (ms)"
+    table = [f"| method | test LL | RMSE | {cost} |", "|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)]
+    return "\n".join(table) + "\n"
+
+
 # ---------------------------------------------------------------------------- NAS comparison
 
 
@@ -361,6 +419,8 @@ TABLES: dict[str, Table] = {
     "bench-throughput": Table(THROUGHPUT, throughput_table),
     "bench-grid-estimate": Table(GRID_ESTIMATE, lambda est: "```\n" + grid_estimate_text(est) + "```\n"),
     "bench-cnn-ideas": Table(CNN_IDEAS, cnn_ideas_table),
+    "dun-toy": Table(DUN_TOY, dun_toy_table),
+    "dun-uci": Table(DUN_UCI, dun_uci_table),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
