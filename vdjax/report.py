@@ -32,6 +32,7 @@ NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compa
 MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
 DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
 DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py --out docs/data/dun
+DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
 
 _REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
@@ -341,6 +342,34 @@ def dun_uci_table(res: dict[str, Any]) -> str:
     return "\n".join(table) + "\n"
 
 
+def dun_shift_table(res: dict[str, Any]) -> str:
+    """`experiments/dataset_shift.py`: metrics at 0, 90 and 180 degrees, OOD AUROC and test-time
+    cost per method, then each metric averaged over every angle."""
+    n_test, ood = res["n_test"], list(res["n_ood"])
+    ood_names = [o.replace("fashion_mnist_held_out_classes", "held-out classes") for o in ood]
+    rows, means = [], []
+    for name, curve in res["rotation"].items():
+        at = {p["angle"]: p for p in curve}
+        cells = [dun_method_label(name, res)]
+        for angle, keys in ((0, ("log_lik", "error", "ece", "brier")), (90, ("log_lik", "error", "ece", "brier")),
+                            (180, ("log_lik",))):
+            p = at[angle]
+            cells += [_minus(p[k], ".2f") if k in ("log_lik", "error", "brier") else f"{p[k]:.3f}" for k in keys]
+        cells += [f"{res['ood_auroc'][name][o]:.3f}" for o in ood] + [f"{res['test_time_seconds'][name]:.2f}"]
+        rows.append(cells)
+        mean = {k: sum(p[k] for p in curve) / len(curve) for k in ("log_lik", "error", "ece", "brier")}
+        means.append([dun_method_label(name, res), _minus(mean["log_lik"], ".2f"), f"{mean['error']:.2f}",
+                      f"{mean['ece']:.3f}", f"{mean['brier']:.2f}"])
+    angles = sorted(p["angle"] for p in next(iter(res["rotation"].values())))
+    table = ["| method | LL 0° | err 0° | ECE 0° | Brier 0° | LL 90° | err 90° | ECE 90° | Brier 90° | LL 180° | "
+             + "".join(f"OOD AUROC ({o}) | " for o in ood_names) + f"predict (s, {n_test} images) |",
+             "|---|" + "---|" * (10 + len(ood)),
+             *("| " + " | ".join(r) + " |" for r in rows), "",
+             f"Averaged over the {len(angles)} angles ({angles[0]}–{angles[-1]}°):", "",
+             "| method | LL | error | ECE | Brier |", "|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in means)]
+    return "\n".join(table) + "\n"
+
+
 # ---------------------------------------------------------------------------- NAS comparison
 
 
@@ -421,6 +450,7 @@ TABLES: dict[str, Table] = {
     "bench-cnn-ideas": Table(CNN_IDEAS, cnn_ideas_table),
     "dun-toy": Table(DUN_TOY, dun_toy_table),
     "dun-uci": Table(DUN_UCI, dun_uci_table),
+    "dun-shift": Table(DUN_SHIFT, dun_shift_table),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
