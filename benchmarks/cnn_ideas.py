@@ -38,11 +38,13 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vdjax import validate
+from vdjax.layers import conv_im2col as library_conv
+from vdjax.models import ModelConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cnn_step import train_step_call  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -52,8 +54,6 @@ def _pad1(x: jax.Array) -> jax.Array:
 
 
 def conv_im2col(x: jax.Array, k: jax.Array) -> jax.Array:
-    from vdjax.layers import conv_im2col as library_conv
-
     return library_conv(x, k, "SAME")
 
 
@@ -170,33 +170,15 @@ def _timers(depth: int, batch: int, hw: int, width: int, bottleneck: int, shape:
     for name in ideas:
         step = jax.jit(jax.value_and_grad(stack_loss(*IDEAS[name]))).lower(params, x).compile()
         calls[name] = lambda step=step: jax.block_until_ready(step(params, x))
-    from vdjax.models import ModelConfig
-    from vdjax.train import TrainConfig, init_state, make_optimizer, make_train_step
-
-    cfg, tc = ModelConfig("cnn", depth, 10, shape, width=width, bottleneck=bottleneck), TrainConfig()
-    opt = make_optimizer(tc, 1)
-    state = init_state(jax.random.key(0), cfg, opt)
-    rng = np.random.default_rng(0)
-    xs = rng.normal(size=(batch, *shape)).astype(np.float32)
-    ys = rng.integers(0, 10, batch).astype(np.int32)
-    train = make_train_step(cfg, tc, opt, batch).lower(state, xs, ys).compile()
-    box = [state]  # the step donates its state
-
-    def library_step() -> None:
-        box[0], metrics = train(box[0], xs, ys)
-        jax.block_until_ready(metrics["loss"])
-
-    calls["library step"] = library_step
+    calls["library step"] = train_step_call(
+        ModelConfig("cnn", depth, 10, shape, width=width, bottleneck=bottleneck), batch)[1]
     try:
         import torch
 
         import torch_ldn
 
         torch.set_num_threads(os.cpu_count() or 1)
-        model = torch_ldn.TorchLDN("cnn", depth, 10, shape[-1], width)
-        topt = torch_ldn.make_optimizer(model)
-        xt, yt = torch.randn(batch, shape[2], shape[0], shape[1]), torch.randint(0, 10, (batch,))
-        calls["PyTorch step"] = lambda: torch_ldn.train_step(model, topt, xt, yt, batch)
+        calls["PyTorch step"] = torch_ldn.cnn_step_call(depth, batch, shape, width)
     except ImportError:
         pass
     for call in calls.values():

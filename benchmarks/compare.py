@@ -44,11 +44,7 @@ except ImportError:  # the benchmark extra is not installed
 
 
 def torch_cnn_step(depth: int, batch: int, shape: tuple[int, int, int], steps: int) -> float:
-    model = torch_ldn.TorchLDN("cnn", depth, 10, shape[-1], 64)
-    opt = torch_ldn.make_optimizer(model)
-    x = torch.randn(batch, shape[2], shape[0], shape[1])
-    y = torch.randint(0, 10, (batch,))
-    return median_seconds(lambda: torch_ldn.train_step(model, opt, x, y, batch), steps)
+    return median_seconds(torch_ldn.cnn_step_call(depth, batch, shape), steps)
 
 
 def cnn_rows(depths, batch, shape, steps):

@@ -111,6 +111,15 @@ def train_step(model, opt, x, y, n_train: int) -> float:
     return float(loss.detach())
 
 
+def cnn_step_call(depth: int, batch: int, shape: tuple[int, int, int], width: int = 64):
+    """One training step of a fresh CNN LDN on a fixed random batch, as a zero-argument call
+    (what the benchmarks time). `shape` is (H, W, C), as vdjax's."""
+    model = TorchLDN("cnn", depth, 10, shape[-1], width)
+    opt = make_optimizer(model)
+    x, y = torch.randn(batch, shape[2], shape[0], shape[1]), torch.randint(0, 10, (batch,))
+    return lambda: train_step(model, opt, x, y, batch)
+
+
 def fit_spirals(x, y, max_depth: int = 20, width: int = 20, seed: int = 0, max_epochs: int = 8000,
                 patience: int = 500) -> dict:
     """The paper's spirals protocol: full-batch SGD, early stopping on the train ELBO, keep best."""
