@@ -212,6 +212,21 @@ def place(tree: Any, sharding: NamedSharding | None) -> Any:
     return jax.tree_util.tree_map(one, to_host(tree))
 
 
+def cpu_isa() -> str:
+    """The widest x86 vector instruction set this CPU offers ('avx512', 'avx2', 'avx', 'sse'),
+    or the machine name elsewhere. XLA:CPU generates different code for each, so one seed's
+    floats (and after thousands of SGD steps its d_opt) differ between machines that differ here."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        flags = []
+    for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("sse", "sse4_2")):
+        if flag in flags:
+            return isa
+    return platform.machine()
+
+
 def numerics() -> dict[str, Any]:
     """What a run's floats depend on besides its configs, data and seeds: the backend, the
     device kind and the versions of the libraries that compile and run it. Part of every
@@ -222,7 +237,7 @@ def numerics() -> dict[str, Any]:
 
     return {"platform": jax.default_backend(), "device_kind": jax.local_devices()[0].device_kind,
             "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-            "optax": optax.__version__}
+            "optax": optax.__version__, "cpu_isa": cpu_isa()}
 
 
 def environment() -> dict[str, Any]:

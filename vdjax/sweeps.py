@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -65,11 +66,13 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
             log(f"[{i}/{len(points)}] {point.name}: done before, skipped")
             continue
         checkpoint = out / f"{point.name}.checkpoint"
+        started = time.monotonic()
         with epoch_progress(point.train.max_epochs, f"[{i}/{len(points)}] {point.name}", leave=False) as progress:
             run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds, chunk_epochs, progress,
                                 checkpoint_dir=checkpoint, checkpoint_every_s=checkpoint_every_s)
         record = run.summary()
-        record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data))
+        record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data),
+                      wall_seconds=time.monotonic() - started)  # this launch's training and evaluation
         # Parameters first, results last: a results file always has its parameters beside it.
         write_bytes(out / f"{point.name}.msgpack", flax.serialization.msgpack_serialize(
             {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
