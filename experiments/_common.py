@@ -40,21 +40,20 @@ def start() -> None:
     start_script()
 
 
-def scan(doc: str, name: str, key: str, grid: list, quick_grid: list, point_kwargs, fig: str, xlabel: str,
-         log_x: bool = False, functions_fig: str | None = None, argv=None):
-    """A one-variable spirals scan: run (or resume) every grid point, then draw the figure.
-
-    point_kwargs(value) gives the `spirals_point` keywords (model/data settings) for one value;
-    functions_fig, if given, also draws the per-depth functions of every grid point (Figs 7/8).
-    """
+def scan(doc: str, name: str, point_kwargs, argv=None):
+    """A one-variable spirals scan (`vdjax.spirals_study.SCANS[name]`): run (or resume) every grid
+    point, then draw its figure, and the per-depth functions of every grid point where it has one
+    (Figs 7/8). point_kwargs(value) gives the `spirals_point` keywords for one value."""
     args = parser(doc, name).parse_args(argv)
     start()
     from vdjax.plots import plot_sweep
+    from vdjax.spirals_study import SCANS
     from vdjax.sweeps import functions_figure, run_grid, spirals_point, sweep_table
 
-    values = quick_grid if args.quick else grid
-    points = [spirals_point(f"{key}={v:04d}", {key: v}, train=protocol(args), **point_kwargs(v)) for v in values]
+    s = SCANS[name]
+    values = s.quick_grid if args.quick else s.grid
+    points = [spirals_point(f"{s.key}={v:04d}", {s.key: v}, train=protocol(args), **point_kwargs(v)) for v in values]
     records = run_grid(points, args.out, seeds(args))
-    if functions_fig:
-        functions_figure(records, args.out, key, args.out / functions_fig)
-    return plot_sweep(sweep_table(records, key), key, args.out / fig, xlabel=xlabel, log_x=log_x)
+    if s.functions_figure:
+        functions_figure(records, args.out, s.key, args.out / s.functions_figure)
+    return plot_sweep(sweep_table(records, s.key), s.key, args.out / s.figure, xlabel=s.xlabel, log_x=s.log_x)

@@ -14,14 +14,7 @@ import _common  # noqa: E402
 def main(argv=None):
     return _common.scan(
         __doc__, "scan_data_amount",
-        key="n_train",
-        grid=[50, 100, 200, 300, 400, 500, 750, 1000, 1500, 2000],
-        quick_grid=[50, 200, 1000],
         point_kwargs=lambda n: {"n_train": n, "n_points": n + 1800},
-        fig="fig6_data_amount.png",
-        xlabel="number of training points",
-        log_x=True,
-        functions_fig="fig8_functions_by_data.png",
         argv=argv,
     )
 

@@ -2,8 +2,9 @@
 max depth 20 (paper Fig 2, left, and Fig 3).
 
 The paper finds that the depths the LDN gives most probability are those where DDNs do best,
-and that the LDN's marginal beats DDNs of every depth. Writes one results file per DDN depth
-and one for the LDN, then fig2_posterior_vs_ddn.png and fig3_decision_functions.png.
+and that the LDN's marginal beats DDNs of every depth; Fig 3 draws the functions of the LDN's
+depths beside those of the deepest DDN's intermediate layers. Writes one results file per DDN
+depth and one for the LDN, then fig2_posterior_vs_ddn.png and fig3_decision_functions.png.
 """
 
 import sys
@@ -40,18 +41,18 @@ def main(argv=None):
                          args.out / "fig2_posterior_vs_ddn.png", ddn_log_lik=ddn_ll,
                          title=f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth")
 
-    # Fig 3: the function computed at every depth of the LDN (top row) and by each DDN (bottom row).
+    # Fig 3: the functions of the LDN's single depths (top) and of one deep DDN's intermediate layers
+    # (bottom: the output block applied to that single network's activations after d blocks).
     data = spirals_dataset(ldn.data)
     gx, gy, pts = input_grid(data.x_train, 80)
-    variables, _ = load_variables(args.out, ldn.name)
-    ldn_maps = depth_probs(ldn.model, variables, pts)
-    ddn_maps = [depth_probs(pt.model, load_variables(args.out, pt.name)[0], pts)[-1] for pt in ddns]
+    ldn_maps = depth_probs(ldn.model, load_variables(args.out, ldn.name)[0], pts)
+    deep = ddns[-1]
+    ddn_maps = depth_probs(deep.model, load_variables(args.out, deep.name)[0], pts)
     shown = sorted(set(np.linspace(0, top, min(top + 1, 8)).round().astype(int)))
     maps = [ldn_maps[d].reshape(gx.shape) for d in shown] + [ddn_maps[d].reshape(gx.shape) for d in shown]
-    titles = [f"LDN, d = {d}, q = {q[0, d]:.2f}" for d in shown] + [f"DDN of depth {d}" for d in shown]
+    titles = [f"LDN, d = {d}, q = {q[0, d]:.2f}" for d in shown] + [f"DDN (D = {top}), layer {d}" for d in shown]
     plot_decision_functions(gx, gy, np.stack(maps), titles, data.x_train, data.y_train,
                             args.out / "fig3_decision_functions.png", ncols=len(shown))
-
 
 if __name__ == "__main__":
     from vdjax.validate import run_main

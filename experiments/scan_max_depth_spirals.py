@@ -14,12 +14,7 @@ import _common  # noqa: E402
 def main(argv=None):
     return _common.scan(
         __doc__, "scan_max_depth_spirals",
-        key="max_depth",
-        grid=list(range(5, 101, 5)),
-        quick_grid=[5, 10, 20],
         point_kwargs=lambda d: {"max_depth": d},
-        fig="fig2_max_depth.png",
-        xlabel="maximum depth D",
         argv=argv,
     )
 

@@ -14,13 +14,7 @@ import _common  # noqa: E402
 def main(argv=None):
     return _common.scan(
         __doc__, "scan_spiral_complexity",
-        key="rotation",
-        grid=[180, 360, 540, 720, 900, 1080, 1260],
-        quick_grid=[180, 720, 1080],
         point_kwargs=lambda r: {"rotation": float(r)},
-        fig="fig6_complexity.png",
-        xlabel="rotation (degrees)",
-        functions_fig="fig7_functions_by_rotation.png",
         argv=argv,
     )
 

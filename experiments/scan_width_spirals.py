@@ -14,13 +14,7 @@ import _common  # noqa: E402
 def main(argv=None):
     return _common.scan(
         __doc__, "scan_width_spirals",
-        key="width",
-        grid=[2, 4, 8, 16, 32, 64, 128, 256, 512],
-        quick_grid=[2, 16, 128],
         point_kwargs=lambda w: {"width": w},
-        fig="fig5_width.png",
-        xlabel="width",
-        log_x=True,
         argv=argv,
     )
 

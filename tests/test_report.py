@@ -26,7 +26,10 @@ def test_check_fails_on_a_stale_table_and_rendering_fixes_it(tmp_path, capsys):
     sources = {t.source for t in (*report.TABLES.values(), *report.WHOLE_FILES.values())}
     for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, *sources):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(report.ROOT / rel, tmp_path / rel)
+        if (report.ROOT / rel).is_dir():  # a folder of records (the spirals scans)
+            shutil.copytree(report.ROOT / rel, tmp_path / rel, ignore=shutil.ignore_patterns("*.msgpack", "*.png"))
+        else:
+            shutil.copy(report.ROOT / rel, tmp_path / rel)
     results = tmp_path / "benchmarks/RESULTS.md"
     text = results.read_text()
     pruned = json.loads((tmp_path / report.BENCHMARK).read_text())["pruned"]

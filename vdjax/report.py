@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vdjax.image_study import findings, findings_markdown
+from vdjax.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md")
+DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md", "docs/results/spirals.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
 GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate
 CNN_IDEAS = "benchmarks/latest/cnn_ideas/cnn_ideas.json"  # benchmarks/cnn_ideas.py --out benchmarks/latest/cnn_ideas
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
-MAIN_JOB = "docs/data/spirals/results.json"  # written by `python3 -m vdjax spirals --out docs/data/spirals`
+SPIRALS = "docs/data/spirals"  # the main job (`python3 -m vdjax spirals --out docs/data/spirals`, and `--seeds 0 1 2 3 4 5
+# --out docs/data/spirals/six_seeds`) and one folder of records per scan (`experiments/<scan>.py --out docs/data/spirals/<scan>`)
 DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
 DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py --out docs/data/dun
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
@@ -416,18 +418,6 @@ def nas_costs(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------- the main job
-
-
-def main_job(summary: dict[str, Any]) -> str:
-    """What `python3 -m vdjax spirals` printed for its first seed, from the results.json it wrote."""
-    from vdjax.cli import depth_verdict
-
-    s = summary["seeds"][0]
-    return (f"What the main job printed here (seed {s['seed']}, data seed {summary['data']['data_seed']}):\n\n```\n"
-            + depth_verdict(s["d_opt"], s["d_expected"], s["test"], s["test_pruned"]) + "```\n")
-
-
 # ---------------------------------------------------------------------------- the registry
 
 
@@ -435,6 +425,21 @@ def main_job(summary: dict[str, Any]) -> str:
 class Table:
     source: str  # raw results, relative to the repository root
     render: Callable[[Any], str]
+    load: Callable[[Path], Any] | None = None  # how to read `source` (default: one JSON file)
+
+
+def load_spirals(folder: Path) -> dict[str, Any]:
+    """The main job's one- and six-seed results, and every spirals scan's records by scan."""
+    from vdjax.io import read_json
+    from vdjax.spirals_study import DDN_SCAN, SCANS
+
+    scans = {name: [read_json(p) for p in sorted((folder / name).glob("*.json"))] for name in (DDN_SCAN, *SCANS)}
+    return {"one_seed": read_json(folder / "results.json"), "six_seeds": read_json(folder / "six_seeds/results.json"),
+            "scans": scans}
+
+
+def _spirals(render: Callable[[dict[str, Any]], str]) -> Table:
+    return Table(SPIRALS, render, load_spirals)
 
 
 TABLES: dict[str, Table] = {
@@ -454,7 +459,12 @@ TABLES: dict[str, Table] = {
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
     "nas-costs": Table(NAS_ROWS, nas_costs),
-    "main-job": Table(MAIN_JOB, main_job),
+    "main-job": _spirals(lambda s: headline(s["one_seed"], s["six_seeds"])),
+    "spirals-wall-times": _spirals(lambda s: wall_times(s["scans"])),
+    "spirals-findings": _spirals(lambda s: findings_table(all_findings(s["scans"]))),
+    "spirals-ddn": _spirals(lambda s: ddn_table(s["scans"][DDN_SCAN])),
+    **{f"spirals-{scan.key}": _spirals(lambda s, scan=scan: scan_table(scan, s["scans"][scan.name]))
+       for scan in SCANS.values()},
     "image-study": Table(IMAGE_STUDY, lambda summary: findings_markdown(findings(summary))),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
@@ -475,7 +485,7 @@ def render_documents(root: Path = ROOT, tables: dict[str, Table] = TABLES, docum
 
     def render(t: Table) -> str:
         if t.source not in cache:
-            cache[t.source] = read_json(root / t.source)
+            cache[t.source] = (t.load or read_json)(root / t.source)
         return t.render(cache[t.source])
 
     def by_name(name: str) -> str:
