@@ -136,7 +136,7 @@ def test_uci_loader_on_generated_files_with_gap_splits(tmp_path):
     loc, s = d.target_scale
     np.testing.assert_allclose(loc + s * d.y_test, table[perm[:6], 2], rtol=1e-5)
 
-    gap = load_uci_benchmark(tmp_path, "toyset", 0, gap=True)
+    gap = load_uci_benchmark("toyset", 0, gap=True, root=tmp_path)
     assert gap.name == "toyset_gap_split0" and gap.x_test.shape == (10, 2)
     lo, hi = gap.x_test[:, 0].min(), gap.x_test[:, 0].max()
     assert not np.any((gap.x_train[:, 0] > lo) & (gap.x_train[:, 0] < hi))  # the gap

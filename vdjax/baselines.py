@@ -1,11 +1,14 @@
-"""DUN's comparison: an LDN against a DDN, a deep ensemble of DDNs and MC dropout, on one footing.
+"""DUN's comparison: an LDN against a DDN, a deep ensemble of DDNs, MC dropout and mean-field VI,
+on one footing.
 
 Training: every method is `vdjax.trainer.fit_networks` with one protocol (the same optimiser,
 batch size, epochs and early-stopping rule: stop once the validation objective has not improved
 for `patience` epochs and keep the best parameters). The LDN, the DDN and the ensemble's
 members are one vmapped program: members ('ldn', s0), ('ddn', s1..sM) with the DDN being
-ensemble member 0 (`METHOD_MEMBERS`). MC dropout is the DDN architecture with
-`dropout_rate > 0`, a second program (another model config).
+ensemble member 0. MC dropout is the DDN architecture with `dropout_rate > 0`, a second program
+(another model config); MFVI the DDN architecture with `weights='mfvi'` (`vdjax.mfvi`: a
+Gaussian posterior over every weight, the KL to the prior / N_train in the loss), a third.
+Several splits of one size train together: every network of every split in the same programs.
 
 Prediction: each method is a `Predictive`, K component predictions with mixture weights
 (`vdjax.likelihoods` explains why one mixture serves them all):
@@ -13,7 +16,8 @@ Prediction: each method is a `Predictive`, K component predictions with mixture 
   one forward pass;
 - DDN: its last depth, one component: one forward pass;
 - ensemble: M members' last depths, weights 1/M: M forward passes (vmapped over members);
-- MC dropout: S sampled forward passes with dropout on, weights 1/S.
+- MC dropout: S sampled forward passes with dropout on, weights 1/S;
+- MFVI: S forward passes with sampled pre-activations (local reparameterisation), weights 1/S.
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdjax.cost import median_seconds
-from vdjax.data.core import check_inputs
+from vdjax.data.core import Dataset, check_inputs
 from vdjax.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.metrics import expected_calibration_error, marginal_log_probs
 from vdjax.models import LDN, ModelConfig
 from vdjax.prune import eval_logits, last_head_only, prune, select_depth
 from vdjax.train import TrainConfig, TrainState
 
-METHODS = ("ldn", "ddn", "ensemble", "dropout")
+METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +111,26 @@ def mc_dropout_predictive(config: ModelConfig, state: TrainState, x: np.ndarray,
     statistics), equally weighted; the samples run as one vmapped program."""
     if config.dropout_rate <= 0:
         raise ValueError("MC dropout needs a network trained with dropout_rate > 0")
+    return _sampled_predictive(config, state, x, key, n_samples, batch_size)
+
+
+def mfvi_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int = 10,
+                    batch_size: int = 1024) -> Predictive:
+    """MFVI: `n_samples` forward passes of the last depth, each drawing every layer's
+    pre-activations from the weight posterior (an independent draw per input), equally weighted:
+    a Monte-Carlo mixture predictive; the samples run as one vmapped program."""
+    if config.weights != "mfvi":
+        raise ValueError("an MFVI predictive needs a network with weights='mfvi'")
+    return _sampled_predictive(config, state, x, key, n_samples, batch_size)
+
+
+def _sampled_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int,
+                        batch_size: int) -> Predictive:
+    """`n_samples` stochastic forward passes (the network's own noise: dropout or MFVI), equally weighted."""
     cfg, variables = last_head_only(config, state.variables)
     x = check_inputs(x, config.input_shape)
     keys = jax.random.split(key, n_samples)
-    fn = _dropout_forward(cfg)
+    fn = _sampled_forward(cfg)
     out = np.concatenate([np.asarray(fn(variables, x[i : i + batch_size], keys))[:, 0]
                           for i in range(0, len(x), batch_size)], axis=1)
     stds = _stds(config, [state])
@@ -119,11 +139,13 @@ def mc_dropout_predictive(config: ModelConfig, state: TrainState, x: np.ndarray,
 
 
 @functools.lru_cache(maxsize=16)
-def _dropout_forward(config: ModelConfig):
+def _sampled_forward(config: ModelConfig):
     model = LDN(config)
+    mfvi = config.weights == "mfvi"
 
     def one(v, x, key):
-        return model.apply(v, x, train=False, sample_dropout=True, rngs={"dropout": key})
+        return model.apply(v, x, train=False, sample_dropout=not mfvi, sample_weights=mfvi,
+                           rngs={config.rng_stream: key})
 
     return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
 
@@ -134,44 +156,65 @@ def _dropout_forward(config: ModelConfig):
 @dataclasses.dataclass
 class TrainedMethods:
     """The networks of one comparison: the LDN, the DDNs (member 0 is the DDN, all of them the
-    ensemble) and the MC-dropout network (None if not trained)."""
+    ensemble), the MC-dropout and the MFVI network (None if not trained)."""
 
     model_config: ModelConfig
     dropout_config: ModelConfig | None
     ldn: Any  # vdjax.trainer.TrainResult
     ddns: list
     dropout: Any | None
+    mfvi_config: ModelConfig | None = None
+    mfvi: Any | None = None
 
     def summary(self) -> dict:
         """How each network trained: kept epoch, epochs run, why it stopped, program wall time."""
         rows = {"ldn": self.ldn, **{f"ddn_{i}": r for i, r in enumerate(self.ddns)}}
         if self.dropout is not None:
             rows["dropout"] = self.dropout
+        if self.mfvi is not None:
+            rows["mfvi"] = self.mfvi
         return {k: {"best_epoch": r.best_epoch, "epochs": r.epochs, "stopped": r.stopped,
                     "program_seconds": round(r.train_seconds, 2), "networks_in_program": r.networks}
                 for k, r in rows.items()}
 
 
-def fit_methods(data, model_config: ModelConfig, train_config: TrainConfig, seed: int = 0, ensemble_size: int = 5,
-                dropout_rate: float | None = 0.1, progress: bool = True, log: Callable[[str], None] = print
-                ) -> TrainedMethods:
+def fit_methods(data: Dataset | Sequence[Dataset], model_config: ModelConfig, train_config: TrainConfig,
+                seed: int | Sequence[int] = 0, ensemble_size: int = 5, dropout_rate: float | None = 0.1,
+                progress: bool = True, log: Callable[[str], None] = print, mfvi_prior_std: float | None = None
+                ) -> TrainedMethods | list[TrainedMethods]:
     """Trains the LDN and `ensemble_size` DDNs (seeds seed..seed+M-1) as one vmapped program,
-    then the MC-dropout DDN (`dropout_rate`; None skips it), all with `train_config`'s protocol."""
+    then the MC-dropout DDN (`dropout_rate`; None skips it) and the MFVI DDN (prior std
+    `mfvi_prior_std`; None skips it), each a program of its own, all with `train_config`'s
+    protocol. Several data sets of one size (`data` a sequence; set j's seed is `seed[j]`, or
+    seed + 100 j) train in the same three programs; one `TrainedMethods` per set comes back."""
     from vdjax.trainer import fit_networks
 
     if ensemble_size < 1:
         raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
-    members = [("ldn", seed)] + [("ddn", seed + i) for i in range(ensemble_size)]
-    results = fit_networks(data, model_config, train_config, members, progress=progress, log=log)
-    dropout_config, dropout = None, None
-    if dropout_rate:
-        dropout_config = model_config.replace(dropout_rate=dropout_rate)
-        dropout = fit_networks(data, dropout_config, train_config, [("ddn", seed)], progress=progress, log=log)[0]
-    return TrainedMethods(model_config, dropout_config, results[0], results[1:], dropout)
+    several = not isinstance(data, Dataset)
+    sets = list(data) if several else [data]
+    seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [seed + 100 * j for j in range(len(sets))]
+    if len(seeds) != len(sets):
+        raise ValueError(f"{len(sets)} data sets need as many seeds, got {seeds}")
+
+    def fit(config: ModelConfig, members: Callable[[int], list]) -> list[list]:
+        if several:
+            return fit_networks(sets, config, train_config, [members(s) for s in seeds], progress=progress, log=log)
+        return [fit_networks(sets[0], config, train_config, members(seeds[0]), progress=progress, log=log)]
+
+    main = fit(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(ensemble_size)])
+    dropout_config = model_config.replace(dropout_rate=dropout_rate) if dropout_rate else None
+    mfvi_config = model_config.replace(weights="mfvi", prior_std=mfvi_prior_std) if mfvi_prior_std else None
+    dropout = fit(dropout_config, lambda s: [("ddn", s)]) if dropout_config else [[None]] * len(sets)
+    mfvi = fit(mfvi_config, lambda s: [("ddn", s)]) if mfvi_config else [[None]] * len(sets)
+    out = [TrainedMethods(model_config, dropout_config, m[0], m[1:], d[0], mfvi_config, v[0])
+           for m, d, v in zip(main, dropout, mfvi)]
+    return out if several else out[0]
 
 
 def method_predictives(trained: TrainedMethods, x: np.ndarray, key: jax.Array, n_dropout_samples: int = 10,
-                       timing_repeats: int = 3) -> tuple[dict[str, Predictive], dict[str, float]]:
+                       timing_repeats: int = 3, n_mfvi_samples: int = 10
+                       ) -> tuple[dict[str, Predictive], dict[str, float]]:
     """Every method's predictive for `x`, and the wall seconds each takes (median of
     `timing_repeats` after a compiling warm-up), measured in the same process one after another."""
     cfg = trained.model_config
@@ -184,6 +227,9 @@ def method_predictives(trained: TrainedMethods, x: np.ndarray, key: jax.Array, n
     if trained.dropout is not None:
         makers["dropout"] = lambda: mc_dropout_predictive(trained.dropout_config, trained.dropout.state, x, key,
                                                           n_dropout_samples)
+    if trained.mfvi is not None:
+        makers["mfvi"] = lambda: mfvi_predictive(trained.mfvi_config, trained.mfvi.state, x, jax.random.fold_in(key, 1),
+                                                 n_mfvi_samples)
     preds = {k: make() for k, make in makers.items()}
     seconds = {k: time_call(make, timing_repeats) for k, make in makers.items()}
     return preds, seconds

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vdjax import mfvi
 from vdjax.layers import (
     Conv,
     ConvImpl,
@@ -53,6 +54,10 @@ class ModelConfig:
       lives beside the weights, see `vdjax.likelihoods`).
     dropout_rate: dropout on every residual branch (0: none). With it the network is an MC
       dropout baseline: dropout is on in training and, when asked, at prediction.
+    weights: 'point' (the default) or 'mfvi': every linear layer of the MLP has a factorised
+      Gaussian posterior (`vdjax.mfvi`), sampled in training and, when asked, at prediction,
+      with the KL to the prior N(0, prior_std^2) in the loss. Both fields show in the repr only
+      for an MFVI network, so the run ids of every other network's checkpoints are unchanged.
     """
 
     arch: Arch
@@ -67,6 +72,13 @@ class ModelConfig:
     heads: Literal["all", "last"] = "all"
     likelihood: Likelihood = "categorical"
     dropout_rate: float = 0.0
+    weights: Literal["point", "mfvi"] = "point"
+    prior_std: float = 1.0
+
+    def __repr__(self) -> str:
+        shown = [f.name for f in dataclasses.fields(self)
+                 if self.weights == "mfvi" or f.name not in ("weights", "prior_std")]
+        return f"ModelConfig({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
 
     def __post_init__(self):
         if self.arch not in DEFAULT_WIDTH:
@@ -87,6 +99,12 @@ class ModelConfig:
             raise ValueError(f"a gaussian likelihood has one output (num_classes=1), got num_classes={self.num_classes}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.weights not in ("point", "mfvi"):
+            raise ValueError(f"weights must be 'point' or 'mfvi', got {self.weights!r}")
+        if self.weights == "mfvi" and (self.arch != "mlp" or self.dropout_rate > 0):
+            raise ValueError("weights='mfvi' is for the MLP without dropout")
+        if not self.prior_std > 0:
+            raise ValueError(f"prior_std must be positive, got {self.prior_std}")
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -106,6 +124,11 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def rng_stream(self) -> str | None:
+        """The PRNG stream a training step needs: 'dropout', MFVI's 'weights', or None."""
+        return "dropout" if self.dropout_rate > 0 else mfvi.RNG_STREAM if self.weights == "mfvi" else None
+
+    @property
     def num_heads(self) -> int:
         """Rows of the logits: one per depth 0..max_depth, or 1 with heads='last'."""
         return self.max_depth + 1 if self.heads == "all" else 1
@@ -121,10 +144,11 @@ class MLPBlock(nn.Module):
     train: bool
     dropout_rate: float = 0.0
     sample: bool = False  # dropout active (training, or MC-dropout prediction)
+    dense: Callable[[int], nn.Module] = Linear  # an MFVI layer for an MFVI network
 
     @nn.compact
     def __call__(self, a: jax.Array) -> jax.Array:
-        h = batch_norm(self.train)(nn.relu(Linear(self.width)(a)))
+        h = batch_norm(self.train)(nn.relu(self.dense(self.width)(a)))
         return a + _dropout(h, self.dropout_rate, self.sample)
 
 
@@ -195,7 +219,7 @@ class BlockStack(nn.Module):
         scanned = nn.scan(
             step,
             variable_axes={"params": 0, "batch_stats": 0},
-            split_rngs={"params": True, "dropout": True},
+            split_rngs={"params": True, "dropout": True, mfvi.RNG_STREAM: True},
             in_axes=0,
             length=self.depth,
             unroll=min(self.unroll, max(self.depth, 1)),
@@ -211,10 +235,11 @@ class MLPHead(nn.Module):
 
     num_classes: int
     train: bool
+    dense: Callable[[int], nn.Module] = Linear
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        return Linear(self.num_classes)(h)
+        return self.dense(self.num_classes)(h)
 
 
 class CNNHead(nn.Module):
@@ -245,17 +270,23 @@ class LDN(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False, sample_dropout: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, sample_dropout: bool = False,
+                 sample_weights: bool = False) -> jax.Array:
         """Outputs [num_heads, B, num_classes]. Dropout (if `dropout_rate`) is active in training
-        and with `sample_dropout` (MC dropout); either needs a 'dropout' PRNG key in `rngs`."""
+        and with `sample_dropout` (MC dropout); either needs a 'dropout' PRNG key in `rngs`.
+        An MFVI network samples its pre-activations in training and with `sample_weights`
+        (a 'weights' PRNG key); otherwise it computes with the posterior means."""
         cfg = self.config
         chex.assert_shape(x, (None, *cfg.input_shape))
         drop = dict(dropout_rate=cfg.dropout_rate, sample=train or sample_dropout)
         if cfg.arch == "mlp":
-            a = Linear(cfg.width, name="input")(x)
+            dense: Callable[..., nn.Module] = Linear
+            if cfg.weights == "mfvi":
+                dense = functools.partial(mfvi.MFVILinear, sample=train or sample_weights)
+            a = dense(cfg.width, name="input")(x)
             reduce = _identity
-            block = functools.partial(MLPBlock, cfg.width, train, **drop)
-            head = functools.partial(MLPHead, cfg.num_classes, train)
+            block = functools.partial(MLPBlock, cfg.width, train, **drop, dense=dense)
+            head = functools.partial(MLPHead, cfg.num_classes, train, dense=dense)
         else:
             impl = resolve_conv_impl(cfg.conv_impl)
             # The reference's input block: an unpadded 5x5 convolution, then 2x2 average pooling
@@ -274,7 +305,7 @@ class LDN(nn.Module):
         heads = nn.vmap(
             head,
             variable_axes={"params": None, "batch_stats": 0},
-            split_rngs={"params": False},
+            split_rngs={"params": False, mfvi.RNG_STREAM: True},
             in_axes=0,
             out_axes=0,
         )

@@ -20,6 +20,7 @@ import optax
 
 from vdjax.data.core import check_labels
 from vdjax.likelihoods import Likelihood, marginal_metrics, noise_std, per_depth_nll
+from vdjax.mfvi import weight_kl
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
 from vdjax.models import LDN, ModelConfig
 from vdjax.posterior import ddn_from_nll, depth_posterior, elbo_from_nll, init_depth_logits
@@ -77,8 +78,8 @@ class TrainState(flax.struct.PyTreeNode):
     params: dict[str, Any]  # {'model': ..., 'depth_logits': [D+1]} (+ 'log_noise': [] if gaussian)
     batch_stats: dict[str, Any]
     opt_state: optax.OptState
-    # Raw key data of the network's dropout stream (None without dropout, so the state of every
-    # other network, and its checkpoints, are as before); step t uses fold_in(rng, t).
+    # Raw key data of the network's dropout (or MFVI weight-noise) stream (None without either, so
+    # the state of every other network, and its checkpoints, are as before); step t uses fold_in(rng, t).
     rng: jax.Array | None = None
 
     @property
@@ -111,7 +112,7 @@ def init_state(
     params = {"model": variables["params"], "depth_logits": init_depth_logits(model_config.max_depth)}
     if model_config.likelihood == "gaussian":
         params["log_noise"] = jnp.zeros((), jnp.float32)
-    rng = jax.random.key_data(jax.random.fold_in(key, 1)) if model_config.dropout_rate > 0 else None
+    rng = jax.random.key_data(jax.random.fold_in(key, 1)) if model_config.rng_stream is not None else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -133,14 +134,23 @@ def loss_fn(
     is_ldn: jax.Array | None = None,
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[dict[str, Any], dict[str, jax.Array]]]:
-    """The training loss in train mode (batch statistics), and the updated running stats."""
-    rngs = {"dropout": dropout_key} if dropout_key is not None else None
+    """The training loss in train mode (batch statistics), and the updated running stats. An MFVI
+    network adds the KL of its weights to the prior over `n_train` (the per-point negative ELBO);
+    `dropout_key` then seeds its sampled pre-activations."""
+    rngs = {model_config.rng_stream or "dropout": dropout_key} if dropout_key is not None else None
     logits, updates = LDN(model_config).apply(
         {"params": params["model"], "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"], rngs=rngs
     )
     loss, aux = objective(logits, y, params["depth_logits"], n_train, train_config, is_ldn,
                           likelihood=model_config.likelihood, log_noise=params.get("log_noise"))
+    if model_config.weights == "mfvi":
+        loss = loss + weights_kl_per_point(model_config, params["model"], n_train)
     return loss, (updates.get("batch_stats", {}), aux)
+
+
+def weights_kl_per_point(model_config: ModelConfig, model_params: dict[str, Any], n_train: int) -> jax.Array:
+    """KL(q(w) || p(w)) / n_train of an MFVI network's weights."""
+    return weight_kl(model_params, model_config.prior_std) / n_train
 
 
 def objective(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, n_train: int, train_config: TrainConfig,

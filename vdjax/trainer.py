@@ -60,7 +60,15 @@ from vdjax.runtime import (
     spanning_devices,
     to_host,
 )
-from vdjax.train import TrainConfig, TrainState, heldout_metrics, init_state, make_optimizer, train_step
+from vdjax.train import (
+    TrainConfig,
+    TrainState,
+    heldout_metrics,
+    init_state,
+    make_optimizer,
+    train_step,
+    weights_kl_per_point,
+)
 
 IMAGE_PROTOCOL = TrainConfig(
     batch_size=512, learning_rate=0.1, momentum=0.5, max_epochs=500, patience=30, lr_drop_epoch=30,
@@ -126,10 +134,10 @@ def fit_dataset(
 
 
 def fit_networks(
-    data: Dataset,
+    data: Dataset | Sequence[Dataset],
     model_config: ModelConfig,
     train_config: TrainConfig,
-    members: Sequence[Member],
+    members: Sequence[Member] | Sequence[Sequence[Member]],
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
@@ -141,6 +149,10 @@ def fit_networks(
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
     ignored: each member names its own.
+
+    Several data sets of one size (the splits of one benchmark set): `data` a sequence of them and
+    `members` one list of members per data set; every network trains (and stops) on its own set,
+    all of them in one program, and the results come back as one list per data set.
 
     With `stop_on='val'` a data set without a validation split gets one (`with_stopping_data`):
     the networks then train on the rest of the training set.
@@ -159,17 +171,32 @@ def fit_networks(
     checkpoint is Orbax's multi-process save (one shared `checkpoint_dir`). Every process gets
     the same results. Without it a process uses only its own devices.
     """
-    if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
-        raise ValueError(
-            f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
-            f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
-        )
-    members = [(str(m), int(s)) for m, s in members]
-    if not members or len(set(members)) != len(members) or any(m not in ("ldn", "ddn") for m, _ in members):
-        raise ValueError(f"members must be distinct (method, seed) pairs with method 'ldn' or 'ddn', got {members}")
-    data = with_stopping_data(data, train_config)
+    several = not isinstance(data, Dataset)
+    sets = [with_stopping_data(d, train_config) for d in (data if several else [data])]
+    groups = [list(g) for g in members] if several else [list(members)]
+    if not sets or len(groups) != len(sets):
+        raise ValueError(f"{len(sets)} data sets need as many lists of members, got {len(groups)}")
+    for d in sets:
+        if model_config.input_shape != d.input_shape or model_config.num_classes != d.num_classes:
+            raise ValueError(
+                f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
+                f"data set {d.name!r} has {d.input_shape} with {d.num_classes}"
+            )
+    sizes = {(d.n_train, d.n_val, len(d.x_test) if train_config.stop_on == "test" else None) for d in sets}
+    if len(sizes) > 1:
+        raise ValueError(f"the data sets of one program need equal sizes (train, validation, test if stopping on "
+                         f"it), got {sorted(sizes, key=str)}")
+    data_of = np.array([j for j, g in enumerate(groups) for _ in g], dtype=np.int64)  # each network's data set
+    members = [(str(m), int(s)) for g in groups for m, s in g]
+    if (not all(groups) or len(set(zip(data_of.tolist(), members))) != len(members)
+            or any(m not in ("ldn", "ddn") for m, _ in members)):
+        raise ValueError(f"members must be distinct (method, seed) pairs with method 'ldn' or 'ddn', got {groups}")
+    data = sets[0]
+    name = "+".join(d.name for d in sets)
     stop_on = train_config.stop_on
-    held_out = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}.get(stop_on)
+    held_sets = [{"val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}.get(stop_on) for d in sets]
+    held_out = None if held_sets[0] is None else held_sets[0] if not several else tuple(
+        np.stack([h[i] for h in held_sets]) for i in range(2))
     n_train, k = data.n_train, len(members)
     batching = Batching.for_size(n_train, train_config.batch_size)
     steps_per_epoch = batching.n_batches
@@ -183,7 +210,7 @@ def fit_networks(
     net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
     step = _compiled_step(model_config, train_config, steps_per_epoch, n_train)
     finish = _compiled_end(train_config)
-    heldout = _heldout(model_config, train_config, n_train, 1024)
+    heldout = _heldout(model_config, train_config, n_train, 1024, per_network=several)
 
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     active = np.arange(k)  # positions of the networks still in `net`
@@ -191,12 +218,15 @@ def fit_networks(
     histories: list[list[dict[str, float]]] = [[] for _ in members]
     epoch, resumed_from, earlier_seconds = 0, None, 0.0
     if ckpt is not None:  # the data digest costs seconds on SVHN: only when checkpointing
-        arrays = [data.x_train, data.y_train, data.x_test, data.y_test]
-        arrays += [data.x_val, data.y_val] if data.x_val is not None else []
+        arrays = []
+        for d in sets:
+            arrays += [d.x_train, d.y_train, d.x_test, d.y_test]
+            arrays += [d.x_val, d.y_val] if d.x_val is not None else []
         # Also the kernels (`numerics`: another backend or library version computes other floats).
-        rid = run_id(model_config, train_config, *arrays, name=data.name, members=[list(m) for m in members],
+        rid = run_id(model_config, train_config, *arrays, name=name, members=[list(m) for m in members],
                      devices=jax.local_device_count(), mesh=dict(mesh), **numerics(),
-                     **({"processes": jax.process_count(), "mesh_devices": len(devices)} if span_processes else {}))
+                     **({"processes": jax.process_count(), "mesh_devices": len(devices)} if span_processes else {}),
+                **({"data_of": data_of.tolist()} if several else {}))
         saved = ckpt.restore(savable(net), rid)
         if saved is not None:
             full, meta = loadable(saved[0]), saved[1]
@@ -206,16 +236,17 @@ def fit_networks(
             finished = np.setdiff1d(np.arange(k), active)
             parts = [(finished, take(full, finished))] if finished.size else []
             net = take(full, active)
-            log(f"resuming {data.name} {_names(members)} D={model_config.max_depth} after epoch {epoch}")
+            log(f"resuming {name} {_names(members)} D={model_config.max_depth} after epoch {epoch}")
 
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=train_config.max_epochs, initial=epoch, leave=False, unit="epoch",
-                   desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
+                   desc=f"{name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
-    x, y = data.x_train, data.y_train
+    x, y = (np.stack([d.x_train for d in sets]), np.stack([d.y_train for d in sets])) if several else (
+        data.x_train, data.y_train)
     if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
         net, on_nets, on_batch = _place(net, active.size, mesh, devices)
     try:
@@ -225,16 +256,19 @@ def fit_networks(
                       for i in active]
             is_ldn = place(is_ldn_all[active], on_nets)
             losses = []
+            rows_of = data_of[active][:, None]  # several data sets: each network's own rows
             for b in range(steps_per_epoch):
                 idx = np.stack([order[b] for order in orders])
-                train, loss = step(net.train, net.done, is_ldn, place(x[idx], on_batch), place(y[idx], on_batch))
+                bx, by = (x[rows_of, idx], y[rows_of, idx]) if several else (x[idx], y[idx])
+                train, loss = step(net.train, net.done, is_ldn, place(bx, on_batch), place(by, on_batch))
                 net = net.replace(train=train)
                 losses.append(loss)
             train_loss = np.mean(np.stack(to_host(losses)), axis=0)
             rows = [{"epoch": epoch, "train_loss": float(v)} for v in train_loss]
             criterion = jnp.asarray(train_loss, jnp.float32)
             if held_out is not None:
-                metrics = to_host(heldout(net.train, is_ldn, *held_out))
+                own = tuple(h[data_of[active]] for h in held_out) if several else held_out
+                metrics = to_host(heldout(net.train, is_ldn, *own))
                 for j, row in enumerate(rows):
                     row.update({f"{stop_on}_{m}": float(v[j]) for m, v in metrics.items()})
                 criterion = jnp.where(jnp.isfinite(criterion), jnp.asarray(metrics["loss"]), jnp.nan)
@@ -275,7 +309,7 @@ def fit_networks(
     final = gather(assemble(parts + ([(active, net)] if active.size else [])))
     seconds = time.perf_counter() - start
     host = jax.device_get(final)
-    return [
+    results = [
         TrainResult(
             state=best_train_state(final, i),
             best_epoch=int(host.best_epoch[i]),
@@ -289,6 +323,7 @@ def fit_networks(
         )
         for i in range(k)
     ]
+    return [[r for r, j in zip(results, data_of) if j == g] for g in range(len(sets))] if several else results
 
 
 def _place(net: NetState, n_networks: int, mesh: dict[str, int | None], devices: list):
@@ -345,22 +380,30 @@ def _compiled_end(train_config: TrainConfig):
 
 
 @functools.lru_cache(maxsize=16)
-def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int, batch_size: int):
+def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int, batch_size: int,
+             per_network: bool = False):
     """(train [K], is_ldn [K], x, y) -> {'loss', 'log_lik', 'error'} [K] on held-out data, in
-    evaluation mode, the examples in chunks of `batch_size`."""
+    evaluation mode (an MFVI network: its posterior means, plus the weights' KL / n_train in the
+    loss), the examples in chunks of `batch_size`. per_network: x [K, N, ...] and y [K, N], each
+    network's own held-out set."""
     model = LDN(model_config)
-    forward = jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, None)))
-    def one(logits, y, depth_logits, is_ldn, log_noise):
-        return heldout_metrics(logits, y, depth_logits, is_ldn, n_train, train_config,
-                               likelihood=model_config.likelihood, log_noise=log_noise)
+    data_axis = 0 if per_network else None
+    forward = jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, data_axis)))
+    def one(logits, y, depth_logits, is_ldn, log_noise, model_params):
+        m = heldout_metrics(logits, y, depth_logits, is_ldn, n_train, train_config,
+                            likelihood=model_config.likelihood, log_noise=log_noise)
+        if model_config.weights == "mfvi":
+            m["loss"] = m["loss"] + weights_kl_per_point(model_config, model_params, n_train)
+        return m
 
-    metrics = jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, 0)))
+    metrics = jax.jit(jax.vmap(one, in_axes=(0, data_axis, 0, 0, 0, 0)))
 
     def run(train: TrainState, is_ldn, x, y):
         variables = {"params": train.params["model"], "batch_stats": train.batch_stats}
-        logits = jnp.concatenate([forward(variables, x[i : i + batch_size]) for i in range(0, len(x), batch_size)],
-                                 axis=2)
+        n = x.shape[1] if per_network else len(x)
+        chunk = (lambda i: x[:, i : i + batch_size]) if per_network else (lambda i: x[i : i + batch_size])
+        logits = jnp.concatenate([forward(variables, chunk(i)) for i in range(0, n, batch_size)], axis=2)
         return metrics(logits, jnp.asarray(y), train.params["depth_logits"], jnp.asarray(is_ldn),
-                       train.params.get("log_noise"))
+                       train.params.get("log_noise"), train.params["model"])
 
     return run

@@ -8,14 +8,17 @@ UCI layout (Hernandez-Lobato & Adams' and Gal's MC-dropout benchmark, reused by 
 directory with `data.txt` (whitespace-separated rows), `index_features.txt` and
 `index_target.txt` (0-based column numbers), and `index_train_K.txt` / `index_test_K.txt`
 (0-based row numbers of split K). DUN's "gap" splits (`UCI_for_sharing/gap/<name>/data/`)
-hold only the index files: for each of the first few input features, the test set is the
-middle third of the rows sorted by that feature, so a gap opens in the training inputs.
-`load_uci` takes the two directories; `load_uci_benchmark` the root of that archive.
+hold only the index files: for each input feature, the test set is the middle third of the
+rows sorted by that feature, so a gap opens in the training inputs. Any of these files may be
+xz-compressed (`<file>.txt.xz`), as the copy of that archive in the repository's `data/uci/`
+is. `load_uci` takes the two directories; `load_uci_benchmark` a set's name and the archive's
+root (default: `uci_root()`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import lzma
 import os
 import re
 from pathlib import Path
@@ -96,26 +99,42 @@ def toy_dataset(name: str = "gap", seed: int = 0, test_fraction: float = 0.5) ->
 # ---------------------------------------------------------------------------- UCI layout
 
 UCI_FILES = ("data.txt", "index_features.txt", "index_target.txt")
+UCI_SETS = ("boston", "concrete", "energy", "kin8nm", "naval", "power", "protein", "wine", "yacht")
+UCI_DIR_ENV = "VDJAX_UCI_DIR"
+
+
+def _present(path: Path) -> Path | None:
+    """`path`, or its xz-compressed twin `<path>.xz`, whichever exists (None: neither)."""
+    for candidate in (path, path.with_name(path.name + ".xz")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _read(path: Path, what: str, integer: bool = False) -> np.ndarray:
+    found = _present(path) or path
     try:
-        arr = np.loadtxt(path, ndmin=1)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a whitespace-separated table of numbers ({e})") from None
+        if found.suffix == ".xz":
+            with lzma.open(found, "rt") as f:
+                arr = np.loadtxt(f, ndmin=1)
+        else:
+            arr = np.loadtxt(found, ndmin=1)
+    except (ValueError, lzma.LZMAError) as e:
+        raise ValueError(f"{found}: not a whitespace-separated table of numbers ({e})") from None
     if integer:
         if not np.all(arr == np.round(arr)) or (arr.size and arr.min() < 0):
-            raise ValueError(f"{path}: {what} must be non-negative integers")
+            raise ValueError(f"{found}: {what} must be non-negative integers")
         return arr.astype(np.int64).reshape(-1)
     return arr
 
 
 def uci_splits(index_dir: str | os.PathLike) -> list[int]:
-    """The split numbers K with both `index_train_K.txt` and `index_test_K.txt` in `index_dir`."""
+    """The split numbers K with both `index_train_K.txt` and `index_test_K.txt` (or their `.xz`)
+    in `index_dir`."""
     index_dir = Path(index_dir)
-    found = {int(m.group(1)) for f in index_dir.glob("index_train_*.txt")
-             if (m := re.fullmatch(r"index_train_(\d+)\.txt", f.name))}
-    return sorted(k for k in found if (index_dir / f"index_test_{k}.txt").is_file())
+    found = {int(m.group(1)) for f in index_dir.glob("index_train_*.txt*")
+             if (m := re.fullmatch(r"index_train_(\d+)\.txt(\.xz)?", f.name))}
+    return sorted(k for k in found if _present(index_dir / f"index_test_{k}.txt"))
 
 
 def load_uci(data_dir: str | os.PathLike, split: int = 0, index_dir: str | os.PathLike | None = None,
@@ -126,11 +145,11 @@ def load_uci(data_dir: str | os.PathLike, split: int = 0, index_dir: str | os.Pa
     data_dir = Path(data_dir)
     index_dir = Path(index_dir) if index_dir is not None else data_dir
     needed = [data_dir / f for f in UCI_FILES] + [index_dir / f"index_{s}_{split}.txt" for s in ("train", "test")]
-    missing = [str(p) for p in needed if not p.is_file()]
+    missing = [str(p) for p in needed if _present(p) is None]
     if missing:
         have = uci_splits(index_dir) if index_dir.is_dir() else []
         raise DataNotFoundError(
-            f"UCI data missing: {', '.join(missing)}. Expected the MC-dropout/DUN layout: data.txt, "
+            f"UCI data missing: {', '.join(missing)} (nor .xz). Expected the MC-dropout/DUN layout: data.txt, "
             "index_features.txt, index_target.txt and index_train_K.txt / index_test_K.txt"
             + (f" (splits present in {index_dir}: {have})" if have else ""))
     table = _read(data_dir / "data.txt", "data")
@@ -157,12 +176,33 @@ def load_uci(data_dir: str | os.PathLike, split: int = 0, index_dir: str | os.Pa
     return data
 
 
-def load_uci_benchmark(root: str | os.PathLike, name: str, split: int = 0, gap: bool = False) -> Dataset:
-    """Split `split` of `name` from the root of DUN's `UCI_for_sharing` archive:
+def uci_root(root: str | os.PathLike | None = None) -> Path:
+    """Where the UCI benchmark archive is: `root` if given, else $VDJAX_UCI_DIR, else the
+    repository's `data/uci` (beside the package in a checkout; not part of an installed wheel)."""
+    if root is None:
+        root = os.environ.get(UCI_DIR_ENV) or Path(__file__).resolve().parents[2] / "data" / "uci"
+    return Path(root)
+
+
+def uci_benchmark_dirs(name: str, gap: bool = False, root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(data directory, index directory) of set `name` in the archive at `uci_root(root)`;
+    an unknown name or a missing directory raises `DataNotFoundError` naming where it looked."""
+    base = uci_root(root)
+    data_dir = base / "standard" / name / "data"
+    index_dir = base / ("gap" if gap else "standard") / name / "data"
+    for d in dict.fromkeys((data_dir, index_dir)):
+        if not d.is_dir():
+            known = f"; the benchmark's sets: {', '.join(UCI_SETS)}" if name not in UCI_SETS else ""
+            raise DataNotFoundError(f"UCI set {name!r}: no directory {d} (pass root= or set {UCI_DIR_ENV} to a "
+                                    f"folder with standard/<set>/data and gap/<set>/data{known})")
+    return data_dir, index_dir
+
+
+def load_uci_benchmark(name: str, split: int = 0, gap: bool = False, root: str | os.PathLike | None = None
+                       ) -> Dataset:
+    """Split `split` of `name` from DUN's `UCI_for_sharing` archive (default `uci_root()`):
     `<root>/standard/<name>/data/` holds the data, `<root>/gap/<name>/data/` the gap splits."""
-    root = Path(root)
-    data_dir = root / "standard" / name / "data"
-    index_dir = root / ("gap" if gap else "standard") / name / "data"
+    data_dir, index_dir = uci_benchmark_dirs(name, gap, root)
     data = load_uci(data_dir, split, index_dir, name=name)
     return dataclasses.replace(data, name=f"{name}{'_gap' if gap else ''}_split{split}")
 
