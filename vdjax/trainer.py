@@ -192,7 +192,7 @@ def fit_networks(
             or any(m not in ("ldn", "ddn") for m, _ in members)):
         raise ValueError(f"members must be distinct (method, seed) pairs with method 'ldn' or 'ddn', got {groups}")
     data = sets[0]
-    name = "+".join(d.name for d in sets)
+    name = data.name if not several else f"{data.name} and {len(sets) - 1} more"
     stop_on = train_config.stop_on
     held_sets = [{"val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}.get(stop_on) for d in sets]
     held_out = None if held_sets[0] is None else held_sets[0] if not several else tuple(
@@ -226,7 +226,7 @@ def fit_networks(
         rid = run_id(model_config, train_config, *arrays, name=name, members=[list(m) for m in members],
                      devices=jax.local_device_count(), mesh=dict(mesh), **numerics(),
                      **({"processes": jax.process_count(), "mesh_devices": len(devices)} if span_processes else {}),
-                **({"data_of": data_of.tolist()} if several else {}))
+                     **({"data_of": data_of.tolist()} if several else {}))
         saved = ckpt.restore(savable(net), rid)
         if saved is not None:
             full, meta = loadable(saved[0]), saved[1]
