@@ -1,25 +1,45 @@
-"""Tabular regression (DUN, Sec. 5.1): LDN vs DDN, deep ensemble and MC dropout on test
-log-likelihood and RMSE in the data's units, and the test-time cost of each.
+"""The UCI regression benchmark (DUN, Sec. 5.1): LDN, DDN, a deep ensemble, MC dropout and mean-field
+VI on every set, standard and gap splits; test log-likelihood and RMSE in the data's units, the
+test-time cost of each method, and DUN's mean rank over sets.
 
-Default (CPU-sized, a few minutes on 2 cores): scikit-learn's diabetes set (442 rows, 10
-features; ships inside scikit-learn), 3 seeded 90/10 train/test splits, width 50, max depth 5,
-batch 128, lr 0.005, at most 300 epochs with patience 30, 5 ensemble members.
+Data: data/uci/ of this repository (DUN's UCI_for_sharing: boston, concrete, energy, kin8nm, naval,
+power, protein, wine, yacht; 20 standard 90/10 splits each, protein 5; one gap split per input
+feature, whose test set is the middle third of the rows sorted by that feature). --root or
+VDJAX_UCI_DIR reads another copy; --data-dir DIR (with --index-dir for other split files) one set
+in the MC-dropout layout; --sets diabetes scikit-learn's diabetes set (3 seeded 90/10 splits).
 
---data-dir DIR reads a UCI set in the MC-dropout/DUN layout instead (data.txt,
-index_features.txt, index_target.txt, index_train_K.txt, index_test_K.txt); --index-dir points
-at other split files (DUN's gap splits: UCI_for_sharing/gap/<name>/data/). --splits picks them.
+Default (CPU-sized): every set, all standard splits (20; protein 5) and all gap splits. Width 50,
+max depth 5, batch 128, SGD lr 0.005 momentum 0.9, patience 30 epochs, epoch cap min(200,
+ceil(2000 / steps per epoch)) (boston, concrete, energy, yacht 200 epochs; wine 182; kin8nm 39;
+power 33; naval 27; protein 7), 5 ensemble members, dropout 0.1, MFVI prior N(0, 1), 10
+test-time samples for MC dropout and MFVI. Cost, from a few epochs of one standard split per set
+timed on 2 cores shared with other jobs (load 8-10) and scaled to every split at the epoch cap:
+at most ~80 min for the standard splits (of which ~9 min compiling), ~35 min more for the gap
+splits (--kinds standard leaves them out); early stopping shortens the small sets.
 
---paper: DUN's regression scale as far as it is fixed in their code (width 100, batch 128,
-10 layers, up to 4000 epochs, patience 200, every split present). DUN tuned the learning rate,
-depth and regularisation per data set and method with BOHB; vdjax does not.
+--quick: boston and yacht, 2 standard and 2 gap splits each, at most 20 epochs (patience 20).
+--paper: DUN's network size (width 100, 10 layers) and up to 4000 epochs with patience 200.
 
-Writes <out>/uci_<name>.json (per split and mean +- std over splits, per method) and
-<out>/uci_<name>.png.
+Hyperparameters are fixed, the same for every set and method, and NOT tuned: DUN tuned the
+learning rate, depth and regularisation of each method on each set with BOHB.
+
+MFVI: the DDN's architecture with a factorised Gaussian posterior on every weight and bias
+(vdjax.mfvi: local reparameterisation, the closed-form KL to the prior / N_train in the loss,
+early stopping on that negative ELBO at the posterior means), --samples Monte-Carlo forward passes
+at test time, whose mixture gives the LL (RMSE: of its mean). The splits of a set with one training
+size (all its standard splits; all its gap splits) train together: one vmapped program for the
+LDN and the ensemble, one for MC dropout, one for MFVI; other sizes form their own group.
+
+Writes <out>/uci_<set>.json (per split and method: test LL, RMSE, prediction seconds, cost
+relative to the DDN; the gap splits separately: LL and RMSE on the held-out gap) and
+<out>/summary.json (mean +- standard error over splits per set and method, mean rank per method).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,97 +48,144 @@ import _dun  # noqa: E402
 
 from vdjax import validate  # noqa: E402
 
+QUICK_SETS = ("boston", "yacht")
+
 
 def main(argv=None) -> int:
+    from vdjax.data.regression import UCI_SETS
+
     p = _dun.parser(__doc__, "dun_uci")
+    p.add_argument("--quick", action="store_true", help="2 sets, 2 splits of each kind, at most 20 epochs")
+    p.add_argument("--sets", nargs="+", default=None,
+                   help=f"sets to run (default: all of {' '.join(UCI_SETS)}; also 'diabetes')")
+    p.add_argument("--splits", type=validate.positive_int, default=None,
+                   help="the first N splits of each kind of each set (default: all; --quick 2)")
+    p.add_argument("--kinds", nargs="+", choices=("standard", "gap"), default=["standard", "gap"],
+                   help="which splits (default: standard and gap)")
+    p.add_argument("--root", type=validate.existing_dir, default=None,
+                   help="the UCI archive (standard/<set>/data, gap/<set>/data; default data/uci or $VDJAX_UCI_DIR)")
     p.add_argument("--data-dir", type=validate.existing_dir, default=None,
-                   help="a UCI set in the MC-dropout/DUN layout (default: scikit-learn's diabetes)")
+                   help="one set in the MC-dropout/DUN layout instead of the archive")
     p.add_argument("--index-dir", type=validate.existing_dir, default=None,
-                   help="where the index_train_K/index_test_K files are (default --data-dir; e.g. a gap split)")
-    p.add_argument("--name", default=None, help="name of the set in the results (default: from the directory)")
-    p.add_argument("--splits", type=validate.non_negative_int, nargs="+", default=None,
-                   help="splits to run (default 0 1 2; --paper: all present)")
+                   help="where --data-dir's index_train_K/index_test_K files are (default --data-dir)")
+    p.add_argument("--max-steps", type=validate.positive_int, default=None,
+                   help="gradient steps that set a set's epoch cap (default 4000; --paper: none)")
+    p.add_argument("--prior-std", type=validate.finite_float, default=1.0, help="MFVI prior std (default 1)")
     args = p.parse_args(argv)
     _dun.check_rates(args)
+    if args.prior_std <= 0:
+        raise validate.UserError(f"--prior-std must be positive, got {args.prior_std}")
     if args.index_dir is not None and args.data_dir is None:
         raise validate.UserError("--index-dir needs --data-dir")
-    splits = args.splits
+    if args.quick and args.paper:
+        raise validate.UserError("--quick and --paper exclude each other")
+    from vdjax.runtime import start_script
 
-    from vdjax.data.regression import load_diabetes, load_uci, uci_splits
+    start_script()  # before JAX starts: a device per core (networks sharded over them), the compilation cache
+    config = suite_config(args)
+    jobs = plan(args)  # every file is found (or the error named) before anything trains
 
-    if args.data_dir is not None:
-        present = uci_splits(args.index_dir or args.data_dir)
-        splits = validate.unique(splits if splits is not None else (present if args.paper else present[:3]), "--splits")
-        missing = sorted(set(splits) - set(present))
-        if not present or missing:
-            raise validate.UserError(f"splits {missing or splits} not in {args.index_dir or args.data_dir} "
-                                     f"(present: {present})")
-        load = lambda k: load_uci(args.data_dir, k, args.index_dir, name=args.name)  # noqa: E731
-        load(splits[0])  # a bad file fails before anything trains
-    else:
-        splits = validate.unique(splits if splits is not None else ([*range(20)] if args.paper else [0, 1, 2]),
-                                 "--splits")
-        load = load_diabetes
-    name = args.name or (Path(args.data_dir).parent.name if args.data_dir and Path(args.data_dir).name == "data"
-                         else Path(args.data_dir).name if args.data_dir else "diabetes")
-    if args.index_dir is not None and "gap" in str(args.index_dir):
-        name += "_gap"
+    from vdjax.io import write_json
+    from vdjax.uci_benchmark import SUITE_METHODS, aggregate, mean_ranks, run_splits
 
+    start = time.perf_counter()
+    per_set: dict[str, dict] = {}
+    for name, kinds in jobs.items():
+        result: dict = {"dataset": name, "suite": suite_record(args, config)}
+        for kind, (splits, load) in kinds.items():
+            t0 = time.perf_counter()
+            rows = run_splits([load(k) for k in splits], splits, config, progress=not args.no_progress)
+            result[kind] = {"splits": splits, "summary": aggregate(rows), "per_split": rows,
+                            "wall_seconds": round(time.perf_counter() - t0, 1)}
+            for m, s in result[kind]["summary"].items():
+                print(f"{name:9s} {kind:8s} {m:9s} LL {s['log_lik_mean']:8.3f} ± {s['log_lik_se']:.3f}  "
+                      f"RMSE {s['rmse_mean']:8.3f} ± {s['rmse_se']:.3f}  cost/DDN {s['cost_vs_ddn_mean']:.1f}")
+        write_json(args.out / f"uci_{name}.json", result)
+        per_set[name] = result
     import jax
-    import numpy as np
-    from tqdm import tqdm
 
-    from vdjax.baselines import fit_methods, method_predictives, regression_metrics
-    from vdjax.io import save_figure, write_json
-    from vdjax.models import ModelConfig
-    from vdjax.train import TrainConfig
-
-    rows = []
-    for k in tqdm(splits, desc=f"{name} splits", disable=args.no_progress):
-        data = load(k)
-        cfg = ModelConfig("mlp", _dun.pick(args, "max_depth", 5, 10), 1, data.input_shape,
-                          width=_dun.pick(args, "width", 50, 100), likelihood="gaussian")
-        tc = TrainConfig(learning_rate=_dun.pick(args, "lr", 0.005, 0.005), momentum=0.9, batch_size=128,
-                         max_epochs=_dun.pick(args, "max_epochs", 300, 4000), patience=_dun.pick(args, "patience", 30, 200),
-                         stop_on="val", prior_decay=1.0)
-        trained = fit_methods(data, cfg, tc, seed=args.seed + 100 * k,
-                              ensemble_size=_dun.pick(args, "ensemble_size", 5, 5), dropout_rate=args.dropout_rate,
-                              progress=not args.no_progress, log=tqdm.write)
-        preds, seconds = method_predictives(trained, data.x_test, jax.random.key(args.seed + k), args.samples)
-        rows.append({"split": k, "dataset": data.name, "n_train": data.n_train, "n_test": len(data.x_test),
-                     "target_scale": data.target_scale, "d_opt": preds["ldn"].outputs.shape[0] - 1,
-                     "q": np.asarray(trained.ldn.state.q).tolist(),
-                     "test": {m: regression_metrics(pr, data.y_test, data.target_scale) for m, pr in preds.items()},
-                     "test_time_seconds": seconds, "training": trained.summary()})
-    methods = list(rows[0]["test"])
-    summary = {m: {f"{stat}_{agg}": float(fn([r["test"][m][stat] for r in rows]))
-                   for stat in ("log_lik", "rmse") for agg, fn in (("mean", np.mean), ("std", np.std))}
-               for m in methods}
-    for m in methods:
-        summary[m]["test_time_seconds_mean"] = float(np.mean([r["test_time_seconds"][m] for r in rows]))
-    result = {"dataset": name, "paper": args.paper, "splits": splits, "model_config": repr(cfg),
-              "train_config": repr(tc), "dropout_rate": args.dropout_rate, "dropout_samples": args.samples,
-              "summary": summary, "per_split": rows}
-    path = write_json(args.out / f"uci_{name}.json", result)
-
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, (stat, label) in zip(axes, (("log_lik", "test log-likelihood"), ("rmse", "test RMSE"),
-                                        ("test_time_seconds_mean", "test-time seconds"))):
-        vals = [summary[m].get(f"{stat}_mean", summary[m].get(stat)) for m in methods]
-        errs = [summary[m].get(f"{stat}_std", 0.0) for m in methods]
-        ax.bar(methods, vals, yerr=errs, color=[f"C{i}" for i in range(len(methods))])
-        ax.set_title(label)
-        ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"{name}: {len(splits)} splits (mean ± std)")
-    save_figure(fig, args.out / f"uci_{name}.png")
-    for m in methods:
-        s = summary[m]
-        print(f"{m:9s} LL {s['log_lik_mean']:8.3f} ± {s['log_lik_std']:.3f}  RMSE {s['rmse_mean']:8.3f} ± "
-              f"{s['rmse_std']:.3f}  predict {1e3 * s['test_time_seconds_mean']:.2f} ms")
-    print(f"wrote {path}")
+    summary = {"suite": suite_record(args, config), "methods": list(SUITE_METHODS),
+               "wall_seconds": round(time.perf_counter() - start, 1),
+               "compilation_cache": jax.config.jax_compilation_cache_dir or None}
+    for kind in args.kinds:
+        sets = {n: r[kind]["summary"] for n, r in per_set.items() if kind in r}
+        if sets:
+            summary[kind] = {"sets": sets, "splits": {n: r[kind]["splits"] for n, r in per_set.items() if kind in r},
+                             "mean_rank": mean_ranks(sets)}
+    path = write_json(args.out / "summary.json", summary)
+    for kind in args.kinds:
+        if kind in summary:
+            ranks = ", ".join(f"{m} {r:.2f}" for m, r in summary[kind]["mean_rank"].items())
+            print(f"mean rank ({kind}, {len(summary[kind]['sets'])} sets): {ranks}")
+    print(f"wrote {path} ({summary['wall_seconds']:.0f} s)")
     return 0
+
+
+def suite_config(args):
+    """The protocol from the options: --quick, --paper or the CPU default, then explicit values."""
+    from vdjax.uci_benchmark import SuiteConfig
+
+    base = SuiteConfig(seed=args.seed, samples=args.samples, dropout_rate=args.dropout_rate, prior_std=args.prior_std)
+    presets = {"quick": dict(max_epochs=20, patience=20), "paper": dict(width=100, max_depth=10, max_epochs=4000,
+                                                                        patience=200, max_steps=None)}
+    changes = presets["quick"] if args.quick else presets["paper"] if args.paper else {}
+    given = {"width": args.width, "max_depth": args.max_depth, "max_epochs": args.max_epochs,
+             "patience": args.patience, "learning_rate": args.lr, "ensemble_size": args.ensemble_size,
+             "max_steps": args.max_steps}
+    changes.update({k: v for k, v in given.items() if v is not None})
+    return dataclasses.replace(base, **changes)
+
+
+def suite_record(args, config) -> dict:
+    """What the results file says about how they were made."""
+    return {"mode": "quick" if args.quick else "paper" if args.paper else "cpu_default",
+            "hyperparameters": dataclasses.asdict(config), "tuned": False,
+            "note": "fixed hyperparameters, the same for every set and method; DUN tuned each with BOHB",
+            "kinds": list(args.kinds)}
+
+
+def plan(args) -> dict:
+    """{set: {kind: (splits, load(split) -> Dataset)}}, every split's files checked to exist."""
+    from vdjax.data.regression import (
+        UCI_SETS,
+        load_diabetes,
+        load_uci,
+        load_uci_benchmark,
+        uci_benchmark_dirs,
+        uci_splits,
+    )
+
+    first = args.splits if args.splits is not None else 2 if args.quick else None
+    jobs: dict = {}
+    if args.data_dir is not None:
+        index_dir = args.index_dir or args.data_dir
+        name = args.sets[0] if args.sets else (args.data_dir.parent.name if args.data_dir.name == "data"
+                                               else args.data_dir.name)
+        kind = "gap" if args.index_dir is not None and "gap" in str(args.index_dir) else "standard"
+        present = uci_splits(index_dir)[:first]
+        if not present:
+            raise validate.UserError(f"no index_train_K/index_test_K files in {index_dir}")
+        load = lambda k: load_uci(args.data_dir, k, args.index_dir, name=name)  # noqa: E731
+        load(present[0])
+        return {name: {kind: (present, load)}}
+    names = validate.unique(args.sets or (QUICK_SETS if args.quick else UCI_SETS), "--sets")
+    for name in names:
+        if name == "diabetes":
+            jobs[name] = {"standard": ([0, 1, 2][:first], lambda k: load_diabetes(split=k))}
+            continue
+        if name not in UCI_SETS:
+            raise validate.UserError(f"unknown set {name!r}; choose from {', '.join(UCI_SETS)} or diabetes")
+        jobs[name] = {}
+        for kind in args.kinds:
+            gap = kind == "gap"
+            _, index_dir = uci_benchmark_dirs(name, gap, args.root)
+            splits = uci_splits(index_dir)[:first]
+            if not splits:
+                raise validate.UserError(f"no splits in {index_dir}")
+            load = (lambda k, name=name, gap=gap: load_uci_benchmark(name, k, gap, args.root))
+            load(splits[0])
+            jobs[name][kind] = (splits, load)
+    return jobs
 
 
 if __name__ == "__main__":
