@@ -33,7 +33,8 @@ NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compa
 SPIRALS = "docs/data/spirals"  # the main job (`python3 -m vdjax spirals --out docs/data/spirals`, and `--seeds 0 1 2 3 4 5
 # --out docs/data/spirals/six_seeds`) and one folder of records per scan (`experiments/<scan>.py --out docs/data/spirals/<scan>`)
 DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
-DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py --out docs/data/dun
+DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at a4b29c8 (its diabetes default)
+DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
 
@@ -299,7 +300,8 @@ def dun_method_label(name: str, res: dict[str, Any], d_opt: Any = None) -> str:
     """A results file's method key as the README names it (a method added later shows its key)."""
     labels = {"ldn": f"LDN (d_opt = {d_opt})" if d_opt is not None else "LDN", "ldn_full": "LDN full", "ddn": "DDN",
               "ensemble": f"ensemble ({res.get('ensemble_size', 5)})",
-              "dropout": f"MC dropout ({res.get('dropout_samples', '?')})"}
+              "dropout": f"MC dropout ({res.get('dropout_samples', '?')})",
+              "mfvi": f"MFVI ({res.get('mfvi_samples', '?')})"}
     return labels.get(name, name)
 
 
@@ -342,6 +344,61 @@ def dun_uci_table(res: dict[str, Any]) -> str:
     cost = f"predict (ms, {n_test} points)" if n_test else "predict (ms)"
     table = [f"| method | test LL | RMSE | {cost} |", "|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)]
     return "\n".join(table) + "\n"
+
+
+def _suite_labels(summary: dict[str, Any]) -> dict[str, str]:
+    hp = summary["suite"]["hyperparameters"]
+    res = {"ensemble_size": hp["ensemble_size"], "dropout_samples": hp["samples"], "mfvi_samples": hp["samples"]}
+    kind = next(k for k in ("standard", "gap") if k in summary)
+    methods = list(next(iter(summary[kind]["sets"].values())))
+    return {m: dun_method_label(m, res) for m in methods}
+
+
+def _suite_setting(summary: dict[str, Any], kind: str) -> str:
+    hp, part = summary["suite"]["hyperparameters"], summary[kind]
+    splits = sorted({len(v) for v in part["splits"].values()})
+    run = {"quick": "the `--quick` run", "cpu_default": "the CPU default", "paper": "the `--paper` run"}
+    return (f"{run.get(summary['suite']['mode'], summary['suite']['mode'])}: {len(part['sets'])} sets, "
+            f"{'/'.join(map(str, splits))} {kind} split(s) each, width {hp['width']}, D = {hp['max_depth']}, "
+            f"at most {hp['max_epochs']} epochs (patience {hp['patience']}), fixed untuned hyperparameters")
+
+
+def _suite_grid(summary: dict[str, Any], kind: str, cell: Callable[[dict[str, Any]], str], rank: bool) -> str:
+    labels, part = _suite_labels(summary), summary[kind]
+    rows = [[name, *(cell(agg[m]) for m in labels)] for name, agg in part["sets"].items()]
+    if rank:
+        ranks = part["mean_rank"]
+        rows.append(["mean rank", *(f"{ranks[m]:.2f}" if m in ranks else "" for m in labels)])
+    return "\n".join(_grid(["set", *labels.values()], rows))
+
+
+def _ll_cell(m: dict[str, Any]) -> str:
+    return f"{_minus(m['log_lik_mean'], '.2f')} ± {m['log_lik_se']:.2f}"
+
+
+def _rmse_cell(m: dict[str, Any]) -> str:
+    return f"{m['rmse_mean']:.3g} ± {m['rmse_se']:.2g}"
+
+
+def dun_uci_suite_table(summary: dict[str, Any]) -> str:
+    """`experiments/regression_uci.py`: standard splits, test LL and RMSE per set and method (mean
+    ± standard error over splits, data units), DUN's mean rank (by mean test LL) and the cost."""
+    labels, part = _suite_labels(summary), summary["standard"]
+    cost = {m: sum(agg[m]["cost_vs_ddn_mean"] for agg in part["sets"].values()) / len(part["sets"]) for m in labels}
+    cache = ("compilation cache off" if summary.get("compilation_cache") is None
+             else "programs possibly loaded from the compilation cache")
+    return (f"Test log-likelihood, {_suite_setting(summary, 'standard')} (mean ± standard error over splits; "
+            f"`summary.json`: `standard`):\n\n{_suite_grid(summary, 'standard', _ll_cell, True)}\n\n"
+            f"Test RMSE (data units):\n\n{_suite_grid(summary, 'standard', _rmse_cell, False)}\n\n"
+            "Prediction cost relative to the DDN's (mean over sets and splits): "
+            + ", ".join(f"{labels[m]} {cost[m]:.1f}x" for m in labels)
+            + f". The whole run took {summary['wall_seconds']:.0f} s (`wall_seconds`; {cache}).\n")
+
+
+def dun_uci_gap_table(summary: dict[str, Any]) -> str:
+    """`experiments/regression_uci.py`: gap splits, the test LL on the held-out gap per set and method."""
+    return (f"Log-likelihood of the held-out gap, {_suite_setting(summary, 'gap')} (mean ± standard error "
+            f"over gap splits; `summary.json`: `gap`):\n\n{_suite_grid(summary, 'gap', _ll_cell, True)}\n")
 
 
 def dun_shift_table(res: dict[str, Any]) -> str:
@@ -455,6 +512,8 @@ TABLES: dict[str, Table] = {
     "bench-cnn-ideas": Table(CNN_IDEAS, cnn_ideas_table),
     "dun-toy": Table(DUN_TOY, dun_toy_table),
     "dun-uci": Table(DUN_UCI, dun_uci_table),
+    "dun-uci-suite": Table(DUN_UCI_SUITE, dun_uci_suite_table),
+    "dun-uci-gap": Table(DUN_UCI_SUITE, dun_uci_gap_table),
     "dun-shift": Table(DUN_SHIFT, dun_shift_table),
     "nas": Table(NAS_ROWS, nas_table),
     "nas-setting": Table(NAS_ROWS, nas_setting),
