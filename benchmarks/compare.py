@@ -132,7 +132,7 @@ def rerun_row(n_seeds: int, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "VDJAX_COMPILATION_CACHE": str(Path(tmp) / "cache"),
                "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        env.pop("XLA_FLAGS", None)  # the command sets one device per core itself
+        env.pop("JAX_NUM_CPU_DEVICES", None)  # the command sets one device per core itself
         for run in ("first", "second"):
             cmd = [sys.executable, "-m", "vdjax", "spirals", "--out", str(Path(tmp) / run), *args]
             t0 = time.perf_counter()

@@ -101,9 +101,9 @@ def main(argv=None) -> int:
               "summary": summary, "per_split": rows}
     path = write_json(args.out / f"uci_{name}.json", result)
 
-    import matplotlib.pyplot as plt
+    from vdjax.plots import subplots
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = subplots(1, 3, figsize=(12, 3.2))
     for ax, (stat, label) in zip(axes, (("log_lik", "test log-likelihood"), ("rmse", "test RMSE"),
                                         ("test_time_seconds_mean", "test-time seconds"))):
         vals = [summary[m].get(f"{stat}_mean", summary[m].get(stat)) for m in methods]

@@ -32,18 +32,21 @@ PREVIOUS = {"from": "an earlier run"}
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Fails the test if anything starts to train."""
+    """Fails the test if anything starts to train: every trainer, search and baseline builds
+    its parameters through a Flax module's `init`, so that is where this guard sits."""
+    import flax.linen as nn
+
     def refuse(*args, **kwargs):
-        raise AssertionError("training started before the bad input was reported")
+        raise AssertionError("a network was initialised before the bad input was reported")
 
-    import vdjax.experiment
-    import vdjax.image_runs
-    import vdjax.search_compare
-    import vdjax.sweeps
+    monkeypatch.setattr(nn.Module, "init", refuse)
+    monkeypatch.setattr(nn.Module, "init_with_output", refuse)
 
-    for module, name in ((vdjax.experiment, "run_in_memory"), (vdjax.sweeps, "run_in_memory"),
-                         (vdjax.image_runs, "run_image_point"), (vdjax.search_compare, "compare")):
-        monkeypatch.setattr(module, name, refuse)
+
+def test_the_guard_catches_training(no_training):
+    """The guard itself: starting any training run trips it."""
+    with pytest.raises(AssertionError, match="initialised before the bad input"):
+        fit(TINY, SHORT, SPIRALS.x_train, SPIRALS.y_train, [0])
 
 
 @pytest.fixture
@@ -112,13 +115,20 @@ def test_cli_rejects_a_results_file_that_is_a_directory(earlier, no_training, ca
     assert read_json(earlier / "results.json") == PREVIOUS
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
-def test_cli_rejects_an_unwritable_output_directory(earlier, no_training, capsys):
-    earlier.chmod(0o555)
-    try:
-        _fails(capsys, _vdjax, ["spirals", "--out", earlier], f"cannot write to {earlier} (Permission denied)")
-    finally:
-        earlier.chmod(0o755)
+def test_cli_rejects_an_unwritable_output_directory(earlier, no_training, capsys, monkeypatch):
+    """The directory refuses new files, as a read-only mount or another user's folder does (root
+    writes through permission bits, so the refusal is simulated where the probe file is made)."""
+    import tempfile
+
+    make = tempfile.TemporaryFile
+
+    def refuse_in_earlier(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == earlier:
+            raise PermissionError(13, "Permission denied")
+        return make(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse_in_earlier)
+    _fails(capsys, _vdjax, ["spirals", "--out", earlier], f"cannot write to {earlier} (Permission denied)")
     _untouched(earlier)
 
 

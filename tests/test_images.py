@@ -455,7 +455,7 @@ def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
 
     np.savez(tmp_path / "d.npz", x=tiny_images.x_train, y=tiny_images.y_train, xt=tiny_images.x_test,
              yt=tiny_images.y_test)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's vdjax, not an installed one
     proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "d.npz")], env=env,
                           capture_output=True, text=True, timeout=600)
