@@ -15,7 +15,7 @@ import pytest
 
 from vdjax import validate
 from vdjax.data import spirals_dataset
-from vdjax.io import read_json, write_json, write_text
+from vdjax.io import SCHEMA_VERSION, read_json, write_json, write_text
 from vdjax.loop import fit
 from vdjax.models import ModelConfig
 from vdjax.train import TrainConfig
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SPIRALS = spirals_dataset()
 TINY = ModelConfig("mlp", 2, 2, (2,), width=4)
 SHORT = TrainConfig(max_epochs=30, patience=30)
-PREVIOUS = {"from": "an earlier run"}
+PREVIOUS = {"schema_version": SCHEMA_VERSION, "from": "an earlier run"}
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_a_failed_write_goes_to_the_fallback_and_says_where(tmp_path, monkeypatc
     target = blocker / "results.json"
     written = write_json(target, {"d_opt": 7})
     assert written != target and written.is_relative_to(tmp_path / "fallback") and written.name == "results.json"
-    assert read_json(written) == {"d_opt": 7} and blocker.read_text() == "a file now"
+    assert read_json(written) == {"schema_version": SCHEMA_VERSION, "d_opt": 7} and blocker.read_text() == "a file now"
     err = capsys.readouterr().err
     assert err == f"vdjax: could not write {target} ({blocker} is a file); wrote it to {written} instead\n"
 

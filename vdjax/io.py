@@ -105,9 +105,15 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Writes `obj` as JSON; returns where it went (the fallback copy if `path` failed)."""
-    text = json.dumps(to_jsonable(obj), indent=1)
+SCHEMA_VERSION = 1  # of every results file; `vdjax.studies.load_results` reads it back
+
+
+def write_json(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
+    """Writes a results record as JSON, stamped with `schema_version`; returns where it went
+    (the fallback copy if `path` failed)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"a results file holds one JSON object, got {type(obj).__name__}")
+    text = json.dumps(to_jsonable({"schema_version": SCHEMA_VERSION, **obj}), indent=1)
     return write_text(path, text)
 
 

@@ -428,6 +428,14 @@ class Table:
     load: Callable[[Path], Any] | None = None  # how to read `source` (default: one JSON file)
 
 
+def load_nas_rows(path: Path) -> list[dict[str, Any]]:
+    """The NAS comparison's rows (a results record {"rows": [...]}, or the bare list of older files)."""
+    from vdjax.io import read_json
+
+    data = read_json(path)
+    return data["rows"] if isinstance(data, dict) else data
+
+
 def load_spirals(folder: Path) -> dict[str, Any]:
     """The main job's one- and six-seed results, and every spirals scan's records by scan."""
     from vdjax.io import read_json
@@ -456,9 +464,9 @@ TABLES: dict[str, Table] = {
     "dun-toy": Table(DUN_TOY, dun_toy_table),
     "dun-uci": Table(DUN_UCI, dun_uci_table),
     "dun-shift": Table(DUN_SHIFT, dun_shift_table),
-    "nas": Table(NAS_ROWS, nas_table),
-    "nas-setting": Table(NAS_ROWS, nas_setting),
-    "nas-costs": Table(NAS_ROWS, nas_costs),
+    "nas": Table(NAS_ROWS, nas_table, load_nas_rows),
+    "nas-setting": Table(NAS_ROWS, nas_setting, load_nas_rows),
+    "nas-costs": Table(NAS_ROWS, nas_costs, load_nas_rows),
     "main-job": _spirals(lambda s: headline(s["one_seed"], s["six_seeds"])),
     "spirals-wall-times": _spirals(lambda s: wall_times(s["scans"])),
     "spirals-findings": _spirals(lambda s: findings_table(all_findings(s["scans"]))),
