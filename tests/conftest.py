@@ -14,7 +14,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # The longest test files start first (`--dist loadfile` hands files to the workers in collection
 # order), so that no long file is left running alone at the end of the session.
-LONGEST_FILES = ("test_notebook_spirals.py", "test_benchmarks.py", "test_images.py", "test_search.py")
+LONGEST_FILES = ("test_notebook_spirals.py", "test_scripts.py", "test_benchmarks.py", "test_images.py", "test_search.py")
 
 
 def pytest_collection_modifyitems(config, items):
