@@ -186,6 +186,14 @@ def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     assert whole.history[whole.best_epoch]["val_loss"] == min(h["val_loss"] for h in whole.history)
 
 
+def test_a_time_budget_stops_before_an_epoch_that_would_pass_it(tiny_images):
+    from vdjax.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
+    run = fit_networks(tiny_images, cfg, TINY, [("ldn", 5)], progress=False, stop_after_seconds=0.0)[0]
+    assert run.stopped == "interrupted" and run.epochs == len(run.history) == 1  # the first epoch always runs
+
+
 def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
     fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)

@@ -135,13 +135,12 @@ def _process0_view(flags: np.ndarray, span_processes: bool) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))) > 0
 
 
-def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
-                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
-    """Evaluates one trained network on the test set; writes its parameters, then its record, and
-    returns where the record went (a fallback location if `out` has become unwritable)."""
-    path = record_path(out, data.name, point)
+def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
+                   train_config: TrainConfig) -> dict[str, Any]:
+    """One trained network evaluated on the test set: how it trained and, for an LDN, q(d), d_opt
+    and the full, 95%-pruned and expected-depth predictives (log-likelihood, error, ECE with
+    reliability tables); for a DDN its own predictive."""
     variables = jax.device_get(result.state.variables)
-    depth_logits = np.asarray(result.state.params["depth_logits"])
     record: dict[str, Any] = {
         "dataset": data.name,
         "n_train": data.n_train,
@@ -166,31 +165,41 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
     per_depth = per_depth_metrics(logits, data.y_test)
     record["per_depth"] = {k: np.asarray(v).tolist() for k, v in per_depth.items()}
     if point.method == "ldn":
-        q = np.asarray(jax.nn.softmax(depth_logits), np.float64)
+        q = np.asarray(jax.nn.softmax(np.asarray(result.state.params["depth_logits"])), np.float64)
         d95, dexp = d_opt_95(q), expected_depth(q)
         record.update(q=q.tolist(), d_opt=d95, d_expected=dexp)
         record["ldn_full"] = predictive_metrics(marginal_log_probs(logits, q), data.y_test, reliability=True)
         for key, depth in (("ldn_95", d95), ("ldn_expected", dexp)):
             record[key] = {"depth": depth, **predictive_metrics(pruned_log_probs(logits, q, depth), data.y_test,
                                                                 reliability=True)}
-        ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
-        if ddn_path.exists():
-            ddn = read_json(ddn_path)
-            record["ddn"] = ddn["test"]
-            ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
-            pruned = prune(model_config, variables, q, d95)
-            record["speed"] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
-                                              data.x_test[:speed_batch])
     else:
         record["test"] = predictive_metrics(jax.nn.log_softmax(logits[-1]), data.y_test, reliability=True)
+    return record
+
+
+def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
+                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
+    """Evaluates one trained network on the test set (with, for an LDN, the DDN of its depth and
+    seed where that is trained); writes its parameters, then its record, and returns where the
+    record went (a fallback location if `out` has become unwritable)."""
+    path = record_path(out, data.name, point)
+    variables = jax.device_get(result.state.variables)
+    depth_logits = np.asarray(result.state.params["depth_logits"])
+    record = network_record(data, point, result, model_config, train_config)
+    ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
+    if point.method == "ldn" and ddn_path.exists():
+        ddn = read_json(ddn_path)
+        record["ddn"] = ddn["test"]
+        ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
+        pruned = prune(model_config, variables, np.asarray(record["q"]), record["d_opt"])
+        record["speed"] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
+                                          data.x_test[:speed_batch])
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
     written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
     log(summary_line(record))
     return written
-
-
 
 
 def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:

@@ -137,6 +137,7 @@ def fit_networks(
     checkpoint_every_s: float = 0.0,
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
+    stop_after_seconds: float | None = None,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -146,6 +147,9 @@ def fit_networks(
     the networks then train on the rest of the training set.
     stop_after_epochs: stop (as if killed) once this many epochs are done; the checkpoint is
     left for a later call to resume from.
+    stop_after_seconds: a time budget for this call, compiling included: stop in the same way
+    (stopped 'interrupted') before an epoch that, taking as long as the last one, would end
+    past it. The first epoch always runs.
     checkpoint_every_s: at most this often (and with at most 5% of the time spent saving); 0
     saves after every epoch. The state is always saved when the call stops early.
     mesh: {'nets': N, 'data': M}: the networks sharded over N devices and each network's batch
@@ -159,6 +163,7 @@ def fit_networks(
     checkpoint is Orbax's multi-process save (one shared `checkpoint_dir`). Every process gets
     the same results. Without it a process uses only its own devices.
     """
+    called = time.perf_counter()
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
             f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
@@ -215,11 +220,12 @@ def fit_networks(
         bar = tqdm(total=train_config.max_epochs, initial=epoch, leave=False, unit="epoch",
                    desc=f"{data.name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
+    out_of_time = False
     x, y = data.x_train, data.y_train
     if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
         net, on_nets, on_batch = _place(net, active.size, mesh, devices)
     try:
-        while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
+        while active.size and not out_of_time and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
             orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train))
                       for i in active]
@@ -256,7 +262,8 @@ def fit_networks(
                 active, net = active[keep], take(net, keep)
                 if active.size:
                     net, on_nets, on_batch = _place(net, active.size, mesh, devices)
-            stopping = not active.size or (stop_after_epochs is not None and epoch >= stop_after_epochs)
+            out_of_time = stop_after_seconds is not None and time.perf_counter() - called + seconds > stop_after_seconds
+            stopping = not active.size or out_of_time or (stop_after_epochs is not None and epoch >= stop_after_epochs)
             if ckpt is not None and (cadence.due() or stopping):
                 t_save = time.monotonic()
                 meta = {"epochs": epoch, "active": active.tolist(), "history": histories,
