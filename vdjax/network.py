@@ -128,10 +128,14 @@ def check_block_shape(block: nn.Module, a: jax.Array, train: bool) -> None:
         return block.init_with_output(rngs, a, **mode_keywords(block, train, not train))[0]
 
     out = jax.eval_shape(init, jax.ShapeDtypeStruct(a.shape, a.dtype))
+    name = type(block).__name__
     if getattr(out, "shape", None) != a.shape:
-        raise ValueError(f"the residual block {type(block).__name__} maps activations of shape {a.shape} to "
+        raise ValueError(f"the residual block {name} maps activations of shape {a.shape} to "
                          f"{getattr(out, 'shape', type(out).__name__)}; a_d = a_(d-1) + f(a_(d-1)) needs f to keep "
                          f"the shape (the stem's output, {a.shape})")
+    if jnp.result_type(a.dtype, out.dtype) != a.dtype:
+        raise ValueError(f"the residual block {name} maps {a.dtype} activations to {out.dtype}; a_d = a_(d-1) + "
+                         f"f(a_(d-1)) must stay {a.dtype} (the stem's output)")
 
 
 class _Step(nn.Module):
