@@ -4,8 +4,8 @@ Training: every method is `vdjax.trainer.fit_networks` with one protocol (the sa
 batch size, epochs and early-stopping rule: stop once the validation objective has not improved
 for `patience` epochs and keep the best parameters). The LDN, the DDN and the ensemble's
 members are one vmapped program: members ('ldn', s0), ('ddn', s1..sM) with the DDN being
-ensemble member 0 (`METHOD_MEMBERS`). MC dropout is the DDN architecture with
-`dropout_rate > 0`, a second program (another model config).
+ensemble member 0 (`METHOD_MEMBERS`). MC dropout is a DDN whose modules use dropout (a preset
+with `dropout_rate > 0`, or any `Network` with `uses_dropout`), a second program.
 
 Prediction: each method is a `Predictive`, K component predictions with mixture weights
 (`vdjax.likelihoods` explains why one mixture serves them all):
@@ -31,7 +31,7 @@ from vdjax.cost import median_seconds
 from vdjax.data.core import check_inputs
 from vdjax.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.metrics import expected_calibration_error, marginal_log_probs
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model, ModelConfig
 from vdjax.prune import eval_logits, last_head_only, prune, select_depth
 from vdjax.train import TrainConfig, TrainState
 
@@ -59,13 +59,13 @@ class Predictive:
         return "categorical" if self.stds is None else "gaussian"
 
 
-def _stds(config: ModelConfig, states: Sequence[TrainState]) -> np.ndarray | None:
+def _stds(config: Model, states: Sequence[TrainState]) -> np.ndarray | None:
     if config.likelihood != "gaussian":
         return None
     return np.array([float(noise_std(s.params["log_noise"])) for s in states], np.float32)
 
 
-def ldn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, rule: str | None = "95") -> Predictive:
+def ldn_predictive(config: Model, state: TrainState, x: np.ndarray, rule: str | None = "95") -> Predictive:
     """The LDN pruned by `rule` ('95', 'expected'; None: all depths), marginalised over its depths."""
     q = np.asarray(state.q)
     depth = config.max_depth if rule is None else select_depth(q, rule)
@@ -75,13 +75,13 @@ def ldn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, rule: 
     return Predictive(outputs, pruned.q.astype(np.float32), None if stds is None else np.repeat(stds, depth + 1))
 
 
-def ddn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray) -> Predictive:
+def ddn_predictive(config: Model, state: TrainState, x: np.ndarray) -> Predictive:
     """A deterministic-depth network as deployed: its last depth only."""
     cfg, variables = last_head_only(config, state.variables)
     return Predictive(eval_logits(cfg, variables, x), np.ones(1, np.float32), _stds(config, [state]))
 
 
-def ensemble_predictive(config: ModelConfig, states: Sequence[TrainState], x: np.ndarray,
+def ensemble_predictive(config: Model, states: Sequence[TrainState], x: np.ndarray,
                         batch_size: int = 1024) -> Predictive:
     """A deep ensemble of DDNs: the members' last depths, equally weighted. The members' forward
     passes run as one vmapped program over their stacked parameters."""
@@ -96,17 +96,18 @@ def ensemble_predictive(config: ModelConfig, states: Sequence[TrainState], x: np
 
 
 @functools.lru_cache(maxsize=16)
-def _members_forward(config: ModelConfig):
+def _members_forward(config: Model):
     model = LDN(config)
     return jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, None)))
 
 
-def mc_dropout_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array,
+def mc_dropout_predictive(config: Model, state: TrainState, x: np.ndarray, key: jax.Array,
                           n_samples: int = 10, batch_size: int = 1024) -> Predictive:
     """MC dropout: `n_samples` forward passes of the last depth with dropout on (running BatchNorm
     statistics), equally weighted; the samples run as one vmapped program."""
-    if config.dropout_rate <= 0:
-        raise ValueError("MC dropout needs a network trained with dropout_rate > 0")
+    if not config.uses_dropout:
+        raise ValueError("MC dropout needs a network trained with dropout (a preset's dropout_rate > 0, "
+                         "or a Network with uses_dropout=True)")
     cfg, variables = last_head_only(config, state.variables)
     x = check_inputs(x, config.input_shape)
     keys = jax.random.split(key, n_samples)
@@ -119,7 +120,7 @@ def mc_dropout_predictive(config: ModelConfig, state: TrainState, x: np.ndarray,
 
 
 @functools.lru_cache(maxsize=16)
-def _dropout_forward(config: ModelConfig):
+def _dropout_forward(config: Model):
     model = LDN(config)
 
     def one(v, x, key):
@@ -136,8 +137,8 @@ class TrainedMethods:
     """The networks of one comparison: the LDN, the DDNs (member 0 is the DDN, all of them the
     ensemble) and the MC-dropout network (None if not trained)."""
 
-    model_config: ModelConfig
-    dropout_config: ModelConfig | None
+    model_config: Model
+    dropout_config: Model | None
     ldn: Any  # vdjax.trainer.TrainResult
     ddns: list
     dropout: Any | None
@@ -152,20 +153,25 @@ class TrainedMethods:
                 for k, r in rows.items()}
 
 
-def fit_methods(data, model_config: ModelConfig, train_config: TrainConfig, seed: int = 0, ensemble_size: int = 5,
-                dropout_rate: float | None = 0.1, progress: bool = True, log: Callable[[str], None] = print
-                ) -> TrainedMethods:
+def fit_methods(data, model_config: Model, train_config: TrainConfig, seed: int = 0, ensemble_size: int = 5,
+                dropout_rate: float | None = 0.1, progress: bool = True, log: Callable[[str], None] = print,
+                dropout_model: Model | None = None) -> TrainedMethods:
     """Trains the LDN and `ensemble_size` DDNs (seeds seed..seed+M-1) as one vmapped program,
-    then the MC-dropout DDN (`dropout_rate`; None skips it), all with `train_config`'s protocol."""
+    then the MC-dropout DDN, all with `train_config`'s protocol. The dropout network is
+    `dropout_model`, or else a preset `model_config` with `dropout_rate` (None skips it)."""
     from vdjax.trainer import fit_networks
 
     if ensemble_size < 1:
         raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
     members = [("ldn", seed)] + [("ddn", seed + i) for i in range(ensemble_size)]
     results = fit_networks(data, model_config, train_config, members, progress=progress, log=log)
-    dropout_config, dropout = None, None
-    if dropout_rate:
+    dropout_config, dropout = dropout_model, None
+    if dropout_config is None and dropout_rate:
+        if not isinstance(model_config, ModelConfig):
+            raise ValueError("a Network has no dropout_rate to set: pass the MC-dropout network as dropout_model "
+                             "(or dropout_rate=None to skip it)")
         dropout_config = model_config.replace(dropout_rate=dropout_rate)
+    if dropout_config is not None:
         dropout = fit_networks(data, dropout_config, train_config, [("ddn", seed)], progress=progress, log=log)[0]
     return TrainedMethods(model_config, dropout_config, results[0], results[1:], dropout)
 

@@ -25,7 +25,7 @@ from vdjax.cost import median_seconds
 from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
-from vdjax.models import ModelConfig
+from vdjax.models import Model, ModelConfig
 from vdjax.prune import (
     d_opt_95,
     eval_logits,
@@ -57,7 +57,7 @@ def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
     return Path(out) / dataset / f"{point.name}.json"
 
 
-def cnn_config(data: Dataset, depth: int) -> ModelConfig:
+def cnn_config(data: Dataset, depth: int) -> Model:
     return ModelConfig("cnn", depth, data.num_classes, data.input_shape)
 
 
@@ -135,7 +135,7 @@ def _process0_view(flags: np.ndarray, span_processes: bool) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))) > 0
 
 
-def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
+def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
                    train_config: TrainConfig) -> dict[str, Any]:
     """One trained network evaluated on the test set: how it trained and, for an LDN, q(d), d_opt
     and the full, 95%-pruned and expected-depth predictives (log-likelihood, error, ECE with
@@ -150,7 +150,7 @@ def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_
         "method": point.method,
         "max_depth": point.depth,
         "seed": point.seed,
-        "model_config": dataclasses.asdict(model_config),
+        "model_config": model_config.describe(),
         "train_config": dataclasses.asdict(train_config),
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
@@ -177,7 +177,7 @@ def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_
     return record
 
 
-def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
+def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
                   train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
     """Evaluates one trained network on the test set (with, for an LDN, the DDN of its depth and
     seed where that is trained); writes its parameters, then its record, and returns where the
@@ -240,7 +240,7 @@ def load_image_variables(out: str | Path, dataset: str, point: ImagePoint) -> tu
     return blob["variables"], np.asarray(blob["depth_logits"])
 
 
-def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats: int = 7) -> float:
+def forward_seconds(config: Model, variables: dict, x: np.ndarray, repeats: int = 7) -> float:
     """Median wall time of one jitted eval-mode forward pass on the batch `x` (after a warm-up)."""
     fn = forward_fn(config)
     x = jax.device_put(np.asarray(x, np.float32))
@@ -248,7 +248,7 @@ def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats
     return median_seconds(lambda: jax.block_until_ready(fn(variables, x)), repeats)
 
 
-def forward_speedup(ddn_config: ModelConfig, ddn_variables: dict, pruned_config: ModelConfig,
+def forward_speedup(ddn_config: Model, ddn_variables: dict, pruned_config: Model,
                     pruned_variables: dict, x: np.ndarray) -> dict[str, float]:
     """Fig 11: the proportional reduction in forward time, 1 - t(pruned LDN) / t(DDN), same batch.
 

@@ -21,7 +21,7 @@ import optax
 from vdjax.data.core import check_labels
 from vdjax.likelihoods import Likelihood, marginal_metrics, noise_std, per_depth_nll
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 from vdjax.posterior import ddn_from_nll, depth_posterior, elbo_from_nll, init_depth_logits
 from vdjax.prune import eval_logits
 
@@ -102,7 +102,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 
 
 def init_state(
-    key: jax.Array, model_config: ModelConfig, optimizer: optax.GradientTransformation
+    key: jax.Array, model_config: Model, optimizer: optax.GradientTransformation
 ) -> TrainState:
     """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum; a Gaussian
     network's noise scale starts at 1 (log 0, as DUN's), a dropout network gets its own stream."""
@@ -111,7 +111,7 @@ def init_state(
     params = {"model": variables["params"], "depth_logits": init_depth_logits(model_config.max_depth)}
     if model_config.likelihood == "gaussian":
         params["log_noise"] = jnp.zeros((), jnp.float32)
-    rng = jax.random.key_data(jax.random.fold_in(key, 1)) if model_config.dropout_rate > 0 else None
+    rng = jax.random.key_data(jax.random.fold_in(key, 1)) if model_config.uses_dropout else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -127,7 +127,7 @@ def loss_fn(
     x: jax.Array,
     y: jax.Array,
     *,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     n_train: int,
     is_ldn: jax.Array | None = None,
@@ -165,7 +165,7 @@ def train_step(
     x: jax.Array,
     y: jax.Array,
     *,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     optimizer: optax.GradientTransformation,
     n_train: int,
@@ -193,7 +193,7 @@ def train_step(
 
 
 def make_train_step(
-    model_config: ModelConfig, train_config: TrainConfig, optimizer: optax.GradientTransformation, n_train: int
+    model_config: Model, train_config: TrainConfig, optimizer: optax.GradientTransformation, n_train: int
 ):
     """The jitted train step for one (model, protocol, data size); the state buffer is donated."""
     step = functools.partial(
@@ -202,7 +202,7 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
-def depth_weights(model_config: ModelConfig, state: TrainState, method: Method) -> jax.Array:
+def depth_weights(model_config: Model, state: TrainState, method: Method) -> jax.Array:
     """The weights that turn per-depth predictions into the network's prediction: q(d) for an
     LDN, a one-hot on the last depth for a DDN."""
     return state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
@@ -222,7 +222,7 @@ def heldout_metrics(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, is
 
 
 def evaluate(
-    model_config: ModelConfig,
+    model_config: Model,
     state: TrainState,
     x: np.ndarray,
     y: np.ndarray,

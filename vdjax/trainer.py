@@ -34,7 +34,7 @@ import numpy as np
 
 from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset, split_validation
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 from vdjax.protocol import (
     Batching,
     NetState,
@@ -90,7 +90,7 @@ class TrainResult:
 
 
 def heldout_objective(
-    model_config: ModelConfig, train_config: TrainConfig, state: TrainState, x: np.ndarray, y: np.ndarray,
+    model_config: Model, train_config: TrainConfig, state: TrainState, x: np.ndarray, y: np.ndarray,
     n_train: int, batch_size: int = 1024, split: str = "val",
 ) -> dict[str, float]:
     """Eval-mode negative ELBO per point on held-out (x, y), the early-stopping criterion, with
@@ -112,7 +112,7 @@ def with_stopping_data(data: Dataset, train_config: TrainConfig) -> Dataset:
 
 def fit_dataset(
     data: Dataset,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig = IMAGE_PROTOCOL,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -127,7 +127,7 @@ def fit_dataset(
 
 def fit_networks(
     data: Dataset,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     members: Sequence[Member],
     checkpoint_dir: str | Path | None = None,
@@ -315,7 +315,7 @@ def _names(members: Sequence[Member]) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int):
+def _compiled_init(model_config: Model, train_config: TrainConfig, steps_per_epoch: int):
     """Seeds [K] -> NetState [K]: each network initialised from `jax.random.key(seed)`."""
     optimizer = make_optimizer(train_config, steps_per_epoch)
 
@@ -327,7 +327,7 @@ def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, steps_p
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_step(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int, n_train: int):
+def _compiled_step(model_config: Model, train_config: TrainConfig, steps_per_epoch: int, n_train: int):
     """(train [K], done [K], is_ldn [K], x [K, B, ...], y [K, B]) -> (train, loss [K]): one SGD
     step of every network on its own batch; a stopped network is left as it was."""
     optimizer = make_optimizer(train_config, steps_per_epoch)
@@ -352,7 +352,7 @@ def _compiled_end(train_config: TrainConfig):
 
 
 @functools.lru_cache(maxsize=16)
-def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int, batch_size: int):
+def _heldout(model_config: Model, train_config: TrainConfig, n_train: int, batch_size: int):
     """(train [K], is_ldn [K], x, y) -> {'loss', 'log_lik', 'error'} [K] on held-out data, in
     evaluation mode, the examples in chunks of `batch_size`."""
     model = LDN(model_config)
