@@ -200,11 +200,26 @@ class SaveCadence:
         self.cost = self.last - started
 
 
+def config_key(config: Any) -> str:
+    """A config's repr naming only the fields that differ from their defaults, so that a field a
+    later version adds, left at its default, keeps earlier checkpoints resumable."""
+    if not dataclasses.is_dataclass(config):
+        return repr(config)
+    changed = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or type(value) is not type(default) or value != default:
+            changed.append(f"{f.name}={value!r}")
+    return f"{type(config).__name__}({', '.join(changed)})"
+
+
 def run_id(model_config: Any, train_config: Any, *arrays: np.ndarray, name: str | None = None,
            **networks_and_layout: Any) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: configs, the data themselves (two subsets of
     the same size drawn with other seeds are different runs), and what the caller names: the
     networks (seeds, methods) and what sets their floats (devices, chunking, versions)."""
-    rid = {"model_config": repr(model_config), "train_config": repr(train_config),
+    rid = {"model_config": config_key(model_config), "train_config": config_key(train_config),
            "data": [name, fingerprint(*arrays)] if name is not None else fingerprint(*arrays)}
     return {**rid, **networks_and_layout}
