@@ -178,6 +178,12 @@ IMAGE_CASES = {
     "repeated seeds": (["--seeds", "0", "0"], "--seeds must be unique, 0 given more than once"),
     "missing data directory": (["--data-dir", "/nonexistent/fmnist"],
                                "argument --data-dir: /nonexistent/fmnist does not exist"),
+    "unknown stopping objective": (["--stop-objective", "mean"], "argument --stop-objective: invalid choice: 'mean'"),
+    "marginal objective on the train ELBO": (["--stop-on", "train", "--stop-objective", "marginal"],
+                                             "stop_objective 'marginal' needs a held-out split to stop on"),
+    "unknown patience rule": (["--patience-rule", "after"], "argument --patience-rule: invalid choice: 'after'"),
+    "no lr drop and a method": (["--lr-drop-methods", "none", "ddn"],
+                                "argument --lr-drop-methods: 'none' goes alone, got none ddn"),
 }
 
 

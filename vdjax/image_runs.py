@@ -204,7 +204,8 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
 
 def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:
     """What early stopping watched, for results files and figure captions."""
-    note: dict[str, Any] = {"on": train_config.stop_on, "patience": train_config.patience}
+    note: dict[str, Any] = {"on": train_config.stop_on, "objective": train_config.stop_objective,
+                            "patience": train_config.patience, "patience_rule": train_config.patience_rule}
     if train_config.stop_on == "val":
         note["validation"] = data.validation
     return note

@@ -69,7 +69,7 @@ def _epoch(
         loss, candidate = jnp.mean(losses), new  # as the reference: parameters after the epoch
     loop = loop.replace(key=key)
     return protocol.end_epoch(loop, new, candidate, loss, patience=train_config.patience,
-                              max_epochs=train_config.max_epochs)
+                              max_epochs=train_config.max_epochs, patience_rule=train_config.patience_rule)
 
 
 def run_epochs(
