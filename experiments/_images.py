@@ -22,7 +22,8 @@ one seed. --paper selects the paper's setting as its reference code (arch_uncert
 MNIST, Fashion-MNIST and SVHN in full, batch 512, up to 500 epochs, 4 repeats, depths
 0,5,...,50,60,...,100; early stopping on the test ELBO of the q-marginal predictive once more
 than 30 epochs passed without a better one; the DDNs' learning rate dropped 10x after 31
-epochs, the LDNs' never. That is GPU work.
+epochs, the LDNs' never; one set of output-block BatchNorm statistics shared by every depth.
+That is GPU work.
 
 Early stopping (and the kept parameters) watch the ELBO of a seeded, class-stratified
 validation split held out of the training set (--val-fraction, default 10%), so the test set
@@ -37,6 +38,9 @@ protocol and the default is an option, to run either choice under any preset:
                       reference's test_ELBO); the same for a DDN
   --patience-rule     stop once the epochs since the best one reached --patience (default) or
                       exceeded it (--paper: the reference's epoch - best_epoch > 30)
+  --head-norm         the output block's BatchNorm running statistics: per_depth, one set per
+                      depth (default), or shared, one set for all depths updated D+1 times a
+                      step (--paper: the reference's single output module)
 
 --converged is the converged CPU study (README, "Images: a converged study"): Fashion-MNIST,
 2000 train images (1800 train + 200 validation) and 2000 test, batch 128, patience 5, the
@@ -83,6 +87,9 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--patience-rule", choices=["reached", "exceeded"], default=None,
                    help="stop when the epochs since the best one reach --patience (default) or exceed it "
                         "(--paper)")
+    p.add_argument("--head-norm", choices=["per_depth", "shared"], default=None,
+                   help="running statistics of the output block's BatchNorm: one set per depth (default) or "
+                        "one shared by every depth and updated once per depth per step (--paper)")
     p.add_argument("--lr-drop-epoch", type=validate.positive_int, default=None,
                    help="epochs before the learning rate drops 10x (default 5; --converged: 20; --paper: 31)")
     p.add_argument("--lr-drop-methods", choices=["ldn", "ddn", "none"], nargs="+", default=None,
@@ -120,7 +127,7 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
 
 
 def settings(args, cpu_depths: list[int]):
-    """(datasets, depths, seeds, train_config, subset sizes) from the command line."""
+    """(datasets, depths, seeds, train_config, subset sizes, head_norm) from the command line."""
     from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
     if args.paper:
@@ -139,8 +146,9 @@ def settings(args, cpu_depths: list[int]):
                  ("patience", args.patience), ("patience_rule", args.patience_rule),
                  ("lr_drop_epoch", args.lr_drop_epoch), ("lr_drop_methods", lr_drop_methods(args.lr_drop_methods)))
     train = train.replace(**{k: v for k, v in overrides if v is not None})  # TrainConfig rejects bad mixes
+    head_norm = args.head_norm or ("shared" if args.paper else "per_depth")
     return (args.datasets or datasets, args.depths or depths, args.seeds or seeds, train,
-            args.n_train or n_train, args.n_test or n_test)
+            args.n_train or n_train, args.n_test or n_test, head_norm)
 
 
 def lr_drop_methods(names: list[str] | None) -> tuple[str, ...] | None:
@@ -163,7 +171,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
 
-    datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
+    datasets, depths, seeds, train, n_train, n_test, head_norm = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")
     out = args.out or validate.output_dir("results/images_converged" if args.converged else "results/images")
     for name in datasets:  # every data set is there before the first network trains
@@ -186,7 +194,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
               f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO ({train.stop_objective} NLL, "
               f"patience {train.patience} {train.patience_rule}), lr drop after epoch {train.lr_drop_epoch} for "
-              f"{' and '.join(train.lr_drop_methods) or 'no method'}")
+              f"{' and '.join(train.lr_drop_methods) or 'no method'}, head statistics {head_norm}")
         programs = []
         for depth in depths:
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
@@ -194,7 +202,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             programs += [points[i : i + size] for i in range(0, len(points), size)]
         for group in programs[share::shares]:  # this process's share of the programs
             run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
-                             span_processes=args.span_processes)
+                             span_processes=args.span_processes, head_norm=head_norm)
     if not primary:
         return []
     paths = image_figures(out, datasets)

@@ -79,10 +79,10 @@ def test_slice_networks(dry_run):
     sl = res["sections"]["slice"]
     assert sorted((n["method"], n["max_depth"]) for n in sl["networks"]) == [("ddn", 1), ("ldn", 1)]
     assert sorted(c["item"] for c in sl["cut"]) == ["ddn D=2", "ldn D=2"]  # the optional depth
-    assert sl["schedules"] == {"ldn": "lr 0.1 constant", "ddn": "lr 0.1, x0.1 after epoch 30"}
+    assert sl["schedules"] == {"ldn": "lr 0.1 constant", "ddn": "lr 0.1, x0.1 after epoch 31"}
     for n in sl["networks"]:
         assert 1 <= n["epochs"] <= sl["max_epochs"] and n["stopped"] in ("patience", "max_epochs", "time_budget")
-        assert n["lr_drop_epoch"] == (None if n["method"] == "ldn" else 30)
+        assert n["lr_drop_epoch"] == (None if n["method"] == "ldn" else 31)
         assert n["test"]["log_lik"] <= 0 and 0 <= n["test"]["error"] <= 1 and 0 <= n["test"]["ece"] <= 1
         assert len(n["history"]) == n["epochs"]
         if n["method"] == "ldn":

@@ -195,3 +195,7 @@ def test_paper_selects_the_reference_choices():
     assert (reference_choices.lr_drop_methods, reference_choices.stop_objective, reference_choices.patience,
             reference_choices.patience_rule, reference_choices.stop_on) == (("ddn",), "marginal", 7, "exceeded", "val")
     assert train_config("--lr-drop-methods", "none").lr_drop_methods == ()
+    # The output block's statistics: shared under --paper, per depth otherwise, either by flag.
+    head_norm = lambda *argv: _images.settings(_images.parser("", [1]).parse_args(list(argv)), [1])[6]  # noqa: E731
+    assert (head_norm("--paper"), head_norm(), head_norm("--converged")) == ("shared", "per_depth", "per_depth")
+    assert (head_norm("--paper", "--head-norm", "per_depth"), head_norm("--head-norm", "shared")) == ("per_depth", "shared")

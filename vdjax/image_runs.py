@@ -57,8 +57,9 @@ def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
     return Path(out) / dataset / f"{point.name}.json"
 
 
-def cnn_config(data: Dataset, depth: int) -> Model:
-    return ModelConfig("cnn", depth, data.num_classes, data.input_shape)
+def cnn_config(data: Dataset, depth: int, head_norm: str = "per_depth") -> Model:
+    """The paper's CNN for `data` at max depth `depth`; `head_norm` as `ModelConfig.head_norm`."""
+    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=head_norm)
 
 
 def run_image_point(
@@ -84,6 +85,7 @@ def run_image_points(
     speed_batch: int = 512,
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
+    head_norm: str = "per_depth",
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
     checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
@@ -102,7 +104,7 @@ def run_image_points(
             log(f"{data.name} {p.name}: done before, skipped")
     written: dict[ImagePoint, Path] = {}
     if todo:
-        model_config = cnn_config(data, todo[0].depth)
+        model_config = cnn_config(data, todo[0].depth, head_norm)
         data = with_stopping_data(data, train_config)
         # A run stopped while writing the records leaves the whole program's checkpoint: its
         # networks are finished there, so resume it rather than train the unwritten ones again.
