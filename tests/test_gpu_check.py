@@ -40,7 +40,9 @@ def dry_run(tmp_path_factory):
 
 def test_every_section_is_written(dry_run):
     res, saved = dry_run
-    assert saved == json.loads(json.dumps(res))  # the file is what main returned
+    from vdjax.io import SCHEMA_VERSION
+
+    assert saved == {"schema_version": SCHEMA_VERSION, **json.loads(json.dumps(res))}  # the file is what main returned
     assert saved["tiny"] is True and saved["precision"]["dtype"] == "float32"
     assert set(saved["sections"]) == set(SECTIONS)
     for name in SECTIONS:
