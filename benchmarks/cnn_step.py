@@ -29,6 +29,7 @@ def train_step_call(cfg: ModelConfig, batch: int) -> tuple[float, Callable[[], N
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, *cfg.input_shape)).astype(np.float32)
     y = rng.integers(0, cfg.num_classes, batch).astype(np.int32)
+    x, y = jax.device_put((x, y))  # the batch lives on the device, as the PyTorch peer's does
     t0 = time.perf_counter()
     compiled = make_train_step(cfg, tc, opt, batch).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t0

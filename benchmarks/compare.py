@@ -43,22 +43,32 @@ except ImportError:  # the benchmark extra is not installed
     torch = None
 
 
-def torch_cnn_step(depth: int, batch: int, shape: tuple[int, int, int], steps: int) -> float:
-    return median_seconds(torch_ldn.cnn_step_call(depth, batch, shape), steps)
+def torch_cnn_step(depth: int, batch: int, shape: tuple[int, int, int], steps: int, warmup: int = 1,
+                   device: str = "cpu") -> float:
+    return median_seconds(torch_ldn.cnn_step_call(depth, batch, shape, device=device), steps, warmup)
+
+
+def cnn_row(depth: int, batch: int, shape: tuple[int, int, int], steps: int, warmup: int = 1) -> dict:
+    """vdjax's CNN train step at max depth `depth`: compile time, and the median of `steps` steps
+    after `warmup`."""
+    r = time_train_step(ModelConfig("cnn", depth, 10, shape), batch, steps, warmup)
+    return {"max_depth": depth, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
+            "vdjax_ex_s": batch / r["step_s"]}
+
+
+def with_torch_step(row: dict, batch: int, shape: tuple[int, int, int], steps: int, warmup: int = 1,
+                    device: str = "cpu") -> dict:
+    """A `cnn_row` with PyTorch's step on `device` beside vdjax's."""
+    t = torch_cnn_step(row["max_depth"], batch, shape, steps, warmup, device)
+    return {**row, "torch_step_s": t, "torch_ex_s": batch / t, "speedup": t / row["vdjax_step_s"]}
 
 
 def cnn_rows(depths, batch, shape, steps):
     rows = []
     for d in depths:
-        cfg = ModelConfig("cnn", d, 10, shape)
-        r = time_train_step(cfg, batch, steps)
-        row = {"max_depth": d, "vdjax_compile_s": r["compile_s"], "vdjax_step_s": r["step_s"],
-               "vdjax_ex_s": batch / r["step_s"]}
-        if torch is not None:
-            t = torch_cnn_step(d, batch, shape, steps)
-            row.update(torch_step_s=t, torch_ex_s=batch / t, speedup=t / r["step_s"])
-        rows.append(row)
-        print("cnn", {k: round(v, 3) for k, v in row.items()}, flush=True)
+        row = cnn_row(d, batch, shape, steps)
+        rows.append(with_torch_step(row, batch, shape, steps) if torch is not None else row)
+        print("cnn", {k: round(v, 3) for k, v in rows[-1].items()}, flush=True)
     return rows
 
 
@@ -132,7 +142,7 @@ def rerun_row(n_seeds: int, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "VDJAX_COMPILATION_CACHE": str(Path(tmp) / "cache"),
                "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        env.pop("XLA_FLAGS", None)  # the command sets one device per core itself
+        env.pop("JAX_NUM_CPU_DEVICES", None)  # the command sets one device per core itself
         for run in ("first", "second"):
             cmd = [sys.executable, "-m", "vdjax", "spirals", "--out", str(Path(tmp) / run), *args]
             t0 = time.perf_counter()

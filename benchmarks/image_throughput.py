@@ -39,14 +39,19 @@ POOL = 1024  # images the batches are drawn from (also the ELBO's n_train)
 # ---------------------------------------------------------------------------- vdjax
 
 
-def _configs(depth: int, batch: int, shape: tuple[int, int, int]):
+def _configs(depth: int, batch: int, shape: tuple[int, int, int], train_config=None, n_train: int = POOL):
+    """The model, train config and steps per epoch of the trainer's program: the image protocol
+    at this batch size unless `train_config` is given (a run's own, with its `n_train`)."""
     from vdjax.models import ModelConfig
+    from vdjax.protocol import Batching
     from vdjax.trainer import IMAGE_PROTOCOL
 
-    return ModelConfig("cnn", depth, 10, shape), IMAGE_PROTOCOL.replace(batch_size=batch)
+    tc = train_config or IMAGE_PROTOCOL.replace(batch_size=batch)
+    return ModelConfig("cnn", depth, 10, shape), tc, Batching.for_size(n_train, tc.batch_size).n_batches
 
 
-def initial_states(depth: int, batch: int, shape: tuple[int, int, int], n: int):
+def initial_states(depth: int, batch: int, shape: tuple[int, int, int], n: int, train_config=None,
+                   n_train: int = POOL):
     """The trainer's initial state of networks (seeds) 0..n-1, initialised once: every setting
     takes its networks from it, so all settings train the same networks (and only one
     initialisation is compiled)."""
@@ -54,16 +59,18 @@ def initial_states(depth: int, batch: int, shape: tuple[int, int, int], n: int):
 
     from vdjax.trainer import _compiled_init
 
-    cfg, tc = _configs(depth, batch, shape)
-    return _compiled_init(cfg, tc, POOL // batch)(jnp.arange(n, dtype=jnp.uint32))
+    cfg, tc, steps = _configs(depth, batch, shape, train_config, n_train)
+    return _compiled_init(cfg, tc, steps)(jnp.arange(n, dtype=jnp.uint32))
 
 
 class VdjaxProgram:
     """Networks of one architecture as `fit_networks` trains them: its compiled step, its
     placement on the mesh, its host-fed batches."""
 
-    def __init__(self, depth: int, batch: int, shape: tuple[int, int, int], net, seed: int = 0):
-        """`net`: the initial state of the program's networks (`initial_states`)."""
+    def __init__(self, depth: int, batch: int, shape: tuple[int, int, int], net, seed: int = 0,
+                 train_config=None, n_train: int = POOL):
+        """`net`: the initial state of the program's networks (`initial_states`, with the same
+        `train_config` and `n_train`: then this is the very program that trainer run compiled)."""
         import jax
         import numpy as np
 
@@ -72,7 +79,7 @@ class VdjaxProgram:
 
         k = int(net.done.shape[0])
         self.k, self.batch, self._jax, self._place = k, batch, jax, place
-        cfg, tc = _configs(depth, batch, shape)
+        cfg, tc, steps_per_epoch = _configs(depth, batch, shape, train_config, n_train)
         rng = np.random.default_rng(seed)
         self.x = rng.normal(size=(POOL, *shape)).astype(np.float32)
         self.y = rng.integers(0, 10, POOL).astype(np.int32)
@@ -80,7 +87,7 @@ class VdjaxProgram:
         t0 = time.perf_counter()
         net, on_nets, self.on_batch = _place(net, k, {"nets": None, "data": 1}, jax.local_devices())
         self.train, self.done, self.is_ldn = net.train, net.done, place(np.ones(k, bool), on_nets)
-        self.step_fn = _compiled_step(cfg, tc, POOL // batch, POOL)
+        self.step_fn = _compiled_step(cfg, tc, steps_per_epoch, n_train)
         self.run(1)  # compiles, then a warm-up step
         self.compile_s = time.perf_counter() - t0
 
@@ -91,6 +98,18 @@ class VdjaxProgram:
             idx = self.rng.integers(0, POOL, (self.k, self.batch))
             self.train, _ = self.step_fn(self.train, self.done, self.is_ldn, self._place(self.x[idx], self.on_batch),
                                          self._place(self.y[idx], self.on_batch))
+        self._jax.block_until_ready(self.train)
+        return time.perf_counter() - t0
+
+    def run_resident(self, steps: int) -> float:
+        """Seconds for `steps` steps of every network on one batch already on the device: the
+        compiled step alone, without the host's gathering and transfer."""
+        idx = self.rng.integers(0, POOL, (self.k, self.batch))
+        x, y = self._place(self.x[idx], self.on_batch), self._place(self.y[idx], self.on_batch)
+        self._jax.block_until_ready((x, y))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.train, _ = self.step_fn(self.train, self.done, self.is_ldn, x, y)
         self._jax.block_until_ready(self.train)
         return time.perf_counter() - t0
 

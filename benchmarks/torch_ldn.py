@@ -93,7 +93,8 @@ def negative_elbo(logits, y, depth_logits, n_train: int, decay: float = 0.85):
     n_depths = logits.shape[0]
     nll = torch.stack([F.cross_entropy(logits[d], y) for d in range(n_depths)])
     log_q = F.log_softmax(depth_logits, dim=0)
-    log_p = F.log_softmax(torch.arange(1, n_depths + 1, dtype=logits.dtype) * math.log(decay), dim=0)
+    depths = torch.arange(1, n_depths + 1, dtype=logits.dtype, device=logits.device)
+    log_p = F.log_softmax(depths * math.log(decay), dim=0)
     kl = torch.sum(log_q.exp() * (log_q - log_p))
     return torch.sum(log_q.exp() * nll) + kl / n_train
 
@@ -111,12 +112,14 @@ def train_step(model, opt, x, y, n_train: int) -> float:
     return float(loss.detach())
 
 
-def cnn_step_call(depth: int, batch: int, shape: tuple[int, int, int], width: int = 64):
+def cnn_step_call(depth: int, batch: int, shape: tuple[int, int, int], width: int = 64, device: str = "cpu"):
     """One training step of a fresh CNN LDN on a fixed random batch, as a zero-argument call
-    (what the benchmarks time). `shape` is (H, W, C), as vdjax's."""
-    model = TorchLDN("cnn", depth, 10, shape[-1], width)
+    (what the benchmarks time). `shape` is (H, W, C), as vdjax's. On a GPU the model and the
+    batch live on `device`; the step's `float(loss)` waits for the device to finish it."""
+    model = TorchLDN("cnn", depth, 10, shape[-1], width).to(device)
     opt = make_optimizer(model)
-    x, y = torch.randn(batch, shape[2], shape[0], shape[1]), torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, shape[2], shape[0], shape[1], device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     return lambda: train_step(model, opt, x, y, batch)
 
 

@@ -18,14 +18,29 @@ SPEED_DEPTH = 50  # finding (d): the paper's pruned-inference speed-up is quoted
 CPU_HELP = """
 Default (CPU-sized, about ten minutes on 2 cores): Fashion-MNIST, a seeded subset of 1024 train
 and 1000 test images, batch 128, 8 epochs with the learning rate dropped 10x after epoch 5,
-one seed. --paper selects the paper's setting: MNIST, Fashion-MNIST and SVHN in full, batch 512,
-up to 500 epochs (early stopping after 30 epochs without a better test ELBO, the learning rate
-dropped after 30 epochs), 4 repeats, depths 0,5,...,50,60,...,100. That is GPU work.
+one seed. --paper selects the paper's setting as its reference code (arch_uncert) runs it:
+MNIST, Fashion-MNIST and SVHN in full, batch 512, up to 500 epochs, 4 repeats, depths
+0,5,...,50,60,...,100; early stopping on the test ELBO of the q-marginal predictive once more
+than 30 epochs passed without a better one; the DDNs' learning rate dropped 10x after 31
+epochs, the LDNs' never; one set of output-block BatchNorm statistics shared by every depth.
+That is GPU work.
 
 Early stopping (and the kept parameters) watch the ELBO of a seeded, class-stratified
 validation split held out of the training set (--val-fraction, default 10%), so the test set
 is only used for the report. --paper stops on the test ELBO as the paper did (which flatters
-the test numbers); --stop-on overrides either.
+the test numbers); --stop-on overrides either. Each difference between the reference's
+protocol and the default is an option, to run either choice under any preset:
+  --lr-drop-methods   whose learning rate drops after --lr-drop-epoch epochs: ldn ddn (the
+                      default and --converged), ddn (--paper: the reference's schedule=[30]
+                      for DDNs, after 31 epochs, and schedule=None for LDNs) or none
+  --stop-objective    the held-out ELBO's NLL: expected, sum_d q(d) NLL_d (default), or
+                      marginal, -log sum_d q(d) p(y|x,d) of the predictive (--paper, the
+                      reference's test_ELBO); the same for a DDN
+  --patience-rule     stop once the epochs since the best one reached --patience (default) or
+                      exceeded it (--paper: the reference's epoch - best_epoch > 30)
+  --head-norm         the output block's BatchNorm running statistics: per_depth, one set per
+                      depth (default), or shared, one set for all depths updated D+1 times a
+                      step (--paper: the reference's single output module)
 
 --converged is the converged CPU study (README, "Images: a converged study"): Fashion-MNIST,
 2000 train images (1800 train + 200 validation) and 2000 test, batch 128, patience 5, the
@@ -64,6 +79,21 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="early-stopping objective: validation ELBO (default), test ELBO (--paper) or train ELBO")
     p.add_argument("--val-fraction", type=validate.finite_float, default=None,
                    help="validation split held out of the training set for --stop-on val (default 0.1)")
+    p.add_argument("--stop-objective", choices=["expected", "marginal"], default=None,
+                   help="NLL of the held-out ELBO: of each depth, weighted by q (default), or of the "
+                        "q-marginal predictive (--paper); see above")
+    p.add_argument("--patience", type=validate.positive_int, default=None,
+                   help="epochs without a better stopping objective (default 30; --converged: 5)")
+    p.add_argument("--patience-rule", choices=["reached", "exceeded"], default=None,
+                   help="stop when the epochs since the best one reach --patience (default) or exceed it "
+                        "(--paper)")
+    p.add_argument("--head-norm", choices=["per_depth", "shared"], default=None,
+                   help="running statistics of the output block's BatchNorm: one set per depth (default) or "
+                        "one shared by every depth and updated once per depth per step (--paper)")
+    p.add_argument("--lr-drop-epoch", type=validate.positive_int, default=None,
+                   help="epochs before the learning rate drops 10x (default 5; --converged: 20; --paper: 31)")
+    p.add_argument("--lr-drop-methods", choices=["ldn", "ddn", "none"], nargs="+", default=None,
+                   help="methods whose learning rate drops: ldn ddn (default), ddn (--paper) or none")
     p.add_argument("--out", type=validate.output_dir, default=None,
                    help="results directory, shared by both image scripts (DDNs are reused); default "
                         "results/images (--converged: results/images_converged)")
@@ -97,7 +127,7 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
 
 
 def settings(args, cpu_depths: list[int]):
-    """(datasets, depths, seeds, train_config, subset sizes) from the command line."""
+    """(datasets, depths, seeds, train_config, subset sizes, head_norm) from the command line."""
     from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
     if args.paper:
@@ -112,10 +142,22 @@ def settings(args, cpu_depths: list[int]):
         train = IMAGE_PROTOCOL.replace(batch_size=128, max_epochs=8, lr_drop_epoch=5)
         n_train, n_test = 1024, 1000
     overrides = (("max_epochs", args.max_epochs), ("batch_size", args.batch_size), ("stop_on", args.stop_on),
-                 ("val_fraction", args.val_fraction))
-    train = train.replace(**{k: v for k, v in overrides if v is not None})
+                 ("val_fraction", args.val_fraction), ("stop_objective", args.stop_objective),
+                 ("patience", args.patience), ("patience_rule", args.patience_rule),
+                 ("lr_drop_epoch", args.lr_drop_epoch), ("lr_drop_methods", lr_drop_methods(args.lr_drop_methods)))
+    train = train.replace(**{k: v for k, v in overrides if v is not None})  # TrainConfig rejects bad mixes
+    head_norm = args.head_norm or ("shared" if args.paper else "per_depth")
     return (args.datasets or datasets, args.depths or depths, args.seeds or seeds, train,
-            args.n_train or n_train, args.n_test or n_test)
+            args.n_train or n_train, args.n_test or n_test, head_norm)
+
+
+def lr_drop_methods(names: list[str] | None) -> tuple[str, ...] | None:
+    """--lr-drop-methods as `TrainConfig.lr_drop_methods` ('none' alone: no method's rate drops)."""
+    if names is None:
+        return None
+    if "none" in names and len(names) > 1:
+        raise validate.UserError(f"argument --lr-drop-methods: 'none' goes alone, got {' '.join(names)}")
+    return tuple(sorted(set(names) - {"none"}, key=["ldn", "ddn"].index))
 
 
 def run(doc: str, cpu_depths: list[int], methods, argv=None):
@@ -129,7 +171,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     from vdjax.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.trainer import with_stopping_data
 
-    datasets, depths, seeds, train, n_train, n_test = settings(args, cpu_depths)
+    datasets, depths, seeds, train, n_train, n_test, head_norm = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")
     out = args.out or validate.output_dir("results/images_converged" if args.converged else "results/images")
     for name in datasets:  # every data set is there before the first network trains
@@ -150,7 +192,9 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         data = with_stopping_data(data, train)
         print(f"{data.name}: {data.n_train} train / {data.n_val} validation / {len(data.x_test)} test images "
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
-              f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO")
+              f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO ({train.stop_objective} NLL, "
+              f"patience {train.patience} {train.patience_rule}), lr drop after epoch {train.lr_drop_epoch} for "
+              f"{' and '.join(train.lr_drop_methods) or 'no method'}, head statistics {head_norm}")
         programs = []
         for depth in depths:
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
@@ -158,7 +202,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             programs += [points[i : i + size] for i in range(0, len(points), size)]
         for group in programs[share::shares]:  # this process's share of the programs
             run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
-                             span_processes=args.span_processes)
+                             span_processes=args.span_processes, head_norm=head_norm)
     if not primary:
         return []
     paths = image_figures(out, datasets)

@@ -90,7 +90,7 @@ def main(argv=None):
     for name in args.datasets:
         data, model, train, search, seeds = setting(name, args)
         rows += [{**row, "environment": env} for row in compare(data, model, args.strategies, seeds, train, search)]
-        write_json(args.out / "rows.json", rows)  # after each data set: a crash keeps what is done
+        write_json(args.out / "rows.json", {"rows": rows})  # after each data set: a crash keeps what is done
     table = summary_table(rows)
     fig = plot_search_comparison(table, args.out / "comparison.png")
     print(markdown_table(table))

@@ -132,9 +132,9 @@ def main(argv=None) -> int:
               "wall_seconds": {k: round(v, 1) for k, v in wall.items()}}
     path = write_json(args.out / "shift_fashion_mnist.json", result)
 
-    import matplotlib.pyplot as plt
+    from vdjax.plots import subplots
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    fig, axes = subplots(1, 4, figsize=(16, 3.4))
     for ax, (stat, label) in zip(axes, (("log_lik", "test log-likelihood"), ("error", "error"), ("ece", "ECE"),
                                         ("brier", "Brier score"))):
         for i, m in enumerate(predict):

@@ -68,10 +68,10 @@ def main(argv=None) -> int:
     uncertainty = {m: {r: float(np.median(std[np.any([(grid[:, 0] > a) & (grid[:, 0] < b) for a, b in spans], axis=0)]))
                        for r, spans in regions.items()} for m, (_, std) in curves.items()}
 
-    import matplotlib.pyplot as plt
+    from vdjax.plots import subplots
 
     names = ["ldn", "ddn", "ensemble", "dropout"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), sharey=True)
+    fig, axes = subplots(1, len(names), figsize=(4 * len(names), 3.2), sharey=True)
     y_raw = data.target_scale[0] + data.target_scale[1] * data.y_train
     for ax, m in zip(axes, names):
         mean, std = curves[m]

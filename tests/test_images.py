@@ -186,6 +186,14 @@ def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     assert whole.history[whole.best_epoch]["val_loss"] == min(h["val_loss"] for h in whole.history)
 
 
+def test_a_time_budget_stops_before_an_epoch_that_would_pass_it(tiny_images):
+    from vdjax.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
+    run = fit_networks(tiny_images, cfg, TINY, [("ldn", 5)], progress=False, stop_after_seconds=0.0)[0]
+    assert run.stopped == "interrupted" and run.epochs == len(run.history) == 1  # the first epoch always runs
+
+
 def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
     fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
@@ -455,7 +463,7 @@ def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
 
     np.savez(tmp_path / "d.npz", x=tiny_images.x_train, y=tiny_images.y_train, xt=tiny_images.x_test,
              yt=tiny_images.y_test)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's vdjax, not an installed one
     proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "d.npz")], env=env,
                           capture_output=True, text=True, timeout=600)

@@ -61,7 +61,7 @@ def _free_port() -> int:
 def _launch(args: list[str], devices: int) -> subprocess.Popen:
     """A worker importing this checkout's vdjax (not an installed one) on `devices` CPU devices."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "JAX_NUM_CPU_DEVICES": str(devices)}
     return subprocess.Popen([sys.executable, "-c", _WORKER, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -92,3 +92,22 @@ def test_one_step_updates_weights_and_depth_logits_together():
     # Running BatchNorm statistics moved too.
     moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, np.asarray(b)), stats_before, new.batch_stats)
     assert all(jax.tree_util.tree_leaves(moved))
+
+
+def test_depth_logit_gradient_of_the_elbo_equals_its_analytic_form():
+    """d loss / d alpha_k = q_k (nll_k - E_q nll) + q_k (log(q_k / p_k) - KL) / N: the softmax
+    Jacobian applied to the expected NLL and to the KL."""
+    import numpy as np
+
+    from vdjax.posterior import elbo_from_nll, log_prior
+
+    rng = np.random.default_rng(3)
+    nll = jnp.asarray(rng.uniform(0.1, 2.0, 6), jnp.float32)
+    alpha = jnp.asarray(rng.normal(size=6), jnp.float32)
+    n = 37
+    grad = jax.grad(lambda a: elbo_from_nll(nll, a, n)[0])(alpha)
+    q = np.exp(alpha - np.log(np.exp(np.asarray(alpha, np.float64)).sum()))
+    p = np.exp(np.asarray(log_prior(5), np.float64))
+    kl = np.sum(q * np.log(q / p))
+    want = q * (np.asarray(nll) - np.sum(q * np.asarray(nll))) + q * (np.log(q / p) - kl) / n
+    np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-7)

@@ -24,7 +24,10 @@ def test_fill_replaces_only_the_marked_regions():
 
 def test_check_fails_on_a_stale_table_and_rendering_fixes_it(tmp_path, capsys):
     sources = {t.source for t in (*report.TABLES.values(), *report.WHOLE_FILES.values())}
+    optional = {t.source for t in report.TABLES.values() if t.missing is not None}
     for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, *sources):
+        if rel in optional and not (report.ROOT / rel).exists():
+            continue  # a result not measured yet renders as such
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         if (report.ROOT / rel).is_dir():  # a folder of records (the spirals scans)
             shutil.copytree(report.ROOT / rel, tmp_path / rel, ignore=shutil.ignore_patterns("*.msgpack", "*.png"))

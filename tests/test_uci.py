@@ -17,7 +17,9 @@ from vdjax.data.images import DataNotFoundError
 from vdjax.data.regression import UCI_SETS, load_uci_benchmark, toy_dataset, uci_benchmark_dirs, uci_root, uci_splits
 from vdjax.io import read_json
 from vdjax.mfvi import MFVILinear, gaussian_kl, preactivation_moments, softplus_std, weight_kl
+from vdjax import models
 from vdjax.models import LDN, ModelConfig
+from vdjax.protocol import config_key
 from vdjax.train import TrainConfig, init_state, make_optimizer
 from vdjax.trainer import fit_networks
 from vdjax.uci_benchmark import SUITE_METHODS, mean_ranks
@@ -112,14 +114,50 @@ def test_local_reparameterisation_has_the_analytic_preactivation_moments():
     np.testing.assert_array_equal(MFVILinear(2).apply(v, x), mean)  # not sampling: the posterior mean
 
 
-def test_mfvi_config_repr_and_checks():
+def test_mfvi_config_run_id_and_checks():
     plain = ModelConfig("mlp", 2, 1, (1,), likelihood="gaussian")
-    assert "weights" not in repr(plain) and "weights='mfvi', prior_std=0.5" in repr(plain.replace(weights="mfvi",
-                                                                                                   prior_std=0.5))
+    # Run ids name the MFVI fields only when set (every other network's checkpoints keep their ids).
+    assert "weights" not in config_key(plain)
+    assert "weights='mfvi', prior_std=0.5" in config_key(plain.replace(weights="mfvi", prior_std=0.5))
     with pytest.raises(ValueError, match="MLP without dropout"):
         plain.replace(weights="mfvi", dropout_rate=0.1)
     with pytest.raises(ValueError, match="prior_std"):
         plain.replace(weights="mfvi", prior_std=0.0)
+
+
+def test_the_mfvi_preset_is_a_network_whose_blocks_and_depths_draw_their_own_noise():
+    cfg = ModelConfig("mlp", 4, 1, (1,), width=1, likelihood="gaussian", weights="mfvi")
+    net = cfg.to_network()
+    assert net == models.mlp(4, 1, (1,), width=1, likelihood="gaussian", weights="mfvi")
+    assert net.rng_stream == cfg.rng_stream == "weights" and isinstance(net.stem, MFVILinear)
+    assert cfg.replace(weights="point").to_network().rng_stream is None
+    v = LDN(net).init(jax.random.key(0), jnp.zeros((1, 1)))
+    params, x = v["params"], jnp.ones((3, 1))
+    block = params["blocks"]["scan"]["MFVIMLPBlock_0"]
+
+    def layer(p, kernel, bias, bias_std):  # x -> kernel x + bias, noise of std bias_std on it
+        rho = float(np.log(np.expm1(bias_std))) if bias_std else -30.0
+        return {"kernel": jnp.full_like(p["kernel"], kernel), "kernel_rho": jnp.full_like(p["kernel_rho"], -30.0),
+                "bias": jnp.full_like(p["bias"], bias), "bias_rho": jnp.full_like(p["bias_rho"], rho)}
+
+    def outputs(block_std, head_std, sample):  # [D + 1, B]: a_d = a_(d-1) + BN(1 + noise_d), head a_d + noise
+        p = {"input": layer(params["input"], 1.0, 0.0, 0.0),
+             "blocks": {"scan": {"MFVIMLPBlock_0": {**block, "MFVILinear_0": layer(block["MFVILinear_0"], 0.0, 1.0,
+                                                                                   block_std)}}},
+             "head": {"MFVILinear_0": layer(params["head"]["MFVILinear_0"], 1.0, 0.0, head_std)}}
+        out = LDN(net).apply({**v, "params": p}, x, sample_weights=sample, rngs={"weights": jax.random.key(1)})
+        return np.asarray(out)[..., 0]
+
+    mean = outputs(0.0, 0.0, False)
+    np.testing.assert_allclose(np.diff(mean, axis=0), np.diff(mean, axis=0)[:1].repeat(4, 0), rtol=1e-6)
+    assert np.std(np.diff(outputs(0.1, 0.0, True), axis=0), axis=0).min() > 1e-3  # every block its own draw
+    assert np.std(outputs(0.0, 0.1, True) - mean, axis=0).min() > 1e-3  # every depth's head its own draw
+    np.testing.assert_allclose(outputs(0.1, 0.1, False), mean, rtol=1e-6)  # not sampling: the posterior means
+    # The prediction path takes the preset or its Network alike.
+    state = init_state(jax.random.key(0), cfg, make_optimizer(TrainConfig(), 1))
+    a, b = (mfvi_predictive(m, state, np.ones((5, 1), np.float32), jax.random.key(2), n_samples=3).outputs
+            for m in (cfg, net))
+    np.testing.assert_array_equal(a, b)
 
 
 def test_mfvi_trains_to_a_better_log_likelihood_than_at_init():

@@ -5,10 +5,12 @@ Training: every method is `vdjax.trainer.fit_networks` with one protocol (the sa
 batch size, epochs and early-stopping rule: stop once the validation objective has not improved
 for `patience` epochs and keep the best parameters). The LDN, the DDN and the ensemble's
 members are one vmapped program: members ('ldn', s0), ('ddn', s1..sM) with the DDN being
-ensemble member 0. MC dropout is the DDN architecture with `dropout_rate > 0`, a second program
-(another model config); MFVI the DDN architecture with `weights='mfvi'` (`vdjax.mfvi`: a
-Gaussian posterior over every weight, the KL to the prior / N_train in the loss), a third.
-Several splits of one size train together: every network of every split in the same programs.
+ensemble member 0. MC dropout is a DDN whose modules use dropout (a preset with
+`dropout_rate > 0`, or any `Network` with `uses_dropout`), a second program; MFVI a DDN whose
+linear layers are `vdjax.mfvi.MFVILinear` (a preset with `weights='mfvi'`, or any `Network` with
+`weights='mfvi'`: a Gaussian posterior over every weight, the KL to the prior / N_train in the
+loss), a third. Several splits of one size train together: every network of every split in the
+same programs.
 
 Prediction: each method is a `Predictive`, K component predictions with mixture weights
 (`vdjax.likelihoods` explains why one mixture serves them all):
@@ -35,7 +37,7 @@ from vdjax.cost import median_seconds
 from vdjax.data.core import Dataset, check_inputs
 from vdjax.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.metrics import expected_calibration_error, marginal_log_probs
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model, ModelConfig
 from vdjax.prune import eval_logits, last_head_only, prune, select_depth
 from vdjax.train import TrainConfig, TrainState
 
@@ -63,13 +65,13 @@ class Predictive:
         return "categorical" if self.stds is None else "gaussian"
 
 
-def _stds(config: ModelConfig, states: Sequence[TrainState]) -> np.ndarray | None:
+def _stds(config: Model, states: Sequence[TrainState]) -> np.ndarray | None:
     if config.likelihood != "gaussian":
         return None
     return np.array([float(noise_std(s.params["log_noise"])) for s in states], np.float32)
 
 
-def ldn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, rule: str | None = "95") -> Predictive:
+def ldn_predictive(config: Model, state: TrainState, x: np.ndarray, rule: str | None = "95") -> Predictive:
     """The LDN pruned by `rule` ('95', 'expected'; None: all depths), marginalised over its depths."""
     q = np.asarray(state.q)
     depth = config.max_depth if rule is None else select_depth(q, rule)
@@ -79,13 +81,13 @@ def ldn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, rule: 
     return Predictive(outputs, pruned.q.astype(np.float32), None if stds is None else np.repeat(stds, depth + 1))
 
 
-def ddn_predictive(config: ModelConfig, state: TrainState, x: np.ndarray) -> Predictive:
+def ddn_predictive(config: Model, state: TrainState, x: np.ndarray) -> Predictive:
     """A deterministic-depth network as deployed: its last depth only."""
     cfg, variables = last_head_only(config, state.variables)
     return Predictive(eval_logits(cfg, variables, x), np.ones(1, np.float32), _stds(config, [state]))
 
 
-def ensemble_predictive(config: ModelConfig, states: Sequence[TrainState], x: np.ndarray,
+def ensemble_predictive(config: Model, states: Sequence[TrainState], x: np.ndarray,
                         batch_size: int = 1024) -> Predictive:
     """A deep ensemble of DDNs: the members' last depths, equally weighted. The members' forward
     passes run as one vmapped program over their stacked parameters."""
@@ -100,21 +102,22 @@ def ensemble_predictive(config: ModelConfig, states: Sequence[TrainState], x: np
 
 
 @functools.lru_cache(maxsize=16)
-def _members_forward(config: ModelConfig):
+def _members_forward(config: Model):
     model = LDN(config)
     return jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, None)))
 
 
-def mc_dropout_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array,
+def mc_dropout_predictive(config: Model, state: TrainState, x: np.ndarray, key: jax.Array,
                           n_samples: int = 10, batch_size: int = 1024) -> Predictive:
     """MC dropout: `n_samples` forward passes of the last depth with dropout on (running BatchNorm
     statistics), equally weighted; the samples run as one vmapped program."""
-    if config.dropout_rate <= 0:
-        raise ValueError("MC dropout needs a network trained with dropout_rate > 0")
+    if not config.uses_dropout:
+        raise ValueError("MC dropout needs a network trained with dropout (a preset's dropout_rate > 0, "
+                         "or a Network with uses_dropout=True)")
     return _sampled_predictive(config, state, x, key, n_samples, batch_size)
 
 
-def mfvi_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int = 10,
+def mfvi_predictive(config: Model, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int = 10,
                     batch_size: int = 1024) -> Predictive:
     """MFVI: `n_samples` forward passes of the last depth, each drawing every layer's
     pre-activations from the weight posterior (an independent draw per input), equally weighted:
@@ -124,7 +127,7 @@ def mfvi_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: 
     return _sampled_predictive(config, state, x, key, n_samples, batch_size)
 
 
-def _sampled_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int,
+def _sampled_predictive(config: Model, state: TrainState, x: np.ndarray, key: jax.Array, n_samples: int,
                         batch_size: int) -> Predictive:
     """`n_samples` stochastic forward passes (the network's own noise: dropout or MFVI), equally weighted."""
     cfg, variables = last_head_only(config, state.variables)
@@ -139,7 +142,7 @@ def _sampled_predictive(config: ModelConfig, state: TrainState, x: np.ndarray, k
 
 
 @functools.lru_cache(maxsize=16)
-def _sampled_forward(config: ModelConfig):
+def _sampled_forward(config: Model):
     model = LDN(config)
     mfvi = config.weights == "mfvi"
 
@@ -158,12 +161,12 @@ class TrainedMethods:
     """The networks of one comparison: the LDN, the DDNs (member 0 is the DDN, all of them the
     ensemble), the MC-dropout and the MFVI network (None if not trained)."""
 
-    model_config: ModelConfig
-    dropout_config: ModelConfig | None
+    model_config: Model
+    dropout_config: Model | None
     ldn: Any  # vdjax.trainer.TrainResult
     ddns: list
     dropout: Any | None
-    mfvi_config: ModelConfig | None = None
+    mfvi_config: Model | None = None
     mfvi: Any | None = None
 
     def summary(self) -> dict:
@@ -178,15 +181,18 @@ class TrainedMethods:
                 for k, r in rows.items()}
 
 
-def fit_methods(data: Dataset | Sequence[Dataset], model_config: ModelConfig, train_config: TrainConfig,
+def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_config: TrainConfig,
                 seed: int | Sequence[int] = 0, ensemble_size: int = 5, dropout_rate: float | None = 0.1,
-                progress: bool = True, log: Callable[[str], None] = print, mfvi_prior_std: float | None = None
+                progress: bool = True, log: Callable[[str], None] = print, dropout_model: Model | None = None,
+                mfvi_prior_std: float | None = None, mfvi_model: Model | None = None
                 ) -> TrainedMethods | list[TrainedMethods]:
     """Trains the LDN and `ensemble_size` DDNs (seeds seed..seed+M-1) as one vmapped program,
-    then the MC-dropout DDN (`dropout_rate`; None skips it) and the MFVI DDN (prior std
-    `mfvi_prior_std`; None skips it), each a program of its own, all with `train_config`'s
-    protocol. Several data sets of one size (`data` a sequence; set j's seed is `seed[j]`, or
-    seed + 100 j) train in the same three programs; one `TrainedMethods` per set comes back."""
+    then the MC-dropout DDN and the MFVI DDN, each a program of its own, all with
+    `train_config`'s protocol. The dropout network is `dropout_model`, or else a preset
+    `model_config` with `dropout_rate` (None skips it); the MFVI network is `mfvi_model`, or else
+    a preset `model_config` with weights='mfvi' and prior std `mfvi_prior_std` (None skips it).
+    Several data sets of one size (`data` a sequence; set j's seed is `seed[j]`, or seed + 100 j)
+    train in the same three programs; one `TrainedMethods` per set comes back."""
     from vdjax.trainer import fit_networks
 
     if ensemble_size < 1:
@@ -197,19 +203,31 @@ def fit_methods(data: Dataset | Sequence[Dataset], model_config: ModelConfig, tr
     if len(seeds) != len(sets):
         raise ValueError(f"{len(sets)} data sets need as many seeds, got {seeds}")
 
-    def fit(config: ModelConfig, members: Callable[[int], list]) -> list[list]:
+    def fit(config: Model, members: Callable[[int], list]) -> list[list]:
         if several:
             return fit_networks(sets, config, train_config, [members(s) for s in seeds], progress=progress, log=log)
         return [fit_networks(sets[0], config, train_config, members(seeds[0]), progress=progress, log=log)]
 
+    dropout_config = dropout_model or _preset_variant(model_config, "dropout_model", dropout_rate,
+                                                      dropout_rate=dropout_rate)
+    mfvi_config = mfvi_model or _preset_variant(model_config, "mfvi_model", mfvi_prior_std, weights="mfvi",
+                                                prior_std=mfvi_prior_std)
     main = fit(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(ensemble_size)])
-    dropout_config = model_config.replace(dropout_rate=dropout_rate) if dropout_rate else None
-    mfvi_config = model_config.replace(weights="mfvi", prior_std=mfvi_prior_std) if mfvi_prior_std else None
     dropout = fit(dropout_config, lambda s: [("ddn", s)]) if dropout_config else [[None]] * len(sets)
     mfvi = fit(mfvi_config, lambda s: [("ddn", s)]) if mfvi_config else [[None]] * len(sets)
     out = [TrainedMethods(model_config, dropout_config, m[0], m[1:], d[0], mfvi_config, v[0])
            for m, d, v in zip(main, dropout, mfvi)]
     return out if several else out[0]
+
+
+def _preset_variant(model_config: Model, argument: str, setting: float | None, **changes) -> ModelConfig | None:
+    """The preset `model_config` with `changes` (a baseline's network), or None if `setting` is unset."""
+    if not setting:
+        return None
+    if not isinstance(model_config, ModelConfig):
+        raise ValueError(f"a Network has no {', '.join(changes)} to set: pass the baseline's network as {argument} "
+                         f"(or leave its setting None to skip it)")
+    return model_config.replace(**changes)
 
 
 def method_predictives(trained: TrainedMethods, x: np.ndarray, key: jax.Array, n_dropout_samples: int = 10,

@@ -39,9 +39,10 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        )
+        from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+        self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+            preservation_policy=preservation_policy.LatestN(1), create=True))
 
     def save(self, step: int, state: Any, meta: dict[str, Any], run_id: Any) -> bool:
         """Saves `state` and `meta` as step `step` and waits until they are on disk. A failed

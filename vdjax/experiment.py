@@ -21,7 +21,7 @@ import numpy as np
 from vdjax.data import Dataset
 from vdjax.loop import FitResult, fit
 from vdjax.metrics import predictive_metrics
-from vdjax.models import ModelConfig
+from vdjax.models import Model
 from vdjax.prune import d_opt_95, eval_logits, expected_depth, predict_log_probs, prune
 from vdjax.train import TrainConfig, evaluate
 
@@ -45,7 +45,7 @@ class SeedResult:
 
 @dataclasses.dataclass
 class RunResult:
-    model_config: ModelConfig
+    model_config: Model
     train_config: TrainConfig
     seeds: list[SeedResult]
     fit: FitResult
@@ -60,7 +60,7 @@ class RunResult:
         stats["pruned_log_lik"] = [s.test_pruned["log_lik"] for s in self.seeds]
         stats["pruned_error"] = [s.test_pruned["error"] for s in self.seeds]
         return {
-            "model_config": dataclasses.asdict(self.model_config),
+            "model_config": self.model_config.describe(),
             "train_config": dataclasses.asdict(self.train_config),
             "train_seconds": self.train_seconds,
             "environment": self.fit.layout,  # platform, versions, devices, seeds per vmapped batch
@@ -76,7 +76,7 @@ class RunResult:
 
 
 def pruned_metrics(
-    model_config: ModelConfig, variables: dict, q: np.ndarray, depth: int, x: np.ndarray, y: np.ndarray
+    model_config: Model, variables: dict, q: np.ndarray, depth: int, x: np.ndarray, y: np.ndarray
 ) -> dict[str, float]:
     """Marginal test log-likelihood, error and ECE of the network pruned to `depth`."""
     pruned = prune(model_config, variables, q, depth)
@@ -98,7 +98,7 @@ def epoch_progress(total: int, desc: str = "training", leave: bool = True) -> It
 
 def run_in_memory(
     data: Dataset,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     seeds: list[int],
     chunk_epochs: int | None = 250,
@@ -150,13 +150,13 @@ def input_grid(x_train: np.ndarray, resolution: int = 120) -> tuple[np.ndarray, 
     return gx, gy, np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
 
 
-def depth_probs(model_config: ModelConfig, variables: dict, points: np.ndarray) -> np.ndarray:
+def depth_probs(model_config: Model, variables: dict, points: np.ndarray) -> np.ndarray:
     """p(class 1 | x, d) at every depth d: [max_depth + 1, len(points)]."""
     return np.asarray(jax.nn.softmax(eval_logits(model_config, variables, points), axis=-1))[..., 1]
 
 
 def decision_grid(
-    model_config: ModelConfig, variables: dict, q: np.ndarray, x_train: np.ndarray, depths: list[int],
+    model_config: Model, variables: dict, q: np.ndarray, x_train: np.ndarray, depths: list[int],
     resolution: int = 120,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """p(class 1 | x) on a grid over the input plane: one map per listed depth, then the

@@ -25,7 +25,7 @@ from vdjax.cost import median_seconds
 from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
-from vdjax.models import ModelConfig
+from vdjax.models import Model, ModelConfig
 from vdjax.prune import (
     d_opt_95,
     eval_logits,
@@ -57,8 +57,9 @@ def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
     return Path(out) / dataset / f"{point.name}.json"
 
 
-def cnn_config(data: Dataset, depth: int) -> ModelConfig:
-    return ModelConfig("cnn", depth, data.num_classes, data.input_shape)
+def cnn_config(data: Dataset, depth: int, head_norm: str = "per_depth") -> Model:
+    """The paper's CNN for `data` at max depth `depth`; `head_norm` as `ModelConfig.head_norm`."""
+    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=head_norm)
 
 
 def run_image_point(
@@ -84,6 +85,7 @@ def run_image_points(
     speed_batch: int = 512,
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
+    head_norm: str = "per_depth",
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
     checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
@@ -102,7 +104,7 @@ def run_image_points(
             log(f"{data.name} {p.name}: done before, skipped")
     written: dict[ImagePoint, Path] = {}
     if todo:
-        model_config = cnn_config(data, todo[0].depth)
+        model_config = cnn_config(data, todo[0].depth, head_norm)
         data = with_stopping_data(data, train_config)
         # A run stopped while writing the records leaves the whole program's checkpoint: its
         # networks are finished there, so resume it rather than train the unwritten ones again.
@@ -135,13 +137,12 @@ def _process0_view(flags: np.ndarray, span_processes: bool) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))) > 0
 
 
-def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: ModelConfig,
-                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
-    """Evaluates one trained network on the test set; writes its parameters, then its record, and
-    returns where the record went (a fallback location if `out` has become unwritable)."""
-    path = record_path(out, data.name, point)
+def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
+                   train_config: TrainConfig) -> dict[str, Any]:
+    """One trained network evaluated on the test set: how it trained and, for an LDN, q(d), d_opt
+    and the full, 95%-pruned and expected-depth predictives (log-likelihood, error, ECE with
+    reliability tables); for a DDN its own predictive."""
     variables = jax.device_get(result.state.variables)
-    depth_logits = np.asarray(result.state.params["depth_logits"])
     record: dict[str, Any] = {
         "dataset": data.name,
         "n_train": data.n_train,
@@ -151,7 +152,7 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
         "method": point.method,
         "max_depth": point.depth,
         "seed": point.seed,
-        "model_config": dataclasses.asdict(model_config),
+        "model_config": model_config.describe(),
         "train_config": dataclasses.asdict(train_config),
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
@@ -166,23 +167,35 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
     per_depth = per_depth_metrics(logits, data.y_test)
     record["per_depth"] = {k: np.asarray(v).tolist() for k, v in per_depth.items()}
     if point.method == "ldn":
-        q = np.asarray(jax.nn.softmax(depth_logits), np.float64)
+        q = np.asarray(jax.nn.softmax(np.asarray(result.state.params["depth_logits"])), np.float64)
         d95, dexp = d_opt_95(q), expected_depth(q)
         record.update(q=q.tolist(), d_opt=d95, d_expected=dexp)
         record["ldn_full"] = predictive_metrics(marginal_log_probs(logits, q), data.y_test, reliability=True)
         for key, depth in (("ldn_95", d95), ("ldn_expected", dexp)):
             record[key] = {"depth": depth, **predictive_metrics(pruned_log_probs(logits, q, depth), data.y_test,
                                                                 reliability=True)}
-        ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
-        if ddn_path.exists():
-            ddn = read_json(ddn_path)
-            record["ddn"] = ddn["test"]
-            ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
-            pruned = prune(model_config, variables, q, d95)
-            record["speed"] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
-                                              data.x_test[:speed_batch])
     else:
         record["test"] = predictive_metrics(jax.nn.log_softmax(logits[-1]), data.y_test, reliability=True)
+    return record
+
+
+def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
+                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
+    """Evaluates one trained network on the test set (with, for an LDN, the DDN of its depth and
+    seed where that is trained); writes its parameters, then its record, and returns where the
+    record went (a fallback location if `out` has become unwritable)."""
+    path = record_path(out, data.name, point)
+    variables = jax.device_get(result.state.variables)
+    depth_logits = np.asarray(result.state.params["depth_logits"])
+    record = network_record(data, point, result, model_config, train_config)
+    ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
+    if point.method == "ldn" and ddn_path.exists():
+        ddn = read_json(ddn_path)
+        record["ddn"] = ddn["test"]
+        ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
+        pruned = prune(model_config, variables, np.asarray(record["q"]), record["d_opt"])
+        record["speed"] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
+                                          data.x_test[:speed_batch])
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
@@ -191,11 +204,10 @@ def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_c
     return written
 
 
-
-
 def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:
     """What early stopping watched, for results files and figure captions."""
-    note: dict[str, Any] = {"on": train_config.stop_on, "patience": train_config.patience}
+    note: dict[str, Any] = {"on": train_config.stop_on, "objective": train_config.stop_objective,
+                            "patience": train_config.patience, "patience_rule": train_config.patience_rule}
     if train_config.stop_on == "val":
         note["validation"] = data.validation
     return note
@@ -231,7 +243,7 @@ def load_image_variables(out: str | Path, dataset: str, point: ImagePoint) -> tu
     return blob["variables"], np.asarray(blob["depth_logits"])
 
 
-def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats: int = 7) -> float:
+def forward_seconds(config: Model, variables: dict, x: np.ndarray, repeats: int = 7) -> float:
     """Median wall time of one jitted eval-mode forward pass on the batch `x` (after a warm-up)."""
     fn = forward_fn(config)
     x = jax.device_put(np.asarray(x, np.float32))
@@ -239,7 +251,7 @@ def forward_seconds(config: ModelConfig, variables: dict, x: np.ndarray, repeats
     return median_seconds(lambda: jax.block_until_ready(fn(variables, x)), repeats)
 
 
-def forward_speedup(ddn_config: ModelConfig, ddn_variables: dict, pruned_config: ModelConfig,
+def forward_speedup(ddn_config: Model, ddn_variables: dict, pruned_config: Model,
                     pruned_variables: dict, x: np.ndarray) -> dict[str, float]:
     """Fig 11: the proportional reduction in forward time, 1 - t(pruned LDN) / t(DDN), same batch.
 

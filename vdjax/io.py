@@ -26,6 +26,16 @@ import numpy as np
 
 FALLBACK_ENV = "VDJAX_FALLBACK_DIR"
 _SESSION = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # one fallback folder per process
+_FALLBACK_WRITES: list[Path] = []  # where this process's files went instead of their own paths
+
+
+def fallback_writes() -> list[Path]:
+    """The files this process wrote to a fallback directory since the last `forget_fallbacks`."""
+    return list(_FALLBACK_WRITES)
+
+
+def forget_fallbacks() -> None:
+    _FALLBACK_WRITES.clear()
 
 
 def _temporary_beside(path: Path) -> str:
@@ -74,6 +84,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
                 continue
             print(f"vdjax: could not write {path} ({reason}); wrote it to {target} instead",
                   file=sys.stderr)
+            _FALLBACK_WRITES.append(target)
             return target
         raise
 
@@ -94,9 +105,15 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Writes `obj` as JSON; returns where it went (the fallback copy if `path` failed)."""
-    text = json.dumps(to_jsonable(obj), indent=1)
+SCHEMA_VERSION = 1  # of every results file; `vdjax.studies.load_results` reads it back
+
+
+def write_json(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
+    """Writes a results record as JSON, stamped with `schema_version`; returns where it went
+    (the fallback copy if `path` failed)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"a results file holds one JSON object, got {type(obj).__name__}")
+    text = json.dumps(to_jsonable({"schema_version": SCHEMA_VERSION, **obj}), indent=1)
     return write_text(path, text)
 
 
@@ -118,10 +135,6 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Saves and closes a matplotlib figure, atomically."""
-    import matplotlib.pyplot as plt
-
+    """Saves a matplotlib figure, atomically."""
     fmt = Path(path).suffix.lstrip(".") or "png"
-    out = _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
-    plt.close(fig)
-    return out
+    return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))

@@ -85,7 +85,8 @@ def conv_xla(x: jax.Array, kernel: jax.Array, padding: Padding = "SAME") -> jax.
 
 
 class Conv(nn.Module):
-    """k x k stride-1 convolution (k odd), PyTorch init; `impl` is 'im2col' or 'xla'.
+    """k x k stride-1 convolution (k odd), PyTorch init; `impl` is 'im2col', 'xla' or 'auto' (chosen for
+    the backend it is traced on).
 
     Defaults are PyTorch's `Conv2d`: a bias, and padding as given ('SAME' = k // 2, 'VALID' = 0).
     """
@@ -102,7 +103,7 @@ class Conv(nn.Module):
         if self.padding not in ("SAME", "VALID"):
             raise ValueError(f"padding must be 'SAME' or 'VALID', got {self.padding!r}")
         kernel = self.param("kernel", torch_kernel_init, (k, k, c, self.features))
-        conv = conv_im2col if self.impl == "im2col" else conv_xla
+        conv = conv_im2col if resolve_conv_impl(self.impl) == "im2col" else conv_xla
         y = conv(x, kernel, self.padding)
         if self.use_bias:
             y = y + self.param("bias", torch_bias_init(k * k * c), (self.features,))

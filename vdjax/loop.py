@@ -23,7 +23,7 @@ import numpy as np
 
 from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
-from vdjax.models import ModelConfig
+from vdjax.models import Model
 from vdjax import protocol
 from vdjax.protocol import Batching, NetState  # noqa: F401 (Batching is re-exported)
 from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
@@ -34,7 +34,7 @@ from vdjax.validate import MAX_SEED
 LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
 
 
-def init_loop_state(key: jax.Array, model_config: ModelConfig, train_config: TrainConfig, n_train: int) -> LoopState:
+def init_loop_state(key: jax.Array, model_config: Model, train_config: TrainConfig, n_train: int) -> LoopState:
     init_key, shuffle_key = jax.random.split(key)
     batching = Batching.for_size(n_train, train_config.batch_size)
     state = init_state(init_key, model_config, make_optimizer(train_config, batching.n_batches))
@@ -42,7 +42,7 @@ def init_loop_state(key: jax.Array, model_config: ModelConfig, train_config: Tra
 
 
 def _epoch(
-    loop: LoopState, x: jax.Array, y: jax.Array, *, model_config: ModelConfig, train_config: TrainConfig
+    loop: LoopState, x: jax.Array, y: jax.Array, *, model_config: Model, train_config: TrainConfig
 ) -> LoopState:
     n_train = x.shape[0]
     batching = Batching.for_size(n_train, train_config.batch_size)
@@ -69,11 +69,11 @@ def _epoch(
         loss, candidate = jnp.mean(losses), new  # as the reference: parameters after the epoch
     loop = loop.replace(key=key)
     return protocol.end_epoch(loop, new, candidate, loss, patience=train_config.patience,
-                              max_epochs=train_config.max_epochs)
+                              max_epochs=train_config.max_epochs, patience_rule=train_config.patience_rule)
 
 
 def run_epochs(
-    loop: LoopState, x: jax.Array, y: jax.Array, stop_epoch: jax.Array, *, model_config: ModelConfig,
+    loop: LoopState, x: jax.Array, y: jax.Array, stop_epoch: jax.Array, *, model_config: Model,
     train_config: TrainConfig,
 ) -> LoopState:
     """Runs epochs until `stop_epoch` or until this seed's run has stopped."""
@@ -85,7 +85,7 @@ def run_epochs(
 class FitResult:
     """Per-seed results of `fit`; every array has a leading seed axis."""
 
-    model_config: ModelConfig
+    model_config: Model
     train_config: TrainConfig
     state: LoopState
     seconds: float = 0.0  # wall time of training, compile included, over every call that resumed it
@@ -101,7 +101,7 @@ class FitResult:
 
 
 def fit(
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     x: np.ndarray,
     y: np.ndarray,
@@ -218,12 +218,12 @@ def _place(x, y, loop: LoopState, active: np.ndarray, per_seed_data: bool):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, n_train: int):
+def _compiled_init(model_config: Model, train_config: TrainConfig, n_train: int):
     init = functools.partial(init_loop_state, model_config=model_config, train_config=train_config, n_train=n_train)
     return jax.jit(jax.vmap(init))
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_run(model_config: ModelConfig, train_config: TrainConfig, data_axis: int | None):
+def _compiled_run(model_config: Model, train_config: TrainConfig, data_axis: int | None):
     body = functools.partial(run_epochs, model_config=model_config, train_config=train_config)
     return jax.jit(jax.vmap(body, in_axes=(0, data_axis, data_axis, None)), donate_argnums=0)

@@ -48,22 +48,23 @@ def preactivation_moments(x: jax.Array, kernel: jax.Array, kernel_std: jax.Array
 class MFVILinear(nn.Module):
     """A dense layer with a factorised Gaussian posterior over its weights and biases.
 
-    sample: draw the pre-activations (training, and Monte-Carlo prediction; needs the
-    'weights' PRNG stream); otherwise the posterior-mean layer (deterministic evaluation).
+    The layer draws its pre-activations (needs the 'weights' PRNG stream) when `sample` is set or
+    it is called with `deterministic=False`, as `vdjax.network` calls it in training and for
+    Monte-Carlo prediction; otherwise it is the posterior-mean layer (deterministic evaluation).
     """
 
     features: int
     sample: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         fan_in = x.shape[-1]
         kernel = self.param("kernel", torch_kernel_init, (fan_in, self.features))
         bias = self.param("bias", torch_bias_init(fan_in), (self.features,))
         kernel_rho = self.param("kernel_rho", rho_init, (fan_in, self.features))
         bias_rho = self.param("bias_rho", rho_init, (self.features,))
         mean, var = preactivation_moments(x, kernel, softplus_std(kernel_rho), bias, softplus_std(bias_rho))
-        if not self.sample:
+        if deterministic and not self.sample:
             return mean
         eps = jax.random.normal(self.make_rng(RNG_STREAM), mean.shape, mean.dtype)
         return mean + jnp.sqrt(var) * eps  # var >= s_b^2 > 0: the sqrt has a finite gradient
@@ -86,4 +87,3 @@ def weight_kl(params: Any, prior_std: float) -> jax.Array:
         for value in params.values():
             total = total + weight_kl(value, prior_std)
     return total
-

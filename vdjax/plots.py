@@ -1,16 +1,25 @@
-"""Figures drawn from results (arrays or result files), never from inside training code."""
+"""Figures drawn from results (arrays or result files), never from inside training code.
+
+Figures are `matplotlib.figure.Figure` objects saved straight to files: importing this module
+neither selects a backend nor touches pyplot's state, so it behaves the same in a script, a
+notebook with its own backend, or on a machine without a display.
+"""
 
 from __future__ import annotations
 
 import os
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from vdjax.io import save_figure
 
-from vdjax.io import save_figure  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, **kwargs):
+    """`pyplot.subplots` without pyplot: (figure, axes) of a figure no backend manages."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _finish(fig, path: str | os.PathLike, title: str = ""):
@@ -37,7 +46,7 @@ def plot_depth_posterior(
     0, 1, ... or at `ddn_depths` when only some depths were trained."""
     q = np.atleast_2d(q)
     depths = np.arange(q.shape[1])
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = subplots(figsize=(7, 3.8))
     ax.bar(depths, q.mean(0), yerr=q.std(0) if len(q) > 1 else None, color="tab:blue", alpha=0.6,
            label="q(d)")
     ax.axvline(d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt = {d_opt}")
@@ -78,7 +87,7 @@ def plot_decision_functions(
     n = len(probs)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
     for i, (ax, p, title) in enumerate(zip(axes.flat, probs, titles)):
         gx, gy, p = p if rows is not None else (grid_x, grid_y, p)
         xt, yt = rows[i // ncols] if rows is not None else (x_train, y_train)
@@ -97,7 +106,7 @@ def plot_sweep(table: dict[str, np.ndarray], key: str, path: str | os.PathLike, 
     """Figs 2 (right), 5, 6: d_opt and test log-likelihood against a swept variable, with
     error bars over repeats (from `vdjax.sweeps.sweep_table`)."""
     x = table[key]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.6))
     a1.errorbar(x, table["d_opt"], table["d_opt_std"], marker="o", capsize=3, label="d_opt (95% rule)")
     a1.errorbar(x, table["d_expected"], table["d_expected_std"], marker="s", capsize=3, alpha=0.6,
                 label="expected depth")
@@ -123,7 +132,7 @@ def plot_reliability(panels: list[tuple[str, dict]], path: str | os.PathLike, su
     diagonal is perfect calibration: bars below it are overconfident, above it underconfident.
     ECE in each title.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
     for ax, (title, m) in zip(axes.flat, panels):
         t = m["reliability"]
         edges = np.asarray(t["edges"])
@@ -151,7 +160,7 @@ _VARIANTS = (("ldn_full", "LDN-full", "o-"), ("ldn_95", "LDN-95", "s--"), ("ldn_
 def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, suptitle: str = ""):
     """Figs 4/9 (right): per data set, d_opt and test log-likelihood / error against max depth
     for LDN-full, LDN-95, LDN-expected and the DDN of that depth (from `image_runs.depth_table`)."""
-    fig, axes = plt.subplots(len(tables), 3, figsize=(13, 3.3 * len(tables)), squeeze=False)
+    fig, axes = subplots(len(tables), 3, figsize=(13, 3.3 * len(tables)), squeeze=False)
     for row, (name, t) in zip(axes, tables.items()):
         x = t["max_depth"]
         row[0].errorbar(x, t["d_opt"], t["d_opt_std"], marker="o", capsize=3, label="d_opt (95% rule)")
@@ -174,7 +183,7 @@ def plot_image_depth_scan(tables: dict[str, dict[str, np.ndarray]], path: str | 
 
 def plot_speedup(tables: dict[str, dict[str, np.ndarray]], path: str | os.PathLike):
     """Fig 11: proportional forward-pass speed-up of the pruned LDN over the DDN of the same D."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, t in tables.items():
         ok = ~np.isnan(t["speedup"])
         if ok.any():
@@ -193,11 +202,11 @@ def plot_search_comparison(table: list[dict], path: str | os.PathLike):
     """The NAS comparison: per data set, final test log-likelihood against search + retraining
     wall time (log axis), and the chosen depth of every strategy (means and stds over seeds)."""
     datasets = list(dict.fromkeys(e["dataset"] for e in table))
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 3.8 * len(datasets)), squeeze=False)
+    fig, axes = subplots(len(datasets), 2, figsize=(12, 3.8 * len(datasets)), squeeze=False)
     for row, name in zip(axes, datasets):
         es = [e for e in table if e["dataset"] == name]
         for i, e in enumerate(es):
-            color = "k" if e["strategy"] == "ldn" else plt.cm.tab10(i % 10)
+            color = "k" if e["strategy"] == "ldn" else matplotlib.colormaps["tab10"](i % 10)
             row[0].errorbar(e["seconds"], e["log_lik"], yerr=e["log_lik_std"], fmt="o",
                             color=color, capsize=3)
             row[0].annotate(e["strategy"], (e["seconds"], e["log_lik"]), fontsize=7, xytext=(4, 3),

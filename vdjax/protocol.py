@@ -15,7 +15,9 @@ watches; everything else is here:
 - `run_id`: what must match for a checkpoint to be resumed.
 
 Conventions: `epoch` counts completed epochs; `best_epoch` is the 0-based index of the best
-epoch (-1 before any); a network stops once `epoch - 1 - best_epoch >= patience`, at
+epoch (-1 before any), the last strict improvement; a network stops once the epochs since
+then, `epoch - 1 - best_epoch`, reach `patience` (`patience_rule='reached'`) or exceed it
+('exceeded', the reference code's `i - best_epoch > early_stop` after 0-based epoch i), at
 `max_epochs`, or at a non-finite loss, after which nothing of it changes.
 """
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from vdjax.checkpoints import fingerprint
 from vdjax.runtime import gather, to_host
-from vdjax.train import TrainState
+from vdjax.train import PatienceRule, TrainState
 
 
 class NetState(flax.struct.PyTreeNode):
@@ -68,7 +70,7 @@ def init_net_state(train: TrainState, key: jax.Array, max_epochs: int) -> NetSta
 
 
 def end_epoch(net: NetState, trained: TrainState, candidate: TrainState, loss: jax.Array, *, patience: int,
-              max_epochs: int) -> NetState:
+              max_epochs: int, patience_rule: PatienceRule = "reached") -> NetState:
     """One network after an epoch (vmap it for many).
 
     net.train: the state before the epoch; trained: after it; candidate: the state whose
@@ -87,11 +89,18 @@ def end_epoch(net: NetState, trained: TrainState, candidate: TrainState, loss: j
         best_loss=jnp.where(improved, loss, net.best_loss),
         best_epoch=best_epoch,
         epoch=epoch,
-        done=(~finite) | (epoch >= max_epochs) | (epoch - 1 - best_epoch >= patience),
+        done=(~finite) | (epoch >= max_epochs) | patience_spent(epoch - 1 - best_epoch, patience, patience_rule),
         nonfinite=~finite,
         history=net.history.at[net.epoch].set(loss),
     )
     return jax.tree_util.tree_map(lambda old, new: jnp.where(net.done, old, new), net, updated)
+
+
+def patience_spent(since_best: jax.Array, patience: int, rule: PatienceRule) -> jax.Array:
+    """Whether `since_best` epochs without a strict improvement end the run under `rule`."""
+    if rule not in ("reached", "exceeded"):
+        raise ValueError(f"patience_rule must be 'reached' or 'exceeded', got {rule!r}")
+    return since_best >= patience if rule == "reached" else since_best > patience
 
 
 def stop_reason(done: bool, nonfinite: bool, epoch: int, max_epochs: int) -> str:
@@ -200,11 +209,26 @@ class SaveCadence:
         self.cost = self.last - started
 
 
+def config_key(config: Any) -> str:
+    """A config's repr naming only the fields that differ from their defaults, so that a field a
+    later version adds, left at its default, keeps earlier checkpoints resumable."""
+    if not dataclasses.is_dataclass(config):
+        return repr(config)
+    changed = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or type(value) is not type(default) or value != default:
+            changed.append(f"{f.name}={value!r}")
+    return f"{type(config).__name__}({', '.join(changed)})"
+
+
 def run_id(model_config: Any, train_config: Any, *arrays: np.ndarray, name: str | None = None,
            **networks_and_layout: Any) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: configs, the data themselves (two subsets of
     the same size drawn with other seeds are different runs), and what the caller names: the
     networks (seeds, methods) and what sets their floats (devices, chunking, versions)."""
-    rid = {"model_config": repr(model_config), "train_config": repr(train_config),
+    rid = {"model_config": config_key(model_config), "train_config": config_key(train_config),
            "data": [name, fingerprint(*arrays)] if name is not None else fingerprint(*arrays)}
     return {**rid, **networks_and_layout}

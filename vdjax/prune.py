@@ -18,7 +18,7 @@ import numpy as np
 
 from vdjax.data.core import check_inputs
 from vdjax.metrics import marginal_log_probs
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 
 Rule = Literal["95", "expected"]
 
@@ -52,8 +52,9 @@ def fold_posterior(q: np.ndarray, depth: int) -> np.ndarray:
     return folded
 
 
-def prune_variables(variables: dict[str, Any], depth: int) -> dict[str, Any]:
-    """Keeps blocks 1..depth of the stacked 'blocks' and the head statistics of depths 0..depth."""
+def prune_variables(variables: dict[str, Any], depth: int, per_depth_head: bool = True) -> dict[str, Any]:
+    """Keeps blocks 1..depth of the stacked 'blocks' (every leaf has the leading depth axis), the
+    stem, the head, and the head statistics of depths 0..depth (all of them when shared)."""
     out = {}
     for collection, tree in variables.items():
         tree = dict(tree)
@@ -62,17 +63,18 @@ def prune_variables(variables: dict[str, Any], depth: int) -> dict[str, Any]:
                 del tree["blocks"]
             else:
                 tree["blocks"] = jax.tree_util.tree_map(lambda a: a[:depth], tree["blocks"])
-        if collection == "batch_stats" and "head" in tree:
+        if collection == "batch_stats" and "head" in tree and per_depth_head:
             tree["head"] = jax.tree_util.tree_map(lambda a: a[: depth + 1], tree["head"])
         out[collection] = tree
     return out
 
 
-def last_head_only(config: ModelConfig, variables: dict[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
+def last_head_only(config: Model, variables: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
     """The same network computing only its deepest output (a DDN as deployed): the head's
-    per-depth statistics cut to the last row. Its logits are row -1 of the full network's."""
-    if config.heads == "last":
-        return config, variables
+    per-depth statistics cut to the last row (shared ones kept). Its logits are row -1 of the
+    full network's."""
+    if config.heads == "last" or config.head_norm == "shared":
+        return config.replace(heads="last"), variables
     out = {c: dict(t) for c, t in variables.items()}
     if "head" in out.get("batch_stats", {}):
         out["batch_stats"]["head"] = jax.tree_util.tree_map(lambda a: a[-1:], out["batch_stats"]["head"])
@@ -83,7 +85,7 @@ def last_head_only(config: ModelConfig, variables: dict[str, Any]) -> tuple[Mode
 class PrunedLDN:
     """A network cut to `config.max_depth = d_opt` blocks, with its folded posterior `q`."""
 
-    config: ModelConfig
+    config: Model
     variables: dict[str, Any]
     q: np.ndarray
 
@@ -92,18 +94,18 @@ class PrunedLDN:
         return self.config.max_depth
 
 
-def prune(config: ModelConfig, variables: dict[str, Any], q: np.ndarray, depth: int) -> PrunedLDN:
+def prune(config: Model, variables: dict[str, Any], q: np.ndarray, depth: int) -> PrunedLDN:
     """Cuts a trained LDN to `depth` blocks (use `select_depth` for d_opt)."""
     _check_depth(depth, config.max_depth)
     return PrunedLDN(
         config=config.replace(max_depth=depth),
-        variables=prune_variables(variables, depth),
+        variables=prune_variables(variables, depth, config.head_norm == "per_depth"),
         q=fold_posterior(q, depth),
     )
 
 
 def predict_log_probs(
-    config: ModelConfig, variables: dict[str, Any], q: np.ndarray, x: np.ndarray, batch_size: int = 1024
+    config: Model, variables: dict[str, Any], q: np.ndarray, x: np.ndarray, batch_size: int = 1024
 ) -> np.ndarray:
     """Marginal log p(y|x) over the depths of `q` (length max_depth + 1), in eval mode."""
     logits = eval_logits(config, variables, x, batch_size)
@@ -120,7 +122,7 @@ def pruned_log_probs(logits: np.ndarray, q: np.ndarray, depth: int) -> jax.Array
     return marginal_log_probs(jnp.asarray(logits)[: depth + 1], jnp.asarray(fold_posterior(q, depth)))
 
 
-def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def eval_logits(config: Model, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits in evaluation mode, [num_heads, N, classes] (every depth unless heads='last'), in batches."""
     x = check_inputs(x, config.input_shape)
     fn = forward_fn(config)
@@ -129,7 +131,7 @@ def eval_logits(config: ModelConfig, variables: dict[str, Any], x: np.ndarray, b
 
 
 @functools.lru_cache(maxsize=64)
-def forward_fn(config: ModelConfig):
+def forward_fn(config: Model):
     """The jitted eval-mode forward pass `(variables, x) -> logits [num_heads, B, C]`, cached per config."""
     model = LDN(config)
     return jax.jit(lambda v, x: model.apply(v, x, train=False))

@@ -37,6 +37,8 @@ DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at 
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
+GPU_CHECK = "benchmarks/gpu/gpu_check.json"  # benchmarks/gpu_check.py on an NVIDIA H200
+GPU_CHECK_COMMAND = "PYTHONPATH=. python3 benchmarks/gpu_check.py --data-dir data/fashion_mnist --budget-s 420"
 
 _REGION = re.compile(r"^<!-- BEGIN table:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- END table:(?P=name) -->$",
                      re.S | re.M)
@@ -475,6 +477,92 @@ def nas_costs(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------- the GPU check
+
+
+def gpu_check_not_run() -> str:
+    return (f"The GPU check has not been run yet: `{GPU_CHECK_COMMAND}` on the H200, with Fashion-MNIST's files "
+            f"copied into data/fashion_mnist, measures what renders here from `{GPU_CHECK}` (the script's "
+            "docstring has the steps).\n")
+
+
+def _gpu_machine(res: dict[str, Any]) -> str:
+    env = res["sections"].get("environment", {})
+    gpus = (env.get("gpu") or {}).get("gpus") or [{}]
+    v = env.get("versions", {})
+    gpu = gpus[0].get("name") or env.get("device_kind", "?")
+    driver = f", driver {gpus[0]['driver_version']}" if gpus[0].get("driver_version") else ""
+    cuda = f" (CUDA {v['torch_cuda']})" if v.get("torch_cuda") else ""
+    torch = f", torch {v['torch']}{cuda}" if v.get("torch") else ", no torch"
+    tiny = "**Dry run (`--tiny`, CPU): these numbers check the script, not the speed.** " if res.get("tiny") else ""
+    return (f"{tiny}Machine: {gpu}{driver} ({env.get('device_count', '?')} device(s), {env.get('backend', '?')}); "
+            f"jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, optax {v.get('optax')}{torch}. "
+            f"Precision: {res['precision']['dtype']}, {res['precision']['note']}. Command: `{res['command']}` "
+            f"({res.get('wall_s', 0):.0f} s, budget {res['budget_s']:.0f} s).")
+
+
+def _cuts(section: dict[str, Any]) -> list[str]:
+    """What a section could not do, as lines under its table."""
+    notes = [f"The section failed: {section.get('error')}."] if section.get("status") == "failed" else []
+    notes += [f"PyTorch not compared: {section['torch_skipped']}."] if section.get("torch_skipped") else []
+    errors = [section.get("torch_error")] + [r.get("torch_error") for r in section.get("rows", [])]
+    notes += [f"PyTorch failed: {e}." for e in errors if e]
+    cuts = section.get("cut") or []
+    notes += ["Cut: " + "; ".join(f"{c['item']} ({c['reason']})" for c in cuts) + "."] if cuts else []
+    return [line for note in notes for line in ("", note)]
+
+
+def gpu_check_markdown(res: dict[str, Any]) -> str:
+    """`benchmarks/gpu_check.py`'s results: one table per section, and its targets."""
+    sec = res["sections"]
+    out = [_gpu_machine(res), ""]
+    c = sec.get("cnn_step", {})
+    rows = [[str(r["max_depth"]), f"{1e3 * r['vdjax_step_s']:.2f}",
+             "-" if r.get("torch_step_s") is None else f"{1e3 * r['torch_step_s']:.2f}",
+             _f(r, "speedup", ".2f", "x"), f"{r['vdjax_compile_s']:.1f}"] for r in c.get("rows", [])]
+    out += [f"**CNN LDN train step** (batch {c.get('batch')}, {'x'.join(map(str, c.get('shape', [])))} inputs, "
+            f"median of {c.get('repeats')} steps after {c.get('warmup')} warm-up; PyTorch on {c.get('torch_device')}):",
+            "", *_grid(["max_depth", "vdjax step ms", "PyTorch step ms", "vdjax / PyTorch", "vdjax compile s"], rows),
+            *_cuts(c), ""]
+    n = sec.get("networks_per_program", {})
+    rows = [[str(r["networks"]), f"{r['vdjax_program']:.1f}", _f(r, "torch_sequential", ".1f"),
+             _f(r, "program_vs_torch", ".2f", "x"), _f(r, "program_vs_one_network", ".2f", "x")]
+            for r in n.get("rows", [])]
+    out += [f"**Networks per program** (network-steps/s, D = {n.get('max_depth')}, batch {n.get('batch')}, "
+            f"median of {n.get('rounds')} rounds of {n.get('steps_per_round')} steps a network):", "",
+            *_grid(["networks K", "vdjax, K in one program", "PyTorch, one after the other", "vdjax / PyTorch",
+                    "vdjax K / vdjax 1"], rows), *_cuts(n), ""]
+    sl = sec.get("slice", {})
+    rows = []
+    for r in sl.get("networks", []):
+        ldn = r["method"] == "ldn"
+        rows.append([r["method"].upper(), str(r["max_depth"]), str(r["epochs"]), r["stopped"],
+                     str(r["d_opt"]) if ldn else "-", f"{r['entropy_fraction']:.2f}" if ldn else "-",
+                     f"{r['test']['log_lik']:.3f}", f"{r['test']['error']:.3f}", f"{r['test']['ece']:.3f}",
+                     f"{r['epoch_seconds_median']:.1f}", f"{r['wall_s']:.0f}"])
+    out += [f"**Paper-protocol slice** ({sl.get('dataset')}, {sl.get('n_train')} train / {sl.get('n_test')} test, "
+            f"batch {sl.get('effective_batch')} x {sl.get('steps_per_epoch')} steps an epoch, seed {sl.get('seed')}; "
+            f"{sl.get('protocol')}; LDN: {sl.get('schedules', {}).get('ldn')}, DDN: {sl.get('schedules', {}).get('ddn')}"
+            "; test metrics of the LDN's full marginal and of the DDN):", "",
+            *_grid(["method", "D", "epochs", "stopped by", "d_opt", "entropy / log(D+1)", "test LL", "test error",
+                    "ECE", "epoch s", "wall s"], rows), *_cuts(sl), ""]
+    t = sec.get("time_split", {})
+    if "device_step_s" in t:
+        out += [f"**Where the time goes** (the slice's LDN at D = {t['max_depth']}, batch {t['batch']}): the compiled "
+                f"step {1e3 * t['device_step_s']:.2f} ms with its batch on the device, "
+                f"{1e3 * t['host_fed_step_s']:.2f} ms fed from the host, {1e3 * t['trainer_step_s']:.2f} ms in the "
+                f"trainer (its epoch over its steps, test evaluation included): **{t['trainer_vs_device']:.2f}x** "
+                "the step alone.", ""]
+    else:
+        out += [f"**Where the time goes**: not measured ({t.get('skipped') or t.get('error') or 'no result'}).", ""]
+    lines = ["| target | result |", "|---|---|"]
+    for g in res.get("targets", []):
+        result = (f"not measured ({g['reason']})" if g["met"] is None else
+                  f"{_met(g['met'])}: {g['value']:.2f}{'x' if g['name'] != 'ldn_entropy_fraction' else ''}")
+        lines.append(f"| {g['target']} | {result} |")
+    return "\n".join(out + lines) + "\n"
+
+
 # ---------------------------------------------------------------------------- the registry
 
 
@@ -483,6 +571,15 @@ class Table:
     source: str  # raw results, relative to the repository root
     render: Callable[[Any], str]
     load: Callable[[Path], Any] | None = None  # how to read `source` (default: one JSON file)
+    missing: Callable[[], str] | None = None  # what to render while the source does not exist (None: an error)
+
+
+def load_nas_rows(path: Path) -> list[dict[str, Any]]:
+    """The NAS comparison's rows (a results record {"rows": [...]}, or the bare list of older files)."""
+    from vdjax.io import read_json
+
+    data = read_json(path)
+    return data["rows"] if isinstance(data, dict) else data
 
 
 def load_spirals(folder: Path) -> dict[str, Any]:
@@ -515,9 +612,9 @@ TABLES: dict[str, Table] = {
     "dun-uci-suite": Table(DUN_UCI_SUITE, dun_uci_suite_table),
     "dun-uci-gap": Table(DUN_UCI_SUITE, dun_uci_gap_table),
     "dun-shift": Table(DUN_SHIFT, dun_shift_table),
-    "nas": Table(NAS_ROWS, nas_table),
-    "nas-setting": Table(NAS_ROWS, nas_setting),
-    "nas-costs": Table(NAS_ROWS, nas_costs),
+    "nas": Table(NAS_ROWS, nas_table, load_nas_rows),
+    "nas-setting": Table(NAS_ROWS, nas_setting, load_nas_rows),
+    "nas-costs": Table(NAS_ROWS, nas_costs, load_nas_rows),
     "main-job": _spirals(lambda s: headline(s["one_seed"], s["six_seeds"])),
     "spirals-wall-times": _spirals(lambda s: wall_times(s["scans"])),
     "spirals-findings": _spirals(lambda s: findings_table(all_findings(s["scans"]))),
@@ -525,6 +622,7 @@ TABLES: dict[str, Table] = {
     **{f"spirals-{scan.key}": _spirals(lambda s, scan=scan: scan_table(scan, s["scans"][scan.name]))
        for scan in SCANS.values()},
     "image-study": Table(IMAGE_STUDY, lambda summary: findings_markdown(findings(summary))),
+    "gpu-check": Table(GPU_CHECK, gpu_check_markdown, missing=gpu_check_not_run),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}
 
@@ -543,6 +641,8 @@ def render_documents(root: Path = ROOT, tables: dict[str, Table] = TABLES, docum
     cache: dict[str, Any] = {}
 
     def render(t: Table) -> str:
+        if t.missing is not None and not (root / t.source).exists():
+            return t.missing()
         if t.source not in cache:
             cache[t.source] = (t.load or read_json)(root / t.source)
         return t.render(cache[t.source])

@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 _FLAG = "--xla_force_host_platform_device_count"
 
@@ -29,11 +29,15 @@ def largest_divisor(n: int, limit: int) -> int:
 
 
 def use_all_cpu_cores() -> None:
-    """Asks XLA for one CPU device per core. Effective only before JAX's backend starts
-    (call it first thing in a script); a device count the user already set is kept."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={os.cpu_count() or 1}".strip()
+    """Asks for one CPU device per core (`jax_num_cpu_devices`). Effective only before JAX's
+    backend starts (call it first thing in a script); a count the user already chose
+    ($JAX_NUM_CPU_DEVICES, or XLA's own --xla_force_host_platform_device_count) is kept."""
+    if jax.config.jax_num_cpu_devices != -1 or _FLAG in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except RuntimeError:  # the backend has started: its devices stay as they are
+        pass
 
 
 CACHE_ENV = "VDJAX_COMPILATION_CACHE"
@@ -90,11 +94,18 @@ def seed_sharding(n_seeds: int) -> NamedSharding | None:
     n = seed_devices(n_seeds)
     if n == 1:
         return None
-    return NamedSharding(Mesh(np.array(jax.local_devices()[:n]), ("seed",)), PartitionSpec("seed"))
+    return NamedSharding(make_mesh((n,), ("seed",), jax.local_devices()[:n]), PartitionSpec("seed"))
 
 
 
 MESH_AXES = ("nets", "data")
+
+
+def make_mesh(shape: tuple[int, ...], names: tuple[str, ...], devices: list) -> Mesh:
+    """`jax.make_mesh` over exactly these devices, in this order (a multi-process mesh is ordered
+    by process), with automatic sharding propagation on every axis: the programs are written
+    for jit's sharding inference, not for explicit-sharding types."""
+    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -124,7 +135,7 @@ def network_mesh(n_networks: int, nets: int | None = None, data: int = 1, device
         raise ValueError(f"{n_networks} networks cannot be split evenly over nets={nets} devices")
     if nets * data == 1:
         return None
-    return Mesh(np.array(devices[: nets * data]).reshape(nets, data), MESH_AXES)
+    return make_mesh((nets, data), MESH_AXES, devices[: nets * data])
 
 
 def mesh_shardings(mesh: Mesh | None) -> tuple[NamedSharding | None, NamedSharding | None]:

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from vdjax.cost import Cost, clock
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 from vdjax.posterior import per_depth_nll
 
 STRATEGIES = ("darts1", "darts2", "binary", "binary_masked", "proxyless", "moving_average", "gumbel", "smash")
@@ -106,7 +106,7 @@ def _optimizers(cfg: SearchConfig):
     return weights, arch
 
 
-def init_search(key: jax.Array, model_config: ModelConfig, cfg: SearchConfig) -> SearchState:
+def init_search(key: jax.Array, model_config: Model, cfg: SearchConfig) -> SearchState:
     init_key, key = jax.random.split(key)
     variables = LDN(model_config).init(init_key, jnp.zeros((1, *model_config.input_shape)), train=False)
     alpha = jnp.zeros((model_config.max_depth + 1,), jnp.float32)
@@ -233,7 +233,7 @@ def _arch_grad(cfg, model_config, state, key, xt, yt, xv, yv):
     return g, gates(cfg, state.alpha, key)[1], state.ema, cost
 
 
-def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: ModelConfig, cfg: SearchConfig):
+def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: Model, cfg: SearchConfig):
     """One architecture update on a validation batch, then one weight update on a train batch."""
     opt_w, opt_a = _optimizers(cfg)
     key, k_arch, k_w = jax.random.split(state.key, 3)
@@ -263,7 +263,7 @@ def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: ModelConfig
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_steps(model_config: ModelConfig, cfg: SearchConfig, n_steps: int, n_train: int, n_val: int):
+def _compiled_steps(model_config: Model, cfg: SearchConfig, n_steps: int, n_train: int, n_val: int):
     bt, bv = min(cfg.batch_size, n_train), min(cfg.batch_size, n_val)
     step = functools.partial(search_step, model_config=model_config, cfg=cfg)
 
@@ -303,7 +303,7 @@ class SearchResult:
                 f"{self.seconds:.1f} s ({self.compile_seconds:.1f} s compiling)")
 
 
-def search(model_config: ModelConfig, cfg: SearchConfig, x_train, y_train, x_val, y_val, seed: int = 0,
+def search(model_config: Model, cfg: SearchConfig, x_train, y_train, x_val, y_val, seed: int = 0,
            chunk: int = 500) -> SearchResult:
     """Runs one strategy's search on (train, val) splits and returns the chosen depth."""
     with clock() as wall:
@@ -336,7 +336,7 @@ def search(model_config: ModelConfig, cfg: SearchConfig, x_train, y_train, x_val
     )
 
 
-def _smash_scores(model_config: ModelConfig, state: SearchState, x_val, y_val) -> np.ndarray:
+def _smash_scores(model_config: Model, state: SearchState, x_val, y_val) -> np.ndarray:
     """Validation log-likelihood of every depth under the shared weights (eval mode), from one
     forward pass over the whole validation set."""
     from vdjax.metrics import per_depth_metrics

@@ -26,7 +26,7 @@ import numpy as np
 from vdjax.cost import Cost, clock
 from vdjax.data.core import Dataset
 from vdjax.metrics import predictive_metrics
-from vdjax.models import ModelConfig
+from vdjax.models import Model
 from vdjax.prune import d_opt_95, eval_logits, pruned_log_probs
 from vdjax.search import STRATEGIES, SearchConfig, search
 from vdjax.train import TrainConfig
@@ -49,11 +49,12 @@ class TrainedNet:
     compile_seconds: float
 
 
-def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> TrainedNet:
-    """Trains one LDN or DDN with the protocol of its data: the compiled in-memory loop for the
-    MLP (spirals), the epoch loop with early stopping on held-out data for the CNN (images)."""
+def train_network(data: Dataset, model_config: Model, train_config: TrainConfig, seed: int) -> TrainedNet:
+    """Trains one LDN or DDN with the protocol of its data: the compiled in-memory loop when early
+    stopping watches the train ELBO (spirals), the epoch loop with early stopping on held-out data
+    otherwise (images)."""
     with clock() as wall:
-        if model_config.arch == "mlp":
+        if train_config.stop_on == "train":
             from vdjax.loop import fit
 
             state = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None).best_state(0)
@@ -73,7 +74,7 @@ def train_network(data: Dataset, model_config: ModelConfig, train_config: TrainC
     return TrainedNet(variables, q, cost, wall.seconds, wall.compile_seconds)
 
 
-def final_metrics(model_config: ModelConfig, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def final_metrics(model_config: Model, net: TrainedNet, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Final-network metrics: a DDN at its depth; an LDN pruned to d_opt (marginal over d <= d_opt)."""
     logits = eval_logits(model_config, net.variables, x, EVAL_BATCH)
     if net.q is None:
@@ -94,7 +95,7 @@ def split(data: Dataset, seed: int, val_fraction: float = 0.5) -> Dataset:
 
 def compare(
     data: Dataset,
-    model_config: ModelConfig,
+    model_config: Model,
     strategies: list[str],
     seeds: list[int],
     train_config: TrainConfig,

@@ -22,12 +22,15 @@ from vdjax.data.core import check_labels
 from vdjax.likelihoods import Likelihood, marginal_metrics, noise_std, per_depth_nll
 from vdjax.mfvi import weight_kl
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 from vdjax.posterior import ddn_from_nll, depth_posterior, elbo_from_nll, init_depth_logits
 from vdjax.prune import eval_logits
 
 Method = Literal["ldn", "ddn"]
+METHODS: tuple[Method, ...] = ("ldn", "ddn")
 StopOn = Literal["train", "val", "test"]
+StopObjective = Literal["expected", "marginal"]
+PatienceRule = Literal["reached", "exceeded"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +39,19 @@ class TrainConfig:
 
     lr_drop_epoch: epoch after which the learning rate is multiplied by `lr_drop_factor`
     (the paper drops it after 30 epochs on images); None keeps it fixed (spirals).
+    lr_drop_methods: the methods whose learning rate drops; the others keep theirs. The
+    reference code drops it for DDNs only (`schedule=[30]`; LDNs `schedule=None`). An LDN and
+    a DDN trained in one vmapped program each get their own method's rate.
     stop_on: the objective that early stopping (and keep-best) watches: the train ELBO (the
     spirals protocol), the ELBO on a validation split of `val_fraction` held out of the
     training set (the default for images), or the test ELBO (the paper's image protocol,
     which flatters the test numbers it then reports).
+    stop_objective: which held-out NLL enters that ELBO: 'expected', sum_d q(d) NLL_d (the
+    training objective's, a true lower bound), or 'marginal', the NLL of the q-marginal
+    predictive -mean log sum_d q(d) p(y|x,d) (the reference's `test_ELBO`). Both add KL/N, and
+    coincide for a DDN (q one-hot). Held-out stopping only: the train ELBO is the training loss.
+    patience_rule: stop once the epochs since the best one have 'reached' `patience`, or once
+    they have 'exceeded' it (the reference's `epoch - best_epoch > early_stop`, one epoch later).
     """
 
     method: Method = "ldn"
@@ -51,7 +63,10 @@ class TrainConfig:
     prior_decay: float = 0.85
     lr_drop_epoch: int | None = None
     lr_drop_factor: float = 0.1
+    lr_drop_methods: tuple[Method, ...] = METHODS
     stop_on: StopOn = "train"
+    stop_objective: StopObjective = "expected"
+    patience_rule: PatienceRule = "reached"
     val_fraction: float = 0.1
 
     def __post_init__(self):
@@ -64,6 +79,15 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.stop_on not in ("train", "val", "test"):
             raise ValueError(f"stop_on must be 'train', 'val' or 'test', got {self.stop_on!r}")
+        if not isinstance(self.lr_drop_methods, tuple) or not set(self.lr_drop_methods) <= set(METHODS):
+            raise ValueError(f"lr_drop_methods must be a tuple of 'ldn' and 'ddn', got {self.lr_drop_methods!r}")
+        if self.stop_objective not in ("expected", "marginal"):
+            raise ValueError(f"stop_objective must be 'expected' or 'marginal', got {self.stop_objective!r}")
+        if self.stop_objective == "marginal" and self.stop_on == "train":
+            raise ValueError("stop_objective 'marginal' needs a held-out split to stop on (stop_on 'val' or "
+                             "'test'): the train ELBO is the training loss, an expected NLL")
+        if self.patience_rule not in ("reached", "exceeded"):
+            raise ValueError(f"patience_rule must be 'reached' or 'exceeded', got {self.patience_rule!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.prior_decay <= 1.0:
@@ -92,18 +116,54 @@ class TrainState(flax.struct.PyTreeNode):
         return {"params": self.params["model"], "batch_stats": self.batch_stats}
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """One SGD-with-momentum for weights and depth logits together."""
-    lr: Any = config.learning_rate
-    if config.lr_drop_epoch is not None:
-        lr = optax.piecewise_constant_schedule(
-            config.learning_rate, {config.lr_drop_epoch * steps_per_epoch: config.lr_drop_factor}
-        )
-    return optax.sgd(lr, momentum=config.momentum)
+def drops_lr(config: TrainConfig, method: Method) -> bool:
+    """Whether the learning rate of a `method` network drops at `lr_drop_epoch`."""
+    return config.lr_drop_epoch is not None and method in config.lr_drop_methods
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int, method: Method) -> optax.ScalarOrSchedule:
+    """The learning rate of a `method` network: a constant, or a schedule of the step count."""
+    if not drops_lr(config, method):
+        return config.learning_rate
+    return optax.piecewise_constant_schedule(
+        config.learning_rate, {config.lr_drop_epoch * steps_per_epoch: config.lr_drop_factor}
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
+    """One SGD-with-momentum for weights and depth logits together.
+
+    When the methods' learning rates differ, the rate is picked per network from the
+    `is_ldn` flag its update is given (`train_step` passes it), so that an LDN and a DDN can
+    share one vmapped program; without the flag, `config.method`'s rate."""
+    ldn, ddn = (learning_rate(config, steps_per_epoch, m) for m in METHODS)
+    if drops_lr(config, "ldn") == drops_lr(config, "ddn"):
+        return optax.sgd(ldn, momentum=config.momentum)
+    return optax.chain(optax.trace(decay=config.momentum), scale_by_method_lr(ldn, ddn, config.method == "ldn"))
+
+
+def scale_by_method_lr(ldn: optax.ScalarOrSchedule, ddn: optax.ScalarOrSchedule,
+                       default_is_ldn: bool) -> optax.GradientTransformationExtraArgs:
+    """Scales updates by minus the learning rate of the network's method (keyword `is_ldn`,
+    traced: one program, a rate per network); the state counts steps, as `optax.sgd`'s does."""
+    rate = lambda lr, count: lr(count) if callable(lr) else jnp.asarray(lr, jnp.float32)  # noqa: E731
+
+    def init(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None, *, is_ldn: jax.Array | None = None, **extra_args):
+        del params, extra_args
+        is_ldn = default_is_ldn if is_ldn is None else is_ldn
+        step_size = -jnp.where(is_ldn, rate(ldn, state.count), rate(ddn, state.count))
+        updates = jax.tree_util.tree_map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def init_state(
-    key: jax.Array, model_config: ModelConfig, optimizer: optax.GradientTransformation
+    key: jax.Array, model_config: Model, optimizer: optax.GradientTransformation
 ) -> TrainState:
     """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum; a Gaussian
     network's noise scale starts at 1 (log 0, as DUN's), a dropout network gets its own stream."""
@@ -128,7 +188,7 @@ def loss_fn(
     x: jax.Array,
     y: jax.Array,
     *,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     n_train: int,
     is_ldn: jax.Array | None = None,
@@ -148,7 +208,7 @@ def loss_fn(
     return loss, (updates.get("batch_stats", {}), aux)
 
 
-def weights_kl_per_point(model_config: ModelConfig, model_params: dict[str, Any], n_train: int) -> jax.Array:
+def weights_kl_per_point(model_config: Model, model_params: dict[str, Any], n_train: int) -> jax.Array:
     """KL(q(w) || p(w)) / n_train of an MFVI network's weights."""
     return weight_kl(model_params, model_config.prior_std) / n_train
 
@@ -175,7 +235,7 @@ def train_step(
     x: jax.Array,
     y: jax.Array,
     *,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     optimizer: optax.GradientTransformation,
     n_train: int,
@@ -192,7 +252,9 @@ def train_step(
         model_config=model_config, train_config=train_config, n_train=n_train, is_ldn=is_ldn,
         dropout_key=dropout_key,
     )
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    per_network = {} if is_ldn is None else {"is_ldn": is_ldn}  # its method's learning rate (`make_optimizer`)
+    updates, opt_state = optax.with_extra_args_support(optimizer).update(grads, state.opt_state, state.params,
+                                                                         **per_network)
     new_state = state.replace(
         step=state.step + 1,
         params=optax.apply_updates(state.params, updates),
@@ -203,7 +265,7 @@ def train_step(
 
 
 def make_train_step(
-    model_config: ModelConfig, train_config: TrainConfig, optimizer: optax.GradientTransformation, n_train: int
+    model_config: Model, train_config: TrainConfig, optimizer: optax.GradientTransformation, n_train: int
 ):
     """The jitted train step for one (model, protocol, data size); the state buffer is donated."""
     step = functools.partial(
@@ -212,7 +274,7 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
-def depth_weights(model_config: ModelConfig, state: TrainState, method: Method) -> jax.Array:
+def depth_weights(model_config: Model, state: TrainState, method: Method) -> jax.Array:
     """The weights that turn per-depth predictions into the network's prediction: q(d) for an
     LDN, a one-hot on the last depth for a DDN."""
     return state.q if method == "ldn" else jax.nn.one_hot(model_config.max_depth, model_config.max_depth + 1)
@@ -223,16 +285,23 @@ def heldout_metrics(logits: jax.Array, y: jax.Array, depth_logits: jax.Array, is
                     log_noise: jax.Array | None = None) -> dict[str, jax.Array]:
     """Eval-mode objective, marginal log-likelihood and error (error rate; RMSE for a Gaussian
     likelihood, on the training scale) of one network on held-out data (outputs [D+1, N, C]):
-    the early-stopping criterion. Pure, so it vmaps over networks."""
-    loss, _ = objective(logits, y, depth_logits, n_train, train_config, is_ldn, likelihood=likelihood,
-                        log_noise=log_noise)
+    the early-stopping criterion. Pure, so it vmaps over networks.
+
+    The objective is the negative ELBO with the NLL `train_config.stop_objective` names: the
+    expected one, or the marginal predictive's, -log_lik + KL/N (a DDN's is its expected one:
+    with q one-hot the two are the same number)."""
+    loss, aux = objective(logits, y, depth_logits, n_train, train_config, is_ldn, likelihood=likelihood,
+                          log_noise=log_noise)
     weights = jnp.where(is_ldn, jax.nn.softmax(depth_logits), jax.nn.one_hot(logits.shape[0] - 1, logits.shape[0]))
     stds = None if log_noise is None else noise_std(log_noise)
-    return {"loss": loss, **marginal_metrics(logits, weights, y, likelihood, stds)}
+    metrics = marginal_metrics(logits, weights, y, likelihood, stds)
+    if train_config.stop_objective == "marginal":
+        loss = jnp.where(is_ldn, aux["kl"] / n_train - metrics["log_lik"], loss)
+    return {"loss": loss, **metrics}
 
 
 def evaluate(
-    model_config: ModelConfig,
+    model_config: Model,
     state: TrainState,
     x: np.ndarray,
     y: np.ndarray,

@@ -12,7 +12,9 @@ batch once half of the batch has stopped.
 The stopping objective (`TrainConfig.stop_on`) is, by default, the ELBO on a seeded,
 stratified validation split held out of the training set (10%): the test set is then used
 only for the final report. The paper's protocol, stopping on the test ELBO, is
-`PAPER_IMAGE_PROTOCOL` (`--paper`); it flatters the test numbers it reports.
+`PAPER_IMAGE_PROTOCOL` (`--paper`); it flatters the test numbers it reports. Networks of
+different methods in one program may follow different learning-rate schedules
+(`TrainConfig.lr_drop_methods`): the rate is chosen per network from its method flag.
 
 Resuming is exact: the shuffle of epoch e of a network is drawn from (seed, e) alone, and the
 checkpoint holds every network's optimiser state, best parameters and history, so a run killed
@@ -34,7 +36,7 @@ import numpy as np
 
 from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset, split_validation
-from vdjax.models import LDN, ModelConfig
+from vdjax.models import LDN, Model
 from vdjax.protocol import (
     Batching,
     NetState,
@@ -77,8 +79,15 @@ IMAGE_PROTOCOL = TrainConfig(
 """The paper's image optimisation, with early stopping on a 10% validation split. The drop
 factor was lost from the paper's text; 0.1 is assumed."""
 
-PAPER_IMAGE_PROTOCOL = IMAGE_PROTOCOL.replace(stop_on="test")
-"""The paper's image protocol exactly: early stopping on the test ELBO."""
+PAPER_IMAGE_PROTOCOL = IMAGE_PROTOCOL.replace(
+    stop_on="test", stop_objective="marginal", patience_rule="exceeded", lr_drop_epoch=31, lr_drop_methods=("ddn",),
+)
+"""The paper's image protocol as its reference code runs it (arch_uncert `train_BNN.py`,
+`scan_*_depth_images.py`): early stopping on the test ELBO of the q-marginal predictive
+(`stop_criteria='test_ELBO'`), stopping once more than 30 epochs passed without a better one
+(`i - best_epoch > 30`); the DDN's learning rate drops 10x after its 0-based epoch 30
+(`schedule=[30]`, `update_lr(i)` after epoch i: 31 epochs at 0.1), the LDN's never
+(`schedule=None`)."""
 
 Member = tuple[str, int]  # (method, seed): one network of a program
 
@@ -98,10 +107,11 @@ class TrainResult:
 
 
 def heldout_objective(
-    model_config: ModelConfig, train_config: TrainConfig, state: TrainState, x: np.ndarray, y: np.ndarray,
+    model_config: Model, train_config: TrainConfig, state: TrainState, x: np.ndarray, y: np.ndarray,
     n_train: int, batch_size: int = 1024, split: str = "val",
 ) -> dict[str, float]:
-    """Eval-mode negative ELBO per point on held-out (x, y), the early-stopping criterion, with
+    """Eval-mode negative ELBO per point on held-out (x, y), the early-stopping criterion (its NLL
+    as `train_config.stop_objective` says), with
     the marginal log-likelihood and error (for a DDN: its cross-entropy, log-likelihood and
     error), keyed `<split>_loss`, `<split>_log_lik`, `<split>_error`."""
     one = jax.tree_util.tree_map(lambda a: a[None], state)
@@ -120,7 +130,7 @@ def with_stopping_data(data: Dataset, train_config: TrainConfig) -> Dataset:
 
 def fit_dataset(
     data: Dataset,
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig = IMAGE_PROTOCOL,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -135,7 +145,7 @@ def fit_dataset(
 
 def fit_networks(
     data: Dataset | Sequence[Dataset],
-    model_config: ModelConfig,
+    model_config: Model,
     train_config: TrainConfig,
     members: Sequence[Member] | Sequence[Sequence[Member]],
     checkpoint_dir: str | Path | None = None,
@@ -145,6 +155,7 @@ def fit_networks(
     checkpoint_every_s: float = 0.0,
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
+    stop_after_seconds: float | None = None,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -158,6 +169,9 @@ def fit_networks(
     the networks then train on the rest of the training set.
     stop_after_epochs: stop (as if killed) once this many epochs are done; the checkpoint is
     left for a later call to resume from.
+    stop_after_seconds: a time budget for this call, compiling included: stop in the same way
+    (stopped 'interrupted') before an epoch that, taking as long as the last one, would end
+    past it. The first epoch always runs.
     checkpoint_every_s: at most this often (and with at most 5% of the time spent saving); 0
     saves after every epoch. The state is always saved when the call stops early.
     mesh: {'nets': N, 'data': M}: the networks sharded over N devices and each network's batch
@@ -171,6 +185,7 @@ def fit_networks(
     checkpoint is Orbax's multi-process save (one shared `checkpoint_dir`). Every process gets
     the same results. Without it a process uses only its own devices.
     """
+    called = time.perf_counter()
     several = not isinstance(data, Dataset)
     sets = [with_stopping_data(d, train_config) for d in (data if several else [data])]
     groups = [list(g) for g in members] if several else [list(members)]
@@ -245,12 +260,13 @@ def fit_networks(
         bar = tqdm(total=train_config.max_epochs, initial=epoch, leave=False, unit="epoch",
                    desc=f"{name} D={model_config.max_depth} {_names(members)}")
     start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
+    out_of_time = False
     x, y = (np.stack([d.x_train for d in sets]), np.stack([d.y_train for d in sets])) if several else (
         data.x_train, data.y_train)
     if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
         net, on_nets, on_batch = _place(net, active.size, mesh, devices)
     try:
-        while active.size and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
+        while active.size and not out_of_time and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
             t0 = time.perf_counter()
             orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train))
                       for i in active]
@@ -290,7 +306,8 @@ def fit_networks(
                 active, net = active[keep], take(net, keep)
                 if active.size:
                     net, on_nets, on_batch = _place(net, active.size, mesh, devices)
-            stopping = not active.size or (stop_after_epochs is not None and epoch >= stop_after_epochs)
+            out_of_time = stop_after_seconds is not None and time.perf_counter() - called + seconds > stop_after_seconds
+            stopping = not active.size or out_of_time or (stop_after_epochs is not None and epoch >= stop_after_epochs)
             if ckpt is not None and (cadence.due() or stopping):
                 t_save = time.monotonic()
                 meta = {"epochs": epoch, "active": active.tolist(), "history": histories,
@@ -343,7 +360,7 @@ def _names(members: Sequence[Member]) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int):
+def _compiled_init(model_config: Model, train_config: TrainConfig, steps_per_epoch: int):
     """Seeds [K] -> NetState [K]: each network initialised from `jax.random.key(seed)`."""
     optimizer = make_optimizer(train_config, steps_per_epoch)
 
@@ -355,7 +372,7 @@ def _compiled_init(model_config: ModelConfig, train_config: TrainConfig, steps_p
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_step(model_config: ModelConfig, train_config: TrainConfig, steps_per_epoch: int, n_train: int):
+def _compiled_step(model_config: Model, train_config: TrainConfig, steps_per_epoch: int, n_train: int):
     """(train [K], done [K], is_ldn [K], x [K, B, ...], y [K, B]) -> (train, loss [K]): one SGD
     step of every network on its own batch; a stopped network is left as it was."""
     optimizer = make_optimizer(train_config, steps_per_epoch)
@@ -374,13 +391,13 @@ def _compiled_end(train_config: TrainConfig):
     trained state and the candidate for keep-best."""
     def one(net, loss):
         return end_epoch(net, net.train, net.train, loss, patience=train_config.patience,
-                         max_epochs=train_config.max_epochs)
+                         max_epochs=train_config.max_epochs, patience_rule=train_config.patience_rule)
 
     return jax.jit(jax.vmap(one))
 
 
 @functools.lru_cache(maxsize=16)
-def _heldout(model_config: ModelConfig, train_config: TrainConfig, n_train: int, batch_size: int,
+def _heldout(model_config: Model, train_config: TrainConfig, n_train: int, batch_size: int,
              per_network: bool = False):
     """(train [K], is_ldn [K], x, y) -> {'loss', 'log_lik', 'error'} [K] on held-out data, in
     evaluation mode (an MFVI network: its posterior means, plus the weights' KL / n_train in the

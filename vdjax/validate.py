@@ -159,13 +159,21 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+FALLBACK_STATUS = 3
+
+
 def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Runs `main(argv)` as a command: 0 on success (or main's own int status), 2 with one line
-    on stderr for a user error, 130 when interrupted. With `--debug` among the arguments or
+    on stderr for a user error, 3 when it finished but some outputs had to go to the fallback
+    directory (nothing is lost, but they are not where they were asked for: a script or job
+    array must notice), 130 when interrupted. With `--debug` among the arguments or
     VDJAX_DEBUG=1 errors propagate with their traceback."""
+    from vdjax.io import fallback_writes, forget_fallbacks
+
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or Path(sys.argv[0]).name
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    forget_fallbacks()
     try:
         status = main(argv)
     except _user_errors() as err:
@@ -179,4 +187,10 @@ def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None
         print(f"{prog}: interrupted; the files already written are kept (an experiment resumes from its "
               "last checkpoint when run again)", file=sys.stderr)
         return 130
-    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    status = status if isinstance(status, int) and not isinstance(status, bool) else 0
+    moved = fallback_writes()
+    if status == 0 and moved:
+        print(f"{prog}: finished, but {len(moved)} output file(s) went to the fallback directory "
+              f"({moved[0].parent if len(moved) == 1 else 'see the lines above'}): exit status 3", file=sys.stderr)
+        return FALLBACK_STATUS
+    return status
