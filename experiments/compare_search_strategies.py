@@ -15,7 +15,7 @@ batch 32, networks trained 6 epochs of batch 32). --paper-protocol trains every 
 protocol instead (spirals: up to 8000 epochs, patience 500; images: batch 512, up to 500 epochs).
 Writes rows.json (the raw results) and comparison.png to --out and prints the summary table.
 With --out docs/data/nas_comparison, `python3 -m vdjax.report` renders the committed tables
-(README.md, docs/nas_comparison.md) from it.
+(docs/results/nas.md) from it.
 """
 import argparse
 import sys

@@ -10,7 +10,8 @@ def _metrics(ll, err, ece):
 
 
 def _ldn(d, seed, d_opt, full, pruned, speedup=None):
-    r = {"dataset": "toy", "method": "ldn", "max_depth": d, "seed": seed, "d_opt": d_opt, "d_expected": d_opt + 1,
+    q = [0.1 / d] * d + [0.9] if d else [1.0]  # far from uniform
+    r = {"dataset": "toy", "method": "ldn", "max_depth": d, "seed": seed, "d_opt": d_opt, "d_expected": d_opt + 1, "q": q,
          "ldn_full": _metrics(*full), "ldn_95": _metrics(*pruned), "ldn_expected": _metrics(*pruned),
          "epochs": 10 + seed, "stopped": "patience", "history": [{"epoch": 0}]}
     if speedup is not None:
@@ -52,3 +53,28 @@ def test_findings_from_a_known_summary():
     text = findings_markdown(f)
     assert "| 4 | 2.5 ± 0.5 |" in text and "**75% faster**" in text and "30% ± 10%" in text
     assert f["per_depth"][0]["ddn_log_lik"]["mean"] == pytest.approx(-1.1)
+
+
+def test_q_movement_by_hand():
+    """Entropy fraction and total-variation distance from uniform, and the study flagged as not
+    having learnt when q is near uniform at D >= 10."""
+    import numpy as np
+
+    from vdjax.image_study import q_movement
+
+    m = q_movement([0.25, 0.25, 0.25, 0.25])
+    assert abs(m["entropy_fraction"] - 1.0) < 1e-12 and m["tv_from_uniform"] == 0.0
+    m = q_movement([0.7, 0.1, 0.1, 0.1])
+    h = -(0.7 * np.log(0.7) + 3 * 0.1 * np.log(0.1))
+    assert abs(m["entropy_fraction"] - h / np.log(4)) < 1e-12 and abs(m["tv_from_uniform"] - 0.45) < 1e-12
+    assert q_movement([1.0, 0.0])["entropy_fraction"] == 0.0
+
+
+def test_a_study_whose_q_stayed_uniform_says_so_and_draws_no_verdict():
+    flat = [{**_ldn(10, s, 6, (-0.6, 0.2, 0.03), (-0.6, 0.2, 0.03)), "q": [1 / 11] * 11} for s in (0, 1)]
+    f = findings(summarize(flat + [_ddn(10, s, -0.5, 0.2, 0.04) for s in (0, 1)], None, dataset="toy"))
+    assert f["q_learnt"] is False and f["per_depth"][0]["tv_from_uniform"]["mean"] == 0.0
+    assert findings_markdown(f).startswith("**q(d) stayed near uniform**")
+    learnt = [{**r, "q": [0.5] + [0.05] * 10} for r in flat]
+    f = findings(summarize(learnt + [_ddn(10, s, -0.5, 0.2, 0.04) for s in (0, 1)], None, dataset="toy"))
+    assert f["q_learnt"] is True and not findings_markdown(f).startswith("**q(d) stayed")

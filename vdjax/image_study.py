@@ -56,6 +56,19 @@ def _stats(values: list[float]) -> dict[str, float]:
         {"mean": float("nan"), "std": float("nan"), "n": 0}
 
 
+Q_MOVED_TV = 0.15  # total-variation distance from uniform below which q(d) has not left its start
+
+
+def q_movement(q) -> dict[str, float]:
+    """How far a posterior over depths moved from its uniform start: its entropy as a fraction of
+    log(D+1) (1 = uniform) and its total-variation distance from uniform (0 = uniform)."""
+    q = np.asarray(q, np.float64)
+    if q.size < 2:
+        return {"entropy_fraction": 0.0, "tv_from_uniform": 0.0}
+    h = -float(np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
+    return {"entropy_fraction": h / float(np.log(q.size)), "tv_from_uniform": 0.5 * float(np.abs(q - 1 / q.size).sum())}
+
+
 def findings(summary: dict[str, Any]) -> dict[str, Any]:
     """(a)-(d) per max depth D (mean/std over seeds), and pooled over the depths D > 0."""
     recs = summary["records"]
@@ -68,6 +81,9 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
         pairs = [(ldn[k], ddn.get(k)) for k in sorted(ldn) if k[0] == d]
         row: dict[str, Any] = {"max_depth": d}
         row["d_opt"] = _stats([a["d_opt"] for a, _ in pairs])
+        moved = [q_movement(a["q"]) for a, _ in pairs]
+        row["entropy_fraction"] = _stats([m["entropy_fraction"] for m in moved])
+        row["tv_from_uniform"] = _stats([m["tv_from_uniform"] for m in moved])
         row["d_expected"] = _stats([a["d_expected"] for a, _ in pairs])
         diffs = {"pruned_minus_full": [a["ldn_95"]["log_lik"] - a["ldn_full"]["log_lik"] for a, _ in pairs],
                  "pruned_minus_ddn": [a["ldn_95"]["log_lik"] - b["log_lik"] for a, b in pairs if b],
@@ -90,7 +106,9 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
     best_ddn = max(ddn_depths, key=lambda d: ddn_ll[d]["mean"]) if ddn_depths else None
     stopped = [r["stopped"] for r in recs]
     deep = [row["d_opt"]["mean"] for row in per_depth if row["max_depth"] > 0]
+    deep_tv = [row["tv_from_uniform"]["mean"] for row in per_depth if row["max_depth"] >= 10]
     return {
+        "q_learnt": None if not deep_tv else min(deep_tv) >= Q_MOVED_TV,  # None: no D >= 10 to judge by
         "per_depth": per_depth,
         "pooled": {k: _stats(v) for k, v in pooled.items()},
         "best_ddn": {"max_depth": best_ddn, **(ddn_ll[best_ddn] if best_ddn is not None else {})},
@@ -153,14 +171,22 @@ def _pm(s: dict[str, float], digits: int = 3, scale: float = 1.0) -> str:
 
 def findings_markdown(f: dict[str, Any]) -> str:
     """The README's table of a study: per max depth D, mean ± std over seeds."""
-    lines = [
-        "| D | d_opt | LDN-full LL | LDN-95 LL | DDN-D LL | LDN-95 − LDN-full LL | LDN-95 − DDN-D LL "
+    lines = [] if f.get("q_learnt") is not False else [
+        "**q(d) stayed near uniform**: at D ≥ 10 its total-variation distance from uniform is below "
+        f"{Q_MOVED_TV} and its entropy within a few percent of log(D+1) (columns H/H_max and TV), so "
+        "the networks had not learnt a posterior over depth. This study does not test the paper's image "
+        "findings; no verdict is drawn from it.",
+        "",
+    ]
+    lines += [
+        "| D | d_opt | H/H_max | TV | LDN-full LL | LDN-95 LL | DDN-D LL | LDN-95 − LDN-full LL | LDN-95 − DDN-D LL "
         "| LDN-95 err | DDN-D err | LDN-full ECE | DDN-D ECE | pruned vs DDN-D forward | epochs |",
-        "|---:|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in f["per_depth"]:
         lines.append(
-            f"| {r['max_depth']} | {_pm(r['d_opt'], 1)} | {_pm(r['ldn_full_log_lik'])} | {_pm(r['ldn_95_log_lik'])} "
+            f"| {r['max_depth']} | {_pm(r['d_opt'], 1)} | {_pm(r['entropy_fraction'], 2)} "
+            f"| {_pm(r['tv_from_uniform'], 2)} | {_pm(r['ldn_full_log_lik'])} | {_pm(r['ldn_95_log_lik'])} "
             f"| {_pm(r['ddn_log_lik'])} | {_pm(r['pruned_minus_full'])} | {_pm(r['pruned_minus_ddn'])} "
             f"| {_pm(r['ldn_95_error'])} | {_pm(r['ddn_error'])} | {_pm(r['ldn_full_ece'])} | {_pm(r['ddn_ece'])} "
             f"| {_pm(r['speedup'], 0, 100).replace(' ± ', '% ± ') + '%' if r['speedup']['n'] else '–'} "

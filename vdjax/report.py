@@ -1,4 +1,4 @@
-"""The tables of README.md, benchmarks/RESULTS.md and docs/nas_comparison.md, rendered from the
+"""The tables of README.md, benchmarks/RESULTS.md and docs/results/*.md, rendered from the
 raw results committed in the repository, so that no number in them is typed by hand.
 
     python3 -m vdjax.report          # rewrite every marked table from its data
@@ -24,7 +24,8 @@ from vdjax.image_study import findings, findings_markdown
 from vdjax.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/nas_comparison.md", "docs/results/spirals.md")
+DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
+             "docs/results/images.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
 GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate
