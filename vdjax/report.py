@@ -25,7 +25,7 @@ from vdjax.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findin
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
-             "docs/results/images.md")
+             "docs/results/images.md", "docs/results/dun.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
 GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate

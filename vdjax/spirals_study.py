@@ -301,6 +301,8 @@ def scan_findings(scan: Scan, records: list[dict[str, Any]]) -> list[Finding]:
         return []
     rs = sort_records(records, scan.key)
     k = scan.key
+    if len(rs) < len(scan.grid):  # a scan still running: its verdicts rest on the points it has
+        scan = dataclasses.replace(scan, paper_figure=f"{scan.paper_figure}, {len(rs)} of {len(scan.grid)} grid points")
     at = {r["meta"][k]: r for r in rs}
     lo, hi = rs[0], rs[-1]
     span = f"{k} {lo['meta'][k]} → {hi['meta'][k]}"
