@@ -123,6 +123,9 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
                         "from the networks finished so far (marked partial if some are missing)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--metrics-dir", type=validate.output_dir, default=None,
+                   help="stream every network's per-epoch metrics while training: metrics.jsonl there, and "
+                        "TensorBoard event files where tensorboardX or torch is installed")
     return p
 
 
@@ -200,9 +203,16 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
             size = args.networks_per_program or len(points)
             programs += [points[i : i + size] for i in range(0, len(points), size)]
-        for group in programs[share::shares]:  # this process's share of the programs
-            run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
-                             span_processes=args.span_processes, head_norm=head_norm)
+        from vdjax.metrics_writer import create_writer
+
+        writer = create_writer(args.metrics_dir) if args.metrics_dir is not None and primary else None
+        try:
+            for group in programs[share::shares]:  # this process's share of the programs
+                run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
+                                 span_processes=args.span_processes, head_norm=head_norm, metrics_writer=writer)
+        finally:
+            if writer is not None:
+                writer.close()
     if not primary:
         return []
     paths = image_figures(out, datasets)

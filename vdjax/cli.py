@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="output directory (created if missing)")
     s.add_argument("--quick", action="store_true", help="a smoke run: 300 epochs, patience 100")
     s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--metrics-dir", type=validate.output_dir, default=None,
+                   help="stream each seed's epochs and best train loss while training: metrics.jsonl there, and "
+                        "TensorBoard event files where tensorboardX or torch is installed")
     return p
 
 
@@ -75,8 +78,15 @@ def spirals_main(args: argparse.Namespace) -> int:
         train_config = train_config.replace(max_epochs=300, patience=100)
     print(f"spirals: {data.n_train} train / {len(data.x_test)} test points, max_depth={args.max_depth}, "
           f"width={args.width}, seeds={seeds}, method={args.method}")
-    with epoch_progress(train_config.max_epochs) as progress:
-        run = run_in_memory(data, model_config, train_config, seeds, progress=progress)
+    from vdjax.metrics_writer import create_writer
+
+    writer = create_writer(args.metrics_dir) if args.metrics_dir is not None else None
+    try:
+        with epoch_progress(train_config.max_epochs) as progress:
+            run = run_in_memory(data, model_config, train_config, seeds, progress=progress, metrics_writer=writer)
+    finally:
+        if writer is not None:
+            writer.close()
     print(f"trained {len(seeds)} network(s) in {run.train_seconds:.1f} s (compile included)")
 
     for s in run.seeds:

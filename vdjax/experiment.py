@@ -21,6 +21,7 @@ import numpy as np
 from vdjax.data import Dataset
 from vdjax.loop import FitResult, fit
 from vdjax.metrics import predictive_metrics
+from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import Model
 from vdjax.prune import d_opt_95, eval_logits, expected_depth, predict_log_probs, prune
 from vdjax.train import TrainConfig, evaluate
@@ -105,6 +106,7 @@ def run_in_memory(
     progress: Callable[[int, int], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
+    metrics_writer: MetricsWriter | None = None,
 ) -> RunResult:
     """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them.
 
@@ -116,7 +118,7 @@ def run_in_memory(
             f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
         )
     result = fit(model_config, train_config, data.x_train, data.y_train, seeds, chunk_epochs, progress,
-                 checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s)
+                 checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s, metrics_writer=metrics_writer)
     method = train_config.method
     seed_results = []
     for i, seed in enumerate(seeds):

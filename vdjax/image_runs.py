@@ -25,6 +25,7 @@ from vdjax.cost import median_seconds
 from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
+from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import Model, ModelConfig
 from vdjax.prune import (
     d_opt_95,
@@ -86,6 +87,7 @@ def run_image_points(
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
     head_norm: str = "per_depth",
+    metrics_writer: MetricsWriter | None = None,
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
     checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
@@ -114,7 +116,7 @@ def run_image_points(
         ckpt_dir = checkpoints / "+".join(p.name for p in program)
         results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in program],
                                checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
-                               span_processes=span_processes)
+                               span_processes=span_processes, metrics_writer=metrics_writer)
         if span_processes and jax.process_index() != 0:
             return []
         for point, result in sorted(zip(program, results), key=lambda pr: pr[0].method != "ddn"):

@@ -23,6 +23,7 @@ import numpy as np
 
 from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
+from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import Model
 from vdjax import protocol
 from vdjax.protocol import Batching, NetState  # noqa: F401 (Batching is re-exported)
@@ -110,6 +111,7 @@ def fit(
     progress: Callable[[int, int], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
+    metrics_writer: MetricsWriter | None = None,
 ) -> FitResult:
     """Trains one network per seed with the full protocol, all seeds in one compiled program.
 
@@ -130,6 +132,9 @@ def fit(
     the state of every seed is saved there, and a later call with the same data, configs and
     seeds resumes from it exactly; one from another run raises `CheckpointError`. The caller
     deletes it once the results are safe.
+
+    metrics_writer: after every chunk, each seed's epoch count and best train loss so far, as
+    scalars `seed<s>/epochs` and `seed<s>/best_train_loss` at the chunk's last epoch.
     """
     start = time.monotonic()
     if train_config.stop_on != "train":
@@ -194,6 +199,10 @@ def fit(
                     cadence.saved(t0)
             if progress is not None:
                 progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
+            if metrics_writer is not None:
+                epochs, best = np.asarray(loop.epoch), np.asarray(loop.best_loss)
+                metrics_writer.write(stop, {f"seed{int(seeds[i])}/{name}": float(v[j]) for j, i in enumerate(active)
+                                            for name, v in (("epochs", epochs), ("best_train_loss", best))})
             if done.all():
                 break
     finally:

@@ -36,6 +36,7 @@ import numpy as np
 
 from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
 from vdjax.data.core import Dataset, split_validation
+from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import LDN, Model
 from vdjax.protocol import (
     Batching,
@@ -156,6 +157,7 @@ def fit_networks(
     mesh: dict[str, int | None] | None = None,
     span_processes: bool = False,
     stop_after_seconds: float | None = None,
+    metrics_writer: MetricsWriter | None = None,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -184,6 +186,9 @@ def fit_networks(
     shards, the host reads (losses, stopping, the final states) gather the whole, and the
     checkpoint is Orbax's multi-process save (one shared `checkpoint_dir`). Every process gets
     the same results. Without it a process uses only its own devices.
+    metrics_writer: after every epoch, each running network's row of its history (train loss,
+    held-out metrics) as scalars named `<method>-s<seed>/<metric>` (with several data sets
+    `set<i>/<method>-s<seed>/<metric>`; `vdjax.metrics_writer`).
     """
     called = time.perf_counter()
     several = not isinstance(data, Dataset)
@@ -294,6 +299,10 @@ def fit_networks(
             for j, row in enumerate(rows):
                 if not was_done[j]:
                     histories[active[j]].append({**row, "seconds": seconds})
+            if metrics_writer is not None:
+                tag = lambda i: (f"set{data_of[i]}/" if several else "") + _names([members[i]])  # noqa: E731
+                metrics_writer.write(epoch, {f"{tag(active[j])}/{k}": v for j, row in enumerate(rows)
+                                             if not was_done[j] for k, v in row.items() if k != "epoch"})
             epoch += 1
             done, nonfinite = to_host((net.done, net.nonfinite))
             for j in np.flatnonzero(nonfinite & ~was_done):
