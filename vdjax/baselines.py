@@ -38,7 +38,7 @@ from vdjax.data.core import Dataset, check_inputs
 from vdjax.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.metrics import expected_calibration_error, marginal_log_probs
 from vdjax.models import LDN, Model, ModelConfig
-from vdjax.prune import eval_logits, last_head_only, prune, select_depth
+from vdjax.prune import PrunedLDN, eval_logits, last_head_only, prune, select_depth
 from vdjax.train import TrainConfig, TrainState
 
 METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")
@@ -73,11 +73,20 @@ def _stds(config: Model, states: Sequence[TrainState]) -> np.ndarray | None:
 
 def ldn_predictive(config: Model, state: TrainState, x: np.ndarray, rule: str | None = "95") -> Predictive:
     """The LDN pruned by `rule` ('95', 'expected'; None: all depths), marginalised over its depths."""
+    return pruned_predictive(config, state, prune_by_rule(config, state, rule), x)
+
+
+def prune_by_rule(config: Model, state: TrainState, rule: str | None = "95") -> PrunedLDN:
+    """The deployed network: the LDN cut to the depth `rule` selects (None: all depths)."""
     q = np.asarray(state.q)
-    depth = config.max_depth if rule is None else select_depth(q, rule)
-    pruned = prune(config, state.variables, q, depth)
+    return prune(config, state.variables, q, config.max_depth if rule is None else select_depth(q, rule))
+
+
+def pruned_predictive(config: Model, state: TrainState, pruned: PrunedLDN, x: np.ndarray) -> Predictive:
+    """What a pruned LDN predicts for `x`: one forward pass of its d_opt blocks, marginalised."""
     outputs = eval_logits(pruned.config, pruned.variables, x)
     stds = _stds(config, [state])
+    depth = pruned.config.max_depth
     return Predictive(outputs, pruned.q.astype(np.float32), None if stds is None else np.repeat(stds, depth + 1))
 
 
@@ -236,9 +245,11 @@ def method_predictives(trained: TrainedMethods, x: np.ndarray, key: jax.Array, n
     """Every method's predictive for `x`, and the wall seconds each takes (median of
     `timing_repeats` after a compiling warm-up), measured in the same process one after another."""
     cfg = trained.model_config
+    # Pruning happens once, before deployment: what is timed is the pruned network's prediction.
+    deployed = {rule: prune_by_rule(cfg, trained.ldn.state, rule) for rule in ("95", None)}
     makers: dict[str, Callable[[], Predictive]] = {
-        "ldn": lambda: ldn_predictive(cfg, trained.ldn.state, x),
-        "ldn_full": lambda: ldn_predictive(cfg, trained.ldn.state, x, rule=None),
+        "ldn": lambda: pruned_predictive(cfg, trained.ldn.state, deployed["95"], x),
+        "ldn_full": lambda: pruned_predictive(cfg, trained.ldn.state, deployed[None], x),
         "ddn": lambda: ddn_predictive(cfg, trained.ddns[0].state, x),
         "ensemble": lambda: ensemble_predictive(cfg, [r.state for r in trained.ddns], x),
     }
