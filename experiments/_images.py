@@ -3,27 +3,66 @@ paper-scale grid (--paper), and the loop over (data set, depth, seed)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 from vdjax import validate
 
-PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
-PAPER_DATASETS = ["mnist", "fashion_mnist", "svhn"]
-PAPER_REPEATS = 4
-CONVERGED_DEPTHS = [0, 2, 5, 10, 15, 20]  # --depths 0 2 5 10 15 20 30 goes deeper (~20 min more)
-CONVERGED_SEEDS = [0, 1]  # a process may train some of them (--seeds 0, --seeds 1): the study needs all
 SPEED_DEPTH = 50  # finding (d): the paper's pruned-inference speed-up is quoted at D = 50
 
-CPU_HELP = """
-Default (CPU-sized, about ten minutes on 2 cores): Fashion-MNIST, a seeded subset of 1024 train
-and 1000 test images, batch 128, 8 epochs with the learning rate dropped 10x after epoch 5,
-one seed. --paper selects the paper's setting as its reference code (arch_uncert) runs it:
-MNIST, Fashion-MNIST and SVHN in full, batch 512, up to 500 epochs, 4 repeats, depths
-0,5,...,50,60,...,100; early stopping on the test ELBO of the q-marginal predictive once more
-than 30 epochs passed without a better one; the DDNs' learning rate dropped 10x after 31
-epochs, the LDNs' never; one set of output-block BatchNorm statistics shared by every depth.
-That is GPU work.
+
+@dataclasses.dataclass(frozen=True)
+class ImagePreset:
+    """What an image script trains by default under one preset flag; every field can be
+    overridden on the command line. `train` names a `TrainConfig` built by `train_config`."""
+
+    name: str
+    doc: str  # opens with the run command and its cost
+    datasets: tuple[str, ...]
+    depths: tuple[int, ...] | None  # None: the script's own CPU depths
+    seeds: tuple[int, ...]
+    n_train: int | None  # None: the whole training set
+    n_test: int | None
+    train: dict  # changes to vdjax.trainer.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
+    head_norm: str = "per_depth"
+    out: str = "results/images"
+
+    def train_config(self):
+        from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+
+        return PAPER_IMAGE_PROTOCOL if self.train.get("paper") else IMAGE_PROTOCOL.replace(**self.train)
+
+
+PRESETS = {p.name: p for p in (
+    ImagePreset("default", """\
+python3 experiments/scan_max_depth_images.py: about ten minutes on 2 CPU cores. A smoke run:
+Fashion-MNIST, a seeded subset of 1024 train and 1000 test images, batch 128, 8 epochs with the
+learning rate dropped 10x after epoch 5, one seed (its q(d) does not leave uniform).""",
+                datasets=("fashion_mnist",), depths=None, seeds=(0,), n_train=1024, n_test=1000,
+                train={"batch_size": 128, "max_epochs": 8, "lr_drop_epoch": 5}),
+    ImagePreset("converged", """\
+python3 experiments/scan_max_depth_images.py --converged: about an hour on 2 idle CPU cores.
+Fashion-MNIST, 2000 train images (1800 train + 200 validation) and 2000 test, batch 128,
+patience 5, the learning rate dropped 10x after epoch 20, at most 100 epochs, depths
+0,2,5,10,15,20, seeds 0 1, into results/images_converged; the 4 networks of a max depth train
+as one program over both cores.""",
+                datasets=("fashion_mnist",), depths=(0, 2, 5, 10, 15, 20), seeds=(0, 1), n_train=2000, n_test=2000,
+                train={"batch_size": 128, "max_epochs": 100, "patience": 5, "lr_drop_epoch": 20},
+                out="results/images_converged"),
+    ImagePreset("paper", """\
+python3 experiments/scan_max_depth_images.py --paper: GPU work (benchmarks/RESULTS.md estimates
+it). The paper's setting as its reference code (arch_uncert) runs it: MNIST, Fashion-MNIST and
+SVHN in full, batch 512, up to 500 epochs, 4 repeats, depths 0,5,...,50,60,...,100; early
+stopping on the test ELBO of the q-marginal predictive once more than 30 epochs passed without
+a better one; the DDNs' learning rate dropped 10x after 31 epochs, the LDNs' never; one set of
+output-block BatchNorm statistics shared by every depth.""",
+                datasets=("mnist", "fashion_mnist", "svhn"), depths=(*range(0, 51, 5), *range(60, 101, 10)),
+                seeds=(0, 1, 2, 3), n_train=None, n_test=None, train={"paper": True}, head_norm="shared"),
+)}
+CONVERGED_SEEDS = list(PRESETS["converged"].seeds)  # a process may train some of them: the study needs all
+
+CPU_HELP = "\n\nPresets:\n" + "\n\n".join(p.doc for p in PRESETS.values()) + """
 
 Early stopping (and the kept parameters) watch the ELBO of a seeded, class-stratified
 validation split held out of the training set (--val-fraction, default 10%), so the test set
@@ -42,18 +81,12 @@ protocol and the default is an option, to run either choice under any preset:
                       depth (default), or shared, one set for all depths updated D+1 times a
                       step (--paper: the reference's single output module)
 
---converged is the converged CPU study (README, "Images: a converged study"): Fashion-MNIST,
-2000 train images (1800 train + 200 validation) and 2000 test, batch 128, patience 5, the
-learning rate dropped 10x after epoch 20, at most 100 epochs, depths 0,2,5,10,15,20, seeds
-0 1, into results/images_converged. Every network stops early well before the cap. The 4
-networks of a max depth (LDN and DDN, 2 seeds) train as one program over both cores: about
-an hour on 2 idle cores.
-
 Data: the original files in --data-dir (or ~/.vdjax/data/<name>, $VDJAX_DATA/<name>, and for
 Fashion-MNIST /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist), else
 TFDS. Each network writes <out>/<data set>/<method>_D<depth>_s<seed>.json (+ .msgpack); a
 finished one is skipped on rerun and a killed one resumes from its last epoch's checkpoint.
 """
+
 
 
 def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
@@ -64,7 +97,7 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
     p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
-                   help=f"depths to train (default {cpu_depths}; --paper: {PAPER_DEPTHS})")
+                   help=f"depths to train (default {cpu_depths}; --paper: {list(PRESETS['paper'].depths)})")
     p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
     p.add_argument("--n-train", type=validate.positive_int, default=None,
                    help="train subset size (default 1024; --paper: all)")
@@ -129,27 +162,23 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     return p
 
 
-def settings(args, cpu_depths: list[int]):
-    """(datasets, depths, seeds, train_config, subset sizes, head_norm) from the command line."""
-    from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+def preset(args) -> ImagePreset:
+    return PRESETS["paper" if args.paper else "converged" if args.converged else "default"]
 
-    if args.paper:
-        datasets, depths, seeds = PAPER_DATASETS, PAPER_DEPTHS, list(range(PAPER_REPEATS))
-        train, n_train, n_test = PAPER_IMAGE_PROTOCOL, None, None
-    elif args.converged:
-        datasets, depths, seeds = ["fashion_mnist"], CONVERGED_DEPTHS, CONVERGED_SEEDS
-        train = IMAGE_PROTOCOL.replace(batch_size=128, max_epochs=100, patience=5, lr_drop_epoch=20)
-        n_train, n_test = 2000, 2000
-    else:
-        datasets, depths, seeds = ["fashion_mnist"], cpu_depths, [0]
-        train = IMAGE_PROTOCOL.replace(batch_size=128, max_epochs=8, lr_drop_epoch=5)
-        n_train, n_test = 1024, 1000
+
+def settings(args, cpu_depths: list[int]):
+    """(datasets, depths, seeds, train_config, subset sizes, head_norm) from the command line:
+    the chosen preset, with what the command line overrides."""
+    chosen = preset(args)
+    datasets, seeds, n_train, n_test = list(chosen.datasets), list(chosen.seeds), chosen.n_train, chosen.n_test
+    depths = list(chosen.depths) if chosen.depths is not None else cpu_depths
+    train = chosen.train_config()
     overrides = (("max_epochs", args.max_epochs), ("batch_size", args.batch_size), ("stop_on", args.stop_on),
                  ("val_fraction", args.val_fraction), ("stop_objective", args.stop_objective),
                  ("patience", args.patience), ("patience_rule", args.patience_rule),
                  ("lr_drop_epoch", args.lr_drop_epoch), ("lr_drop_methods", lr_drop_methods(args.lr_drop_methods)))
     train = train.replace(**{k: v for k, v in overrides if v is not None})  # TrainConfig rejects bad mixes
-    head_norm = args.head_norm or ("shared" if args.paper else "per_depth")
+    head_norm = args.head_norm or chosen.head_norm
     return (args.datasets or datasets, args.depths or depths, args.seeds or seeds, train,
             args.n_train or n_train, args.n_test or n_test, head_norm)
 
@@ -176,7 +205,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
 
     datasets, depths, seeds, train, n_train, n_test, head_norm = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")
-    out = args.out or validate.output_dir("results/images_converged" if args.converged else "results/images")
+    out = args.out or validate.output_dir(preset(args).out)
     for name in datasets:  # every data set is there before the first network trains
         check_available(name, args.data_dir, args.source)
     share, shares = process_share(args.num_processes, args.process_index, args.coordinator, args.distributed,

@@ -199,3 +199,15 @@ def test_paper_selects_the_reference_choices():
     head_norm = lambda *argv: _images.settings(_images.parser("", [1]).parse_args(list(argv)), [1])[6]  # noqa: E731
     assert (head_norm("--paper"), head_norm(), head_norm("--converged")) == ("shared", "per_depth", "per_depth")
     assert (head_norm("--paper", "--head-norm", "per_depth"), head_norm("--head-norm", "shared")) == ("per_depth", "shared")
+
+
+def test_every_image_preset_opens_with_its_command_and_cost_and_the_help_lists_them():
+    import _images
+
+    for preset in _images.PRESETS.values():
+        command, _, rest = preset.doc.partition(":")
+        assert command.startswith("python3 experiments/scan_max_depth_images.py"), preset.name
+        assert ("--" + preset.name in command) == (preset.name != "default")
+        assert any(w in rest.split(".")[0] for w in ("minutes", "hour", "GPU work")), preset.name
+        assert preset.doc in _images.CPU_HELP
+    assert _images.PRESETS["paper"].train_config() == PAPER_IMAGE_PROTOCOL
