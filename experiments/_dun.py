@@ -3,8 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from vdjax import validate
+
+
+@dataclasses.dataclass(frozen=True)
+class DunPreset:
+    """One DUN script's setting under --paper or its CPU default; the command line overrides any
+    field that has an option of the same name. batch_size None: full batch. n_train/n_test None:
+    the whole set."""
+
+    doc: str  # opens with the run command and its cost
+    max_depth: int
+    width: int
+    lr: float
+    momentum: float
+    batch_size: int | None
+    max_epochs: int
+    patience: int
+    ensemble_size: int
+    bottleneck: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+
+
+def settings(args, cpu: DunPreset, paper: DunPreset) -> DunPreset:
+    """The preset the command line chose, with the options it gave."""
+    chosen = paper if args.paper else cpu
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DunPreset)
+             if f.name != "doc" and getattr(args, f.name, None) is not None}
+    return dataclasses.replace(chosen, **given)
+
+
+def presets_help(cpu: DunPreset, paper: DunPreset) -> str:
+    return f"\nDefault: {cpu.doc}\n\n--paper: {paper.doc}\n"
 
 PROTOCOL_HELP = """
 Methods (vdjax.baselines): the LDN (uniform prior over depth, as DUN; predictions from the
@@ -36,12 +69,6 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
                    help=f"results directory (default results/{default_out}; created if missing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
-
-
-def pick(args, name: str, cpu, paper):
-    """An option's value: given on the command line, else the --paper or the CPU default."""
-    value = getattr(args, name)
-    return value if value is not None else (paper if args.paper else cpu)
 
 
 def check_rates(args) -> None:

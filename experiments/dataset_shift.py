@@ -9,19 +9,6 @@ classes (sandal, shirt, sneaker, bag, ankle boot) are out of distribution. The r
 uses the in-distribution test images. When MNIST (or KMNIST) files are found
 (~/.vdjax/data/<name>, $VDJAX_DATA/<name>), their test images are scored as OOD too.
 
-Default (CPU-sized): 1024 train images (in-distribution: about 1000, 10% of them the validation
-split), 500 test images (about 480 in-distribution), CNN max depth 3, width 32, bottleneck 16,
-batch 64, SGD lr 0.05 momentum 0.5, up to 25 epochs with patience 5 (every network stops by
-patience, after 9-22 epochs), 3 ensemble members, 10 dropout samples. Measured: 5.4 min niced
-beside another job (load 1.1-1.8), 552 CPU-seconds, so about 4.6 min on 2 idle cores: 3.4 min
-loading and training (the 4-network program 135 s, the dropout network 37 s, the rest setup and
-compilation), 1.1 min the 13 rotations, 0.4 min OOD, 0.4 min the test-time cost. (The previous
-default, width 64 at 2048 images, took 22 min on busy cores: 8 min training at 2-4 s a
-step, and 19 MC-dropout predictions of 13 s each; its networks hit the 6-epoch cap.)
---paper: all Fashion-MNIST images, max depth 10, width 64, bottleneck 32, batch 512, lr 0.1
-momentum 0.5 (the image protocol), up to 100 epochs with patience 10, 5 ensemble members
-(GPU work).
-
 Writes <out>/shift_fashion_mnist.json and <out>/shift_fashion_mnist.png.
 """
 
@@ -38,11 +25,25 @@ from vdjax import validate  # noqa: E402
 
 ANGLES = list(range(0, 181, 15))
 
+CPU = _dun.DunPreset("""\
+python3 experiments/dataset_shift.py: about 5 minutes on 2 idle CPU cores. 1024 train images
+(in-distribution: about 1000, 10% of them the validation split), 500 test images (about 480
+in-distribution), CNN max depth 3, width 32, bottleneck 16, batch 64, SGD lr 0.05 momentum
+0.5, up to 25 epochs with patience 5, 3 ensemble members, 10 dropout samples.""",
+                     max_depth=3, width=32, bottleneck=16, lr=0.05, momentum=0.5, batch_size=64, max_epochs=25,
+                     patience=5, ensemble_size=3, n_train=1024, n_test=500)
+PAPER = _dun.DunPreset("""\
+python3 experiments/dataset_shift.py --paper: GPU work. All Fashion-MNIST images, max depth 10,
+width 64, bottleneck 32, batch 512, lr 0.1 momentum 0.5 (the image protocol), up to 100 epochs
+with patience 10, 5 ensemble members.""",
+                       max_depth=10, width=64, bottleneck=32, lr=0.1, momentum=0.5, batch_size=512, max_epochs=100,
+                       patience=10, ensemble_size=5)
+
 
 def main(argv=None) -> int:
-    p = _dun.parser(__doc__, "dun_shift")
-    p.add_argument("--n-train", type=validate.positive_int, default=None, help="train subset (default 1024)")
-    p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset (default 500)")
+    p = _dun.parser(__doc__ + _dun.presets_help(CPU, PAPER), "dun_shift")
+    p.add_argument("--n-train", type=validate.positive_int, default=None, help="train subset (default 1024; --paper: all)")
+    p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset (default 500; --paper: all)")
     p.add_argument("--in-classes", type=validate.non_negative_int, nargs="+", default=[0, 1, 2, 3, 4],
                    help="classes trained on; the rest are OOD (default 0 1 2 3 4)")
     p.add_argument("--data-dir", type=validate.existing_dir, default=None, help="Fashion-MNIST files")
@@ -81,17 +82,14 @@ def main(argv=None) -> int:
 
     spec = IMAGE_DATASETS["fashion_mnist"]
     wall, t0 = {}, time.perf_counter()
-    n_train = _dun.pick(args, "n_train", 1024, None)
-    n_test = _dun.pick(args, "n_test", 500, None)
-    full = load_images("fashion_mnist", args.data_dir, source="files", n_train=n_train and n_train * 2,
-                       n_test=n_test and n_test * 2, seed=args.seed)
+    s = _dun.settings(args, CPU, PAPER)
+    full = load_images("fashion_mnist", args.data_dir, source="files", n_train=s.n_train and s.n_train * 2,
+                       n_test=s.n_test and s.n_test * 2, seed=args.seed)
     data, x_ood = class_split(full, in_classes)
-    cfg = ModelConfig("cnn", _dun.pick(args, "max_depth", 3, 10), len(in_classes), data.input_shape,
-                      width=_dun.pick(args, "width", 32, 64), bottleneck=_dun.pick(args, "bottleneck", 16, 32))
-    tc = TrainConfig(learning_rate=_dun.pick(args, "lr", 0.05, 0.1), momentum=0.5,
-                     batch_size=512 if args.paper else 64, max_epochs=_dun.pick(args, "max_epochs", 25, 100),
-                     patience=_dun.pick(args, "patience", 5, 10), stop_on="val", prior_decay=1.0)
-    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=_dun.pick(args, "ensemble_size", 3, 5),
+    cfg = ModelConfig("cnn", s.max_depth, len(in_classes), data.input_shape, width=s.width, bottleneck=s.bottleneck)
+    tc = TrainConfig(learning_rate=s.lr, momentum=s.momentum, batch_size=s.batch_size or data.n_train,
+                     max_epochs=s.max_epochs, patience=s.patience, stop_on="val", prior_decay=1.0)
+    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=s.ensemble_size,
                           dropout_rate=args.dropout_rate, progress=not args.no_progress, log=tqdm.write)
     wall["load_and_train"], t0 = time.perf_counter() - t0, time.perf_counter()
     key = jax.random.key(args.seed)

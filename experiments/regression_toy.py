@@ -5,11 +5,6 @@ Trains the LDN, a DDN, a deep ensemble and MC dropout (same networks, same proto
 seeded toy set, then draws each method's predictive mean +- 2 std over the input range
 (<out>/toy_<dataset>.png) and writes <out>/toy_<dataset>.json: test log-likelihood and RMSE,
 the median predictive std in the data, in the gaps and outside the data, and test-time cost.
-
-Default (CPU-sized, a few minutes on 2 cores): the 'gap' set (DUN's 'my_1d': three input
-clusters, 501 train points), width 50, max depth 5, batch 128, lr 0.005, at most 300 epochs
-with patience 50, 5 ensemble members. --paper: DUN's toy setting as far as it is stated
-(width 100, 10 layers, lr 1e-3, momentum 0.9, full batch, up to 4000 epochs; patience 500).
 """
 
 from __future__ import annotations
@@ -27,9 +22,22 @@ from vdjax import validate  # noqa: E402
 GAP_REGIONS = {"data": [(-1.0, 0.0), (1.7, 2.5), (4.0, 5.0)], "gaps": [(0.0, 1.7), (2.5, 4.0)],
                "outside": [(-3.0, -1.0), (5.0, 7.0)]}
 
+CPU = _dun.DunPreset("""\
+python3 experiments/regression_toy.py: a few minutes on 2 CPU cores. The 'gap' set (DUN's
+'my_1d': three input clusters, 501 train points), width 50, max depth 5, batch 128, lr 0.005
+momentum 0.9, at most 300 epochs with patience 50, 5 ensemble members.""",
+                     max_depth=5, width=50, lr=0.005, momentum=0.9, batch_size=128, max_epochs=300, patience=50,
+                     ensemble_size=5)
+PAPER = _dun.DunPreset("""\
+python3 experiments/regression_toy.py --paper: not timed (up to 4000 full-batch epochs for each of
+7 networks). DUN's toy setting as far as it is stated: width 100, 10 layers, lr 1e-3, momentum 0.9, full batch, up to
+4000 epochs, patience 500.""",
+                       max_depth=10, width=100, lr=1e-3, momentum=0.9, batch_size=None, max_epochs=4000, patience=500,
+                       ensemble_size=5)
+
 
 def main(argv=None) -> int:
-    p = _dun.parser(__doc__, "dun_toy")
+    p = _dun.parser(__doc__ + _dun.presets_help(CPU, PAPER), "dun_toy")
     p.add_argument("--dataset", choices=["gap", "wiggle"], default="gap", help="toy set (default gap)")
     args = p.parse_args(argv)
     _dun.check_rates(args)
@@ -43,14 +51,12 @@ def main(argv=None) -> int:
     from vdjax.models import ModelConfig
     from vdjax.train import TrainConfig
 
+    s = _dun.settings(args, CPU, PAPER)
     data, sx = toy_dataset(args.dataset, seed=args.seed)
-    full_batch = data.n_train
-    cfg = ModelConfig("mlp", _dun.pick(args, "max_depth", 5, 10), 1, (1,), width=_dun.pick(args, "width", 50, 100),
-                      likelihood="gaussian")
-    tc = TrainConfig(learning_rate=_dun.pick(args, "lr", 0.005, 1e-3), momentum=0.9,
-                     batch_size=full_batch if args.paper else 128, max_epochs=_dun.pick(args, "max_epochs", 300, 4000),
-                     patience=_dun.pick(args, "patience", 50, 500), stop_on="val", prior_decay=1.0)
-    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=_dun.pick(args, "ensemble_size", 5, 5),
+    cfg = ModelConfig("mlp", s.max_depth, 1, (1,), width=s.width, likelihood="gaussian")
+    tc = TrainConfig(learning_rate=s.lr, momentum=s.momentum, batch_size=s.batch_size or data.n_train,
+                     max_epochs=s.max_epochs, patience=s.patience, stop_on="val", prior_decay=1.0)
+    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=s.ensemble_size,
                           dropout_rate=args.dropout_rate, progress=not args.no_progress)
     key = jax.random.key(args.seed)
     preds, seconds = method_predictives(trained, data.x_test, key, args.samples)
