@@ -5,8 +5,8 @@
 
 Every time is a median over several steps after warm-up; vdjax compile time is reported
 apart from step time. PyTorch is optional: without it only the vdjax columns are filled.
-The tables (here, in table.md, and in RESULTS.md and README.md via `python3 -m vdjax.report`)
-are rendered by `vdjax.report` from the results JSON this script writes.
+The tables (here, in table.md, and in RESULTS.md and README.md via `python3 tools/report.py`)
+are rendered by `tools/report.py` from the results JSON this script writes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 from cnn_step import time_train_step  # noqa: E402
 
 from vdjax import validate  # noqa: E402
@@ -31,7 +32,7 @@ from vdjax.data import spirals_dataset  # noqa: E402
 from vdjax.loop import fit  # noqa: E402
 from vdjax.models import ModelConfig  # noqa: E402
 from vdjax.prune import forward_fn, prune  # noqa: E402
-from vdjax.report import benchmark_markdown  # noqa: E402
+from report import benchmark_markdown  # noqa: E402
 from vdjax.runtime import use_all_cpu_cores  # noqa: E402
 from vdjax.train import TrainConfig, init_state, make_optimizer  # noqa: E402
 

@@ -12,7 +12,7 @@ writes under $OUT comes back):
     PYTHONPATH=. python3 benchmarks/gpu_check.py --data-dir data/fashion_mnist --budget-s 420 --out "$OUT/gpu_check.json"
 
 and here copy the file that came back to benchmarks/gpu/gpu_check.json (the default --out) and
-run `python3 -m vdjax.report`, which renders its tables into benchmarks/RESULTS.md.
+run `python3 tools/report.py`, which renders its tables into benchmarks/RESULTS.md.
 Cost: about 7.5 minutes of device time (420 s of measurements, plus start-up, imports and
 writing). The JSON is written atomically after every section, so a killed run keeps what it
 measured.

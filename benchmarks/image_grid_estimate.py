@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 from cnn_step import time_train_step  # noqa: E402
 
 from vdjax import validate  # noqa: E402
@@ -104,7 +105,7 @@ def flops_estimate(epochs: int, batch: int = 512, gpus: tuple[Gpu, ...] = GPUS, 
 
 
 def print_flops(est: dict) -> None:
-    from vdjax.report import grid_estimate_text
+    from report import grid_estimate_text
 
     print(grid_estimate_text(est), end="")
 

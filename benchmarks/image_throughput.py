@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 
 from vdjax import validate  # noqa: E402
 
@@ -320,7 +321,7 @@ def main(argv=None) -> dict:
     res["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()})"
                       + (f", torch {res['torch']}" if res["torch"] else ", no torch"))
     res["command"] = "python benchmarks/image_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from vdjax.report import throughput_table
+    from report import throughput_table
 
     text = throughput_table(res)
     print(text)

@@ -14,7 +14,7 @@ and a Fashion-MNIST subset (512 train / 500 test, max depth 4, 2 seeds, 150 sear
 batch 32, networks trained 6 epochs of batch 32). --paper-protocol trains every network with the paper's
 protocol instead (spirals: up to 8000 epochs, patience 500; images: batch 512, up to 500 epochs).
 Writes rows.json (the raw results) and comparison.png to --out and prints the summary table.
-With --out docs/data/nas_comparison, `python3 -m vdjax.report` renders the committed tables
+With --out docs/data/nas_comparison, `python3 tools/report.py` renders the committed tables
 (docs/results/nas.md) from it.
 """
 import argparse

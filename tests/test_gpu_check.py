@@ -14,7 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import gpu_check  # noqa: E402
 
-from vdjax import report, validate  # noqa: E402
+from vdjax import validate  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import report  # noqa: E402
 
 SECTIONS = ("environment", "cnn_step", "networks_per_program", "slice", "time_split")
 

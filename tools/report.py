@@ -1,8 +1,9 @@
-"""The tables of README.md, benchmarks/RESULTS.md and docs/results/*.md, rendered from the
+"""Repository tooling, not part of the installed package: the tables of README.md,
+benchmarks/RESULTS.md and docs/results/*.md, rendered from the
 raw results committed in the repository, so that no number in them is typed by hand.
 
-    python3 -m vdjax.report          # rewrite every marked table from its data
-    python3 -m vdjax.report --check  # exit 1, with a diff, where a committed table differs
+    python3 tools/report.py          # rewrite every marked table from its data
+    python3 tools/report.py --check  # exit 1, with a diff, where a committed table differs
 
 A table lives between `<!-- BEGIN table:NAME -->` and `<!-- END table:NAME -->` lines; `TABLES`
 maps NAME to its source file (JSON, relative to the repository root) and the pure function that
@@ -23,7 +24,7 @@ from typing import Any, Callable
 from vdjax.image_study import findings, findings_markdown
 from vdjax.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
              "docs/results/images.md", "docs/results/dun.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
@@ -663,7 +664,7 @@ def render_documents(root: Path = ROOT, tables: dict[str, Table] = TABLES, docum
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m vdjax.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python3 tools/report.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 where a table differs from its data")
     p.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
@@ -682,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             write_text(args.root / doc, new)
             print(f"rendered {doc}")
     if args.check and stale:
-        print(f"\nstale tables in {', '.join(stale)}: run `python3 -m vdjax.report`", file=sys.stderr)
+        print(f"\nstale tables in {', '.join(stale)}: run `python3 tools/report.py`", file=sys.stderr)
         return 1
     return 0
 
