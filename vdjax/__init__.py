@@ -1,29 +1,54 @@
-"""vdjax: Variational Depth Search in ResNets (learnt-depth networks) in JAX/Flax."""
+"""vdjax: Variational Depth Search in ResNets (learnt-depth networks) in JAX/Flax.
 
+The public API is this module's `__all__`: build an LDN (`Network` from your own Flax modules,
+or a `ModelConfig` preset), train it (`fit` on in-memory data, all on the device; `fit_networks`
+for many networks fed from the host), read its posterior over depth, prune it to `d_opt` and
+predict. Everything else lives in submodules named by what they do.
+"""
+
+from vdjax.data import load_images, spirals_dataset
+from vdjax.experiment import run_in_memory
+from vdjax.loop import fit
+from vdjax.metrics_writer import create_writer
 from vdjax.models import LDN, Model, ModelConfig, Network
 from vdjax.posterior import depth_posterior, log_prior, negative_elbo
-from vdjax.prune import d_opt_95, expected_depth, fold_posterior, predict_log_probs, prune
+from vdjax.prune import (PrunedLDN, d_opt_95, eval_logits, expected_depth, fold_posterior, predict_log_probs, prune,
+                         select_depth)
+from vdjax.studies import load_results
 from vdjax.train import TrainConfig, TrainState, evaluate, init_state, make_optimizer, make_train_step
+from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, fit_networks
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMAGE_PROTOCOL",
     "LDN",
     "Model",
     "ModelConfig",
     "Network",
+    "PAPER_IMAGE_PROTOCOL",
+    "PrunedLDN",
     "TrainConfig",
     "TrainState",
+    "create_writer",
     "d_opt_95",
     "depth_posterior",
+    "eval_logits",
     "evaluate",
     "expected_depth",
+    "fit",
+    "fit_networks",
     "fold_posterior",
     "init_state",
+    "load_images",
+    "load_results",
     "log_prior",
     "make_optimizer",
     "make_train_step",
     "negative_elbo",
     "predict_log_probs",
     "prune",
+    "run_in_memory",
+    "select_depth",
+    "spirals_dataset",
 ]
