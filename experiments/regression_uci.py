@@ -12,10 +12,10 @@ Default (CPU-sized): every set, all standard splits (20; protein 5) and all gap 
 max depth 5, batch 128, SGD lr 0.005 momentum 0.9, patience 30 epochs, epoch cap min(200,
 ceil(2000 / steps per epoch)) (boston, concrete, energy, yacht 200 epochs; wine 182; kin8nm 39;
 power 33; naval 27; protein 7), 5 ensemble members, dropout 0.1, MFVI prior N(0, 1), 10
-test-time samples for MC dropout and MFVI. Cost, from a few epochs of one standard split per set
-timed on 2 cores shared with other jobs (load 8-10) and scaled to every split at the epoch cap:
-at most ~80 min for the standard splits (of which ~9 min compiling), ~35 min more for the gap
-splits (--kinds standard leaves them out); early stopping shortens the small sets.
+test-time samples for MC dropout and MFVI. Cost, estimated from a few timed epochs of one standard
+split per set on 2 CPU cores, scaled to every split at the epoch cap (an upper bound: early
+stopping shortens the small sets): at most about 80 min for the standard splits (about 9 of them
+compiling), about 35 min more for the gap splits (--kinds standard leaves them out).
 
 --quick: boston and yacht, 2 standard and 2 gap splits each, at most 20 epochs (patience 20).
 --paper: DUN's network size (width 100, 10 layers) and up to 4000 epochs with patience 200.
