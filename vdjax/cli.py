@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import numpy as np
 
 from vdjax import validate
+from vdjax.experiment import depth_verdict
 
 MAIN_HELP = """\
 Train learnt-depth networks (Variational Depth Search in ResNets) with JAX.
@@ -48,15 +48,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bar(v: float, scale: float, n: int = 40) -> str:
     return "#" * int(round(n * v / scale)) if scale > 0 else ""
-
-
-def depth_verdict(d_opt: int, d_expected: int, test: dict[str, Any], test_pruned: dict[str, Any]) -> str:
-    """The main job's three-line result for one seed (README's quick start renders it from results.json)."""
-    return (f"d_opt (95% rule) = {d_opt}   expected depth = {d_expected}\n"
-            "test accuracy / log-likelihood, marginal over all depths : "
-            f"{1 - test['error']:.4f} / {test['log_lik']:.4f}\n"
-            f"test accuracy / log-likelihood, pruned to d <= {d_opt:<2d}       : "
-            f"{1 - test_pruned['error']:.4f} / {test_pruned['log_lik']:.4f}\n")
 
 
 def spirals_main(args: argparse.Namespace) -> int:

@@ -76,6 +76,16 @@ class RunResult:
         return flax.serialization.to_bytes({"variables": state.variables, "depth_logits": state.params["depth_logits"]})
 
 
+def depth_verdict(d_opt: int, d_expected: int, test: dict[str, Any], test_pruned: dict[str, Any]) -> str:
+    """One network's learnt depth and test metrics in three lines: what the main job prints for a
+    seed, and what README's quick start renders from its results.json."""
+    return (f"d_opt (95% rule) = {d_opt}   expected depth = {d_expected}\n"
+            "test accuracy / log-likelihood, marginal over all depths : "
+            f"{1 - test['error']:.4f} / {test['log_lik']:.4f}\n"
+            f"test accuracy / log-likelihood, pruned to d <= {d_opt:<2d}       : "
+            f"{1 - test_pruned['error']:.4f} / {test_pruned['log_lik']:.4f}\n")
+
+
 def pruned_metrics(
     model_config: Model, variables: dict, q: np.ndarray, depth: int, x: np.ndarray, y: np.ndarray
 ) -> dict[str, float]:

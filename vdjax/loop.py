@@ -29,7 +29,6 @@ from vdjax import protocol
 from vdjax.protocol import Batching, NetState  # noqa: F401 (Batching is re-exported)
 from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
 from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
-from vdjax.validate import MAX_SEED
 
 
 LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
@@ -143,8 +142,8 @@ def fit(
     seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0:
         raise ValueError(f"seeds must be a non-empty 1-D list, got {seeds!r}")
-    if seeds.dtype.kind not in "iu" or seeds.min() < 0 or seeds.max() > MAX_SEED:
-        raise ValueError(f"seeds must be integers in [0, {MAX_SEED}] (uint32 PRNG keys), got {seeds.tolist()}")
+    if seeds.dtype.kind not in "iu" or seeds.min() < 0 or seeds.max() > protocol.MAX_SEED:
+        raise ValueError(f"seeds must be integers in [0, {protocol.MAX_SEED}] (uint32 PRNG keys), got {seeds.tolist()}")
     seeds = seeds.astype(np.uint32)
     x, y = np.asarray(x), np.asarray(y)
     per_seed_data = x.ndim == len(model_config.input_shape) + 2

@@ -17,13 +17,16 @@ set of statistics for all depths.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal, Union
+import functools
+from typing import Any, ClassVar, Literal, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vdjax import mfvi
+from vdjax.data.core import check_inputs
 from vdjax.layers import Conv, ConvImpl, Linear, batch_norm, resolve_conv_impl
 from vdjax.network import LDN, HeadNorm, Likelihood, Network, Weights, call, check_common, check_weights, noise_stream
 
@@ -257,3 +260,18 @@ class CNNHead(nn.Module):
     def __call__(self, h: jax.Array, train: bool = False) -> jax.Array:
         h = h + MLPBlock(self.width)(h, train)
         return Linear(self.num_classes)(h)
+
+
+def eval_logits(config: Model, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Logits in evaluation mode, [num_heads, N, classes] (every depth unless heads='last'), in batches."""
+    x = check_inputs(x, config.input_shape)
+    fn = forward_fn(config)
+    chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate(chunks, axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def forward_fn(config: Model):
+    """The jitted eval-mode forward pass `(variables, x) -> logits [num_heads, B, C]`, cached per config."""
+    model = LDN(config)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))

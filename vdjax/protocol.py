@@ -209,6 +209,9 @@ class SaveCadence:
         self.cost = self.last - started
 
 
+MAX_SEED = 2**32 - 1  # seeds become uint32 PRNG keys: a larger one would silently wrap around
+
+
 def config_key(config: Any) -> str:
     """A config's repr naming only the fields that differ from their defaults, so that a field a
     later version adds, left at its default, keeps earlier checkpoints resumable."""

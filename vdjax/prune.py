@@ -18,7 +18,7 @@ import numpy as np
 
 from vdjax.data.core import check_inputs
 from vdjax.metrics import marginal_log_probs
-from vdjax.models import LDN, Model
+from vdjax.models import LDN, Model, eval_logits, forward_fn  # noqa: F401 (re-exported)
 
 Rule = Literal["95", "expected"]
 
@@ -120,21 +120,6 @@ def pruned_log_probs(logits: np.ndarray, q: np.ndarray, depth: int) -> jax.Array
     [D+1, B, C]: pruning keeps blocks 1..depth, so its logits are the first depth + 1 rows,
     marginalised under the folded posterior."""
     return marginal_log_probs(jnp.asarray(logits)[: depth + 1], jnp.asarray(fold_posterior(q, depth)))
-
-
-def eval_logits(config: Model, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits in evaluation mode, [num_heads, N, classes] (every depth unless heads='last'), in batches."""
-    x = check_inputs(x, config.input_shape)
-    fn = forward_fn(config)
-    chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return np.concatenate(chunks, axis=1)
-
-
-@functools.lru_cache(maxsize=64)
-def forward_fn(config: Model):
-    """The jitted eval-mode forward pass `(variables, x) -> logits [num_heads, B, C]`, cached per config."""
-    model = LDN(config)
-    return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
 def _check_depth(depth: int, max_depth: int) -> None:

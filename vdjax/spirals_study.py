@@ -164,7 +164,7 @@ def split_ddn_scan(records: list[dict[str, Any]]) -> tuple[dict[str, Any] | None
 
 def headline(one_seed: dict[str, Any], six_seeds: dict[str, Any]) -> str:
     """What the main job printed for seed 0, and the range over six seeds of the same command."""
-    from vdjax.cli import depth_verdict
+    from vdjax.experiment import depth_verdict
 
     s = one_seed["seeds"][0]
     rng = lambda stat, spec: "{:{s}} to {:{s}}".format(*_minmax(six_seeds, stat), s=spec)  # noqa: E731

@@ -22,9 +22,8 @@ from vdjax.data.core import check_labels
 from vdjax.likelihoods import Likelihood, marginal_metrics, noise_std, per_depth_nll
 from vdjax.mfvi import weight_kl
 from vdjax.metrics import error_rate, log_likelihood, marginal_log_probs, per_depth_metrics
-from vdjax.models import LDN, Model
+from vdjax.models import LDN, Model, eval_logits
 from vdjax.posterior import ddn_from_nll, depth_posterior, elbo_from_nll, init_depth_logits
-from vdjax.prune import eval_logits
 
 Method = Literal["ldn", "ddn"]
 METHODS: tuple[Method, ...] = ("ldn", "ddn")

@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-MAX_SEED = 2**32 - 1  # seeds become uint32 PRNG keys: a larger one would silently wrap around
+from vdjax.protocol import MAX_SEED  # noqa: F401 (re-exported for the command lines)
+
 DEBUG_ENV = "VDJAX_DEBUG"
 
 
