@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vdjax import protocol
+
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 
 
@@ -55,10 +57,9 @@ SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spi
 
 
 def stop_reason(seed: dict[str, Any], max_epochs: int) -> str:
-    """Why one network stopped: a non-finite loss, patience, or the epoch cap."""
-    if seed["nonfinite"]:
-        return "nonfinite"
-    return "patience" if seed["epochs"] < max_epochs else "cap"
+    """Why one finished network stopped (`protocol.stop_reason`), the epoch cap named 'cap'."""
+    reason = protocol.stop_reason(True, seed["nonfinite"], seed["epochs"], max_epochs)
+    return "cap" if reason == "max_epochs" else reason
 
 
 def per_seed(record: dict[str, Any], stat: str) -> np.ndarray:
