@@ -143,11 +143,6 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def entropy(q: np.ndarray) -> float:
-    q = np.asarray(q, np.float64)
-    return float(-np.sum(q[q > 0] * np.log(q[q > 0])))
-
-
 def cut(item: Any, reason: str) -> dict[str, Any]:
     log(f"  cut {item}: {reason}")
     return {"item": item, "reason": reason}
@@ -380,9 +375,11 @@ def network_summary(record: dict[str, Any], wall_s: float, limit_s: float) -> di
            "lr_drop_epoch": tc["lr_drop_epoch"] if record["method"] in tc["lr_drop_methods"] else None,
            "history": record["history"]}
     if record["method"] == "ldn":
-        q = np.asarray(record["q"])
-        h, h_max = entropy(q), math.log(len(q))
-        row.update(q=record["q"], entropy=h, entropy_max=h_max, entropy_fraction=h / h_max if h_max > 0 else 0.0,
+        from vdjax.image_study import q_movement
+
+        moved, h_max = q_movement(record["q"]), math.log(len(record["q"]))
+        row.update(q=record["q"], entropy=moved["entropy_fraction"] * h_max, entropy_max=h_max,
+                   entropy_fraction=moved["entropy_fraction"], tv_from_uniform=moved["tv_from_uniform"],
                    d_opt=record["d_opt"], d_expected=record["d_expected"],
                    test={k: record["ldn_full"][k] for k in ("log_lik", "error", "ece")},
                    test_pruned={k: record["ldn_95"][k] for k in ("depth", "log_lik", "error", "ece")})
