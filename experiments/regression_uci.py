@@ -85,13 +85,17 @@ def main(argv=None) -> int:
     config = suite_config(args)
     jobs = plan(args)  # every file is found (or the error named) before anything trains
 
-    from vdjax.io import write_json
+    from vdjax.io import read_json, write_json
     from vdjax.uci_benchmark import SUITE_METHODS, aggregate, mean_ranks, run_splits
 
-    start = time.perf_counter()
     per_set: dict[str, dict] = {}
     for name, kinds in jobs.items():
         result: dict = {"dataset": name, "suite": suite_record(args, config)}
+        done = _finished(args.out / f"uci_{name}.json", result, kinds, read_json)
+        if done is not None:  # an earlier call of the same suite (killed later) wrote this set
+            print(f"{name}: reusing {args.out / f'uci_{name}.json'}")
+            per_set[name] = done
+            continue
         for kind, (splits, load) in kinds.items():
             t0 = time.perf_counter()
             rows = run_splits([load(k) for k in splits], splits, config, progress=not args.no_progress)
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
     import jax
 
     summary = {"suite": suite_record(args, config), "methods": list(SUITE_METHODS),
-               "wall_seconds": round(time.perf_counter() - start, 1),
+               "wall_seconds": round(sum(r[k]["wall_seconds"] for r in per_set.values() for k in args.kinds if k in r), 1),
                "compilation_cache": jax.config.jax_compilation_cache_dir or None}
     for kind in args.kinds:
         sets = {n: r[kind]["summary"] for n, r in per_set.items() if kind in r}
@@ -119,6 +123,23 @@ def main(argv=None) -> int:
             print(f"mean rank ({kind}, {len(summary[kind]['sets'])} sets): {ranks}")
     print(f"wrote {path} ({summary['wall_seconds']:.0f} s)")
     return 0
+
+
+def _finished(path: Path, result: dict, kinds: dict, read_json) -> dict | None:
+    """The results already in `path` when they come from the same suite and splits, else None."""
+    if not path.exists():
+        return None
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        return None
+    import json
+
+    from vdjax.io import to_jsonable
+
+    same = old.get("suite") == json.loads(json.dumps(to_jsonable(result["suite"]))) and all(
+        kind in old and old[kind].get("splits") == list(splits) for kind, (splits, _) in kinds.items())
+    return old if same else None
 
 
 def suite_config(args):

@@ -1,8 +1,8 @@
 """vdjax: Variational Depth Search in ResNets (learnt-depth networks) in JAX/Flax.
 
 The public API is this module's `__all__`: build an LDN (`Network` from your own Flax modules,
-or a `ModelConfig` preset), train it (`fit` on in-memory data, all on the device; `fit_networks`
-for many networks fed from the host), read its posterior over depth, prune it to `d_opt` and
+or a `ModelConfig` preset), train it (`fit`: the spirals protocol, stopping on the train ELBO;
+`fit_networks`: held-out early stopping, LDNs and DDNs in one program; both on one driver), read its posterior over depth, prune it to `d_opt` and
 predict. Everything else lives in submodules named by what they do.
 """
 

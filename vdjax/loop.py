@@ -11,24 +11,24 @@ batches after a fresh shuffle; at the paper's spirals sizes that is full-batch g
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdjax.checkpoints import Checkpoints
 from vdjax.data.core import check_inputs, check_labels
+from vdjax.driver import FitResult, drive  # noqa: F401 (FitResult is re-exported)
 from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import Model
 from vdjax import protocol
 from vdjax.protocol import Batching, NetState  # noqa: F401 (Batching is re-exported)
-from vdjax.runtime import environment, numerics, seed_devices, seed_sharding
-from vdjax.train import TrainConfig, TrainState, init_state, make_optimizer, train_step
+from vdjax.runtime import environment, mesh_shardings, network_mesh, numerics, seed_devices
+from vdjax.runtime import place as place_on
+from vdjax.train import TrainConfig, init_state, make_optimizer, train_step
 
 
 LoopState = NetState  # the state of one seed's run (a leading seed axis for many)
@@ -81,25 +81,6 @@ def run_epochs(
     return jax.lax.while_loop(lambda s: (~s.done) & (s.epoch < stop_epoch), epoch, loop)
 
 
-@dataclasses.dataclass
-class FitResult:
-    """Per-seed results of `fit`; every array has a leading seed axis."""
-
-    model_config: Model
-    train_config: TrainConfig
-    state: LoopState
-    seconds: float = 0.0  # wall time of training, compile included, over every call that resumed it
-    layout: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the floats depend on (see `fit`)
-
-    @property
-    def n_seeds(self) -> int:
-        return int(self.state.epoch.shape[0])
-
-    def best_state(self, seed: int) -> TrainState:
-        """The kept (best-ELBO) parameters of one seed as a TrainState (optimiser state is the last)."""
-        return protocol.best_train_state(self.state, seed)
-
-
 def fit(
     model_config: Model,
     train_config: TrainConfig,
@@ -135,7 +116,7 @@ def fit(
     metrics_writer: after every chunk, each seed's epoch count and best train loss so far, as
     scalars `seed<s>/epochs` and `seed<s>/best_train_loss` at the chunk's last epoch.
     """
-    start = time.monotonic()
+    start = time.perf_counter()
     if train_config.stop_on != "train":
         raise ValueError(f"the in-memory loop stops on the train ELBO (the spirals protocol), got "
                          f"stop_on={train_config.stop_on!r}; use vdjax.trainer.fit_dataset for held-out stopping")
@@ -158,71 +139,30 @@ def fit(
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     loop = _compiled_init(model_config, train_config, n_train)(keys)
     run = _compiled_run(model_config, train_config, data_axis)
-    active = np.arange(seeds.size)  # original positions of the seeds still in `loop`
-    parts: list[tuple[np.ndarray, LoopState]] = []  # seeds compacted out, with their final state
-    stop, earlier_seconds = 0, 0.0  # where a resumed run stood, and the time it had taken
-    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        # Also what sets the vmapped batches (seeds, devices, chunking) and the kernels (`numerics`).
-        rid = protocol.run_id(model_config, train_config, x, y, seeds=[int(s) for s in seeds],
-                              chunk_epochs=int(chunk_epochs or train_config.max_epochs),
-                              devices=jax.local_device_count(), **numerics())
-        saved = ckpt.restore(protocol.savable(loop), rid)
-        if saved is not None:
-            full, meta = protocol.loadable(saved[0]), saved[1]
-            stop, active = int(meta["stop"]), np.asarray(meta["active"], dtype=np.int64)
-            earlier_seconds = float(meta.get("seconds", 0.0))
-            finished = np.setdiff1d(np.arange(seeds.size), active)
-            parts = [(finished, protocol.take(full, finished))] if finished.size else []
-            loop = protocol.take(full, active)
-    x_all, y_all = jnp.asarray(x), jnp.asarray(y)
-    x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
     step = chunk_epochs or train_config.max_epochs
-    cadence = protocol.SaveCadence(checkpoint_every_s)
-    try:
-        while stop < train_config.max_epochs:
-            stop = min(stop + step, train_config.max_epochs)
-            loop = run(loop, x, y, jnp.int32(stop))
-            done = np.asarray(loop.done)
-            if not done.all():
-                if protocol.should_compact(done):
-                    parts.append((active[done], protocol.take(loop, np.flatnonzero(done))))
-                    keep = np.flatnonzero(~done)
-                    active, loop = active[keep], protocol.take(loop, keep)
-                    x, y, loop = _place(x_all, y_all, loop, active, per_seed_data)
-                if ckpt is not None and cadence.due():
-                    t0 = time.monotonic()
-                    state = protocol.savable(protocol.assemble(parts + [(active, loop)]))
-                    seconds = earlier_seconds + t0 - start
-                    ckpt.save(stop, state, {"stop": stop, "active": active.tolist(), "seconds": seconds}, rid)
-                    cadence.saved(t0)
-            if progress is not None:
-                progress(int(np.max(np.asarray(loop.epoch))), train_config.max_epochs)
-            if metrics_writer is not None:
-                epochs, best = np.asarray(loop.epoch), np.asarray(loop.best_loss)
-                metrics_writer.write(stop, {f"seed{int(seeds[i])}/{name}": float(v[j]) for j, i in enumerate(active)
-                                            for name, v in (("epochs", epochs), ("best_train_loss", best))})
-            if done.all():
-                break
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    loop = protocol.assemble(parts + [(active, loop)])
+    # Also what sets the vmapped batches (seeds, devices, chunking) and the kernels (`numerics`).
+    rid = None if checkpoint_dir is None else protocol.run_id(
+        model_config, train_config, x, y, seeds=[int(s) for s in seeds], chunk_epochs=int(step),
+        devices=jax.local_device_count(), **numerics())
+    x_all, y_all = jnp.asarray(x), jnp.asarray(y)
+    data = {}  # the active seeds' data, placed with their state
+
+    def place(loop: LoopState, active: np.ndarray) -> LoopState:
+        on_nets, _ = mesh_shardings(network_mesh(active.size))
+        xs, ys = (x_all[active], y_all[active]) if per_seed_data else (x_all, y_all)
+        data["x"], data["y"] = (place_on(xs, on_nets), place_on(ys, on_nets)) if per_seed_data else (xs, ys)
+        return place_on(loop, on_nets)
+
+    def advance(loop: LoopState, active: np.ndarray, epoch: int, stop: int):
+        return run(loop, data["x"], data["y"], jnp.int32(stop)), None
+
     layout = {**environment(), "seeds_in_batch": int(seeds.size), "seed_devices": seed_devices(seeds.size),
               "chunk_epochs": step}
-    return FitResult(model_config, train_config, loop, earlier_seconds + time.monotonic() - start, layout)
-
-
-def _place(x, y, loop: LoopState, active: np.ndarray, per_seed_data: bool):
-    """Puts the active seeds' state (and their data) on the devices, seed axis sharded."""
-    if per_seed_data:
-        x, y = x[active], y[active]
-    sharding = seed_sharding(active.size)
-    if sharding is None:
-        return x, y, jax.device_put(loop)
-    if per_seed_data:
-        x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
-    return x, y, jax.device_put(loop, sharding)
+    return drive(loop, advance, place, model_config=model_config, train_config=train_config, layout=layout,
+                 chunk_epochs=step, checkpoint_dir=checkpoint_dir, run_id=rid, checkpoint_every_s=checkpoint_every_s,
+                 progress=None if progress is None else (lambda done, total, _: progress(done, total)),
+                 metrics_writer=metrics_writer, tags=[f"seed{int(s)}" for s in seeds], objective="train_loss",
+                 called=start)
 
 
 @functools.lru_cache(maxsize=32)

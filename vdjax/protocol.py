@@ -1,10 +1,10 @@
 """The training protocol shared by every trainer: one state per network, one epoch-end update.
 
-Both regimes train many networks at once, with a leading network axis on every array of
-`NetState`: the spirals loop (`vdjax.loop`: data on the device, epochs under
-`lax.while_loop`) and the image trainer (`vdjax.trainer`: batches fed from the host). They
-differ only in where an epoch's batches come from and which objective early stopping
-watches; everything else is here:
+Every regime trains many networks at once, with a leading network axis on every array of
+`NetState`, under one driver (`vdjax.driver`): the spirals loop (`vdjax.loop`: epochs under
+`lax.while_loop`, stopping on the train ELBO) and the image trainer (`vdjax.trainer`: held-out
+stopping, data on the device or fed from the host). They differ only in how an epoch advances;
+the pieces they share are here:
 - `end_epoch`: patience, keep-best and non-finite handling, one pure function;
 - `stop_reason`: why a network stopped, from its state;
 - `Batching`: how an epoch is cut into batches;

@@ -89,15 +89,6 @@ def seed_devices(n_seeds: int) -> int:
     return largest_divisor(n_seeds, jax.local_device_count())
 
 
-def seed_sharding(n_seeds: int) -> NamedSharding | None:
-    """A sharding of a leading seed axis over `seed_devices(n_seeds)` local devices."""
-    n = seed_devices(n_seeds)
-    if n == 1:
-        return None
-    return NamedSharding(make_mesh((n,), ("seed",), jax.local_devices()[:n]), PartitionSpec("seed"))
-
-
-
 MESH_AXES = ("nets", "data")
 
 

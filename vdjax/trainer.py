@@ -1,13 +1,18 @@
-"""The image protocol: a host-driven epoch loop with early stopping, checkpoints and resume.
+"""The image protocol: held-out early stopping for networks trained together, on the one driver.
 
-Image data sets do not fit the all-on-device loop of `vdjax.loop` (60k images, hours of
-training), so here the host feeds batches to the train step, evaluates the stopping objective
-after every epoch, keeps the best parameters (early stopping with `patience`) and checkpoints
-with Orbax. Several networks of one architecture (repeats, and the LDN and the DDN of one max
-depth) train as one program: the train step and the epoch-end update of `vdjax.protocol` are
-vmapped over a leading network axis, each network with its own seed, data order, optimiser,
-early stopping and kept-best parameters. A network that stops stops changing, and leaves the
-batch once half of the batch has stopped.
+Several networks of one architecture (repeats, and the LDN and the DDN of one max depth) train
+as one program under `vdjax.driver.drive`: the train step and the epoch-end update of
+`vdjax.protocol` are vmapped over a leading network axis, each network with its own seed, data
+order, optimiser, early stopping and kept-best parameters. A network that stops stops changing,
+and leaves the batch once half of the batch has stopped.
+
+How an epoch advances (`feed`):
+- 'device' (the default): the training data and the held-out split sit on the device; the
+  shuffle, the batches, the steps and the held-out evaluation of `chunk_epochs` epochs are one
+  compiled program, and the host reads only their metrics.
+- 'host': batches fed from the host one step at a time, for data that does not fit on the
+  device: `batches(epoch, active)` yields [K, B, ...] inputs and [K, B] labels of the networks
+  `active` (a grain or tf.data pipeline, say); by default drawn from numpy with (seed, epoch).
 
 The stopping objective (`TrainConfig.stop_on`) is, by default, the ELBO on a seeded,
 stratified validation split held out of the training set (10%): the test set is then used
@@ -16,9 +21,10 @@ only for the final report. The paper's protocol, stopping on the test ELBO, is
 different methods in one program may follow different learning-rate schedules
 (`TrainConfig.lr_drop_methods`): the rate is chosen per network from its method flag.
 
-Resuming is exact: the shuffle of epoch e of a network is drawn from (seed, e) alone, and the
-checkpoint holds every network's optimiser state, best parameters and history, so a run killed
-after epoch e and resumed ends where an uninterrupted run ends.
+Resuming is exact in both feeds: the data order of an epoch comes from the checkpointed key
+chain (device) or from (seed, epoch) (host), and the checkpoint holds every network's optimiser
+state, best parameters and history, so a run killed after epoch e and resumed ends where an
+uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -26,35 +32,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vdjax.checkpoints import CheckpointError, Checkpoints  # noqa: F401 (CheckpointError is re-exported)
+from vdjax.checkpoints import CheckpointError  # noqa: F401 (re-exported)
 from vdjax.data.core import Dataset, split_validation
 from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import LDN, Model
-from vdjax.protocol import (
-    Batching,
-    NetState,
-    SaveCadence,
-    assemble,
-    best_train_state,
-    end_epoch,
-    init_net_state,
-    loadable,
-    run_id,
-    savable,
-    should_compact,
-    stop_reason,
-    take,
-)
+from vdjax.driver import FitResult, drive
+from vdjax.protocol import Batching, NetState, end_epoch, init_net_state, run_id
 from vdjax.runtime import (
-    gather,
+    environment,
     largest_divisor,
     mesh_shardings,
     network_mesh,
@@ -95,7 +88,8 @@ Member = tuple[str, int]  # (method, seed): one network of a program
 
 @dataclasses.dataclass
 class TrainResult:
-    """The kept (best stopping-objective) state of one network and what happened on the way."""
+    """One network's view of a `vdjax.driver.FitResult`: its kept (best stopping-objective) state
+    and what happened on the way."""
 
     state: TrainState
     best_epoch: int
@@ -105,6 +99,13 @@ class TrainResult:
     resumed_from: int | None  # epochs already done when this call started (None: fresh run)
     train_seconds: float  # wall time of the epochs run by this call (shared by the program's networks)
     networks: int = 1  # networks trained in the same program
+
+    @staticmethod
+    def of(fit: FitResult, index: int) -> "TrainResult":
+        host = fit.host
+        return TrainResult(fit.best_state(index), int(host.best_epoch[index]), int(host.epoch[index]),
+                           fit.stopped(index), fit.histories[index], fit.resumed_from, fit.call_seconds,
+                           fit.n_networks)
 
 
 def heldout_objective(
@@ -158,6 +159,9 @@ def fit_networks(
     span_processes: bool = False,
     stop_after_seconds: float | None = None,
     metrics_writer: MetricsWriter | None = None,
+    feed: str = "device",
+    batches: Callable[[int, np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
+    chunk_epochs: int = 1,
 ) -> list[TrainResult]:
     """Trains the networks `members` ((method, seed) pairs) of one architecture on `data` in one
     program with the image protocol; resumes from `checkpoint_dir`. `train_config.method` is
@@ -189,6 +193,9 @@ def fit_networks(
     metrics_writer: after every epoch, each running network's row of its history (train loss,
     held-out metrics) as scalars named `<method>-s<seed>/<metric>` (with several data sets
     `set<i>/<method>-s<seed>/<metric>`; `vdjax.metrics_writer`).
+    feed, batches: how an epoch advances (module docstring); `batches` implies feed='host'.
+    chunk_epochs: epochs per compiled call on the device (the host wakes between chunks for
+    progress, checkpoints and the time budget).
     """
     called = time.perf_counter()
     several = not isinstance(data, Dataset)
@@ -219,25 +226,19 @@ def fit_networks(
         np.stack([h[i] for h in held_sets]) for i in range(2))
     n_train, k = data.n_train, len(members)
     batching = Batching.for_size(n_train, train_config.batch_size)
-    steps_per_epoch = batching.n_batches
     mesh = {"nets": None, "data": 1, **(mesh or {})}
     if batching.batch_size % mesh["data"]:
         raise ValueError(f"batches of {batching.batch_size} cannot be split evenly over data={mesh['data']} devices")
+    if feed not in ("device", "host"):
+        raise ValueError(f"feed must be 'device' or 'host', got {feed!r}")
+    host_fed = feed == "host" or batches is not None
     devices = spanning_devices(span_processes)
     network_mesh(len(members), mesh["nets"], mesh["data"], devices)  # an impossible mesh fails before compiling
     is_ldn_all = np.array([m == "ldn" for m, _ in members])
     seeds = np.array([s for _, s in members])
-    net = _compiled_init(model_config, train_config, steps_per_epoch)(jnp.asarray(seeds, jnp.uint32))
-    step = _compiled_step(model_config, train_config, steps_per_epoch, n_train)
-    finish = _compiled_end(train_config)
-    heldout = _heldout(model_config, train_config, n_train, 1024, per_network=several)
-
-    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    active = np.arange(k)  # positions of the networks still in `net`
-    parts: list[tuple[np.ndarray, NetState]] = []  # networks compacted out, with their final state
-    histories: list[list[dict[str, float]]] = [[] for _ in members]
-    epoch, resumed_from, earlier_seconds = 0, None, 0.0
-    if ckpt is not None:  # the data digest costs seconds on SVHN: only when checkpointing
+    net = _compiled_init(model_config, train_config, batching.n_batches)(jnp.asarray(seeds, jnp.uint32))
+    rid = None
+    if checkpoint_dir is not None:  # the data digest costs seconds on SVHN: only when checkpointing
         arrays = []
         for d in sets:
             arrays += [d.x_train, d.y_train, d.x_test, d.y_test]
@@ -245,43 +246,86 @@ def fit_networks(
         # Also the kernels (`numerics`: another backend or library version computes other floats).
         rid = run_id(model_config, train_config, *arrays, name=name, members=[list(m) for m in members],
                      devices=jax.local_device_count(), mesh=dict(mesh), **numerics(),
+                     **({"feed": "host"} if host_fed else {}),
                      **({"processes": jax.process_count(), "mesh_devices": len(devices)} if span_processes else {}),
                      **({"data_of": data_of.tolist()} if several else {}))
-        saved = ckpt.restore(savable(net), rid)
-        if saved is not None:
-            full, meta = loadable(saved[0]), saved[1]
-            epoch = resumed_from = int(meta["epochs"])
-            active, histories = np.asarray(meta["active"], dtype=np.int64), meta["history"]
-            earlier_seconds = float(meta["seconds"])
-            finished = np.setdiff1d(np.arange(k), active)
-            parts = [(finished, take(full, finished))] if finished.size else []
-            net = take(full, active)
-            log(f"resuming {name} {_names(members)} D={model_config.max_depth} after epoch {epoch}")
+    x, y = (np.stack([d.x_train for d in sets]), np.stack([d.y_train for d in sets])) if several else (
+        data.x_train, data.y_train)
+    placed: dict = {}  # the mesh of the networks now running, its shardings, and what lives on it
+    on_device = (x, y) + (held_out or ())
+
+    def place_nets(net: NetState, active: np.ndarray) -> NetState:
+        placed["mesh"] = _mesh_for(active.size, mesh, devices)
+        placed["nets"], placed["batch"] = mesh_shardings(placed["mesh"])
+        placed["is_ldn"] = place(is_ldn_all[active], placed["nets"])
+        placed["data_of"] = place(data_of[active], placed["nets"])
+        if not host_fed:  # once per mesh: the epochs gather their batches there
+            everywhere = None if placed["mesh"] is None else NamedSharding(placed["mesh"], PartitionSpec())
+            placed["data"] = place(on_device, everywhere)
+        return place(net, placed["nets"])
+
+    tags = [(f"set{data_of[i]}/" if several else "") + _names([m]) for i, m in enumerate(members)]
+    if host_fed:
+        orders = batches or (lambda epoch, active: _host_batches(x, y, data_of if several else None, seeds, batching,
+                                                                 n_train, epoch, active))
+        advance = _host_advance(model_config, train_config, n_train, several, held_out, data_of, orders, placed)
+    else:
+        advance = _device_advance(model_config, train_config, n_train, several, held_out is not None, placed)
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=train_config.max_epochs, initial=epoch, leave=False, unit="epoch",
+        bar = tqdm(total=train_config.max_epochs, leave=False, unit="epoch",
                    desc=f"{name} D={model_config.max_depth} {_names(members)}")
-    start, cadence = time.perf_counter(), SaveCadence(checkpoint_every_s)
-    out_of_time = False
-    x, y = (np.stack([d.x_train for d in sets]), np.stack([d.y_train for d in sets])) if several else (
-        data.x_train, data.y_train)
-    if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
-        net, on_nets, on_batch = _place(net, active.size, mesh, devices)
+
+    def report(done: int, total: int, info: dict) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix({f"best {stop_on}_loss": f"{info['best']:.4f}", "running": info["running"]})
+
     try:
-        while active.size and not out_of_time and not (stop_after_epochs is not None and epoch >= stop_after_epochs):
-            t0 = time.perf_counter()
-            orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train))
-                      for i in active]
-            is_ldn = place(is_ldn_all[active], on_nets)
+        fit = drive(net, advance, place_nets, model_config=model_config, train_config=train_config,
+                    layout={**environment(), "networks": k, "feed": "host" if host_fed else "device"},
+                    chunk_epochs=chunk_epochs, checkpoint_dir=checkpoint_dir, run_id=rid,
+                    checkpoint_every_s=checkpoint_every_s, progress=report if bar is not None else None,
+                    stop_after_epochs=stop_after_epochs, stop_after_seconds=stop_after_seconds,
+                    metrics_writer=metrics_writer, tags=tags, objective=f"{stop_on}_loss",
+                    on_resume=lambda e: log(f"resuming {name} {_names(members)} D={model_config.max_depth} "
+                                            f"after epoch {e}"),
+                    called=called)
+    finally:
+        if bar is not None:
+            bar.close()
+    results = [TrainResult.of(fit, i) for i in range(k)]
+    return [[r for r, j in zip(results, data_of) if j == g] for g in range(len(sets))] if several else results
+
+
+def _host_batches(x, y, data_of, seeds, batching: Batching, n_train: int, epoch: int, active: np.ndarray):
+    """The host-fed batches of one epoch, [K, B, ...] each: network i's data in the order drawn from
+    (seed_i, epoch) alone (so a resumed run continues exactly); `data_of`: each network's data set."""
+    orders = [batching.split(np.random.default_rng([int(seeds[i]), epoch]).permutation(n_train)) for i in active]
+    rows_of = None if data_of is None else data_of[active][:, None]
+    for b in range(batching.n_batches):
+        idx = np.stack([order[b] for order in orders])
+        yield (x[rows_of, idx], y[rows_of, idx]) if rows_of is not None else (x[idx], y[idx])
+
+
+def _host_advance(model_config, train_config, n_train, several, held_out, data_of, batches, placed):
+    """Epochs fed from the host, batch by batch, from `batches(epoch, active)` (data that does not
+    fit on the device)."""
+    step = _compiled_step(model_config, train_config, Batching.for_size(n_train, train_config.batch_size).n_batches,
+                          n_train)
+    finish = _compiled_end(train_config)
+    heldout = _heldout(model_config, train_config, n_train, 1024, per_network=several)
+    stop_on = train_config.stop_on
+
+    def advance(net: NetState, active: np.ndarray, epoch: int, stop: int):
+        rows_all = []
+        for _ in range(epoch, stop):
             losses = []
-            rows_of = data_of[active][:, None]  # several data sets: each network's own rows
-            for b in range(steps_per_epoch):
-                idx = np.stack([order[b] for order in orders])
-                bx, by = (x[rows_of, idx], y[rows_of, idx]) if several else (x[idx], y[idx])
-                train, loss = step(net.train, net.done, is_ldn, place(bx, on_batch), place(by, on_batch))
+            for bx, by in batches(epoch, active):
+                train, loss = step(net.train, net.done, placed["is_ldn"], place(bx, placed["batch"]),
+                                   place(by, placed["batch"]))
                 net = net.replace(train=train)
                 losses.append(loss)
             train_loss = np.mean(np.stack(to_host(losses)), axis=0)
@@ -289,78 +333,50 @@ def fit_networks(
             criterion = jnp.asarray(train_loss, jnp.float32)
             if held_out is not None:
                 own = tuple(h[data_of[active]] for h in held_out) if several else held_out
-                metrics = to_host(heldout(net.train, is_ldn, *own))
+                metrics = to_host(heldout(net.train, placed["is_ldn"], *own))
                 for j, row in enumerate(rows):
                     row.update({f"{stop_on}_{m}": float(v[j]) for m, v in metrics.items()})
                 criterion = jnp.where(jnp.isfinite(criterion), jnp.asarray(metrics["loss"]), jnp.nan)
             was_done = to_host(net.done)
             net = finish(net, criterion)
-            seconds = time.perf_counter() - t0
-            for j, row in enumerate(rows):
-                if not was_done[j]:
-                    histories[active[j]].append({**row, "seconds": seconds})
-            if metrics_writer is not None:
-                tag = lambda i: (f"set{data_of[i]}/" if several else "") + _names([members[i]])  # noqa: E731
-                metrics_writer.write(epoch, {f"{tag(active[j])}/{k}": v for j, row in enumerate(rows)
-                                             if not was_done[j] for k, v in row.items() if k != "epoch"})
+            rows_all.append([None if was_done[j] else row for j, row in enumerate(rows)])
             epoch += 1
-            done, nonfinite = to_host((net.done, net.nonfinite))
-            for j in np.flatnonzero(nonfinite & ~was_done):
-                warnings.warn(f"non-finite loss at epoch {epoch - 1} ({_names([members[active[j]]])}): stopping, "
-                              f"keeping the parameters of epoch {int(to_host(net.best_epoch)[j])}", RuntimeWarning,
-                              stacklevel=2)
-            if done.all() or should_compact(done):
-                parts.append((active[done], take(net, np.flatnonzero(done))))
-                keep = np.flatnonzero(~done)
-                active, net = active[keep], take(net, keep)
-                if active.size:
-                    net, on_nets, on_batch = _place(net, active.size, mesh, devices)
-            out_of_time = stop_after_seconds is not None and time.perf_counter() - called + seconds > stop_after_seconds
-            stopping = not active.size or out_of_time or (stop_after_epochs is not None and epoch >= stop_after_epochs)
-            if ckpt is not None and (cadence.due() or stopping):
-                t_save = time.monotonic()
-                meta = {"epochs": epoch, "active": active.tolist(), "history": histories,
-                        "seconds": earlier_seconds + time.perf_counter() - start}
-                ckpt.save(epoch, savable(assemble(parts + ([(active, net)] if active.size else []))), meta, rid)
-                cadence.saved(t_save)
-            if bar is not None:
-                bar.update(1)
-                best = [min(r.get(f"{stop_on}_loss", r["train_loss"]) for r in h) for h in histories if h]
-                bar.set_postfix({f"best {stop_on}_loss": f"{min(best):.4f}", "running": int(active.size)})
-    finally:
-        if bar is not None:
-            bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    final = gather(assemble(parts + ([(active, net)] if active.size else [])))
-    seconds = time.perf_counter() - start
-    host = jax.device_get(final)
-    results = [
-        TrainResult(
-            state=best_train_state(final, i),
-            best_epoch=int(host.best_epoch[i]),
-            epochs=int(host.epoch[i]),
-            stopped=stop_reason(bool(host.done[i]), bool(host.nonfinite[i]), int(host.epoch[i]),
-                                train_config.max_epochs),
-            history=histories[i],
-            resumed_from=resumed_from,
-            train_seconds=seconds,
-            networks=k,
-        )
-        for i in range(k)
-    ]
-    return [[r for r, j in zip(results, data_of) if j == g] for g in range(len(sets))] if several else results
+        return net, rows_all
+
+    return advance
 
 
-def _place(net: NetState, n_networks: int, mesh: dict[str, int | None], devices: list):
-    """The state on the mesh of `devices` for `n_networks` networks, and the shardings of states
-    and batches.
-    A user-set `nets` that no longer divides the networks left (after compaction) shrinks to the
-    largest divisor below it."""
+def _device_advance(model_config, train_config, n_train, several, has_held_out, placed):
+    """Epochs inside one compiled program: the shuffle, the batches and the held-out evaluation
+    on the device, the host reading only the chunk's metrics."""
+    stop_on = train_config.stop_on
+
+    def advance(net: NetState, active: np.ndarray, epoch: int, stop: int):
+        epochs = _compiled_epochs(model_config, train_config, n_train, several, has_held_out, placed["mesh"])
+        net, rows = epochs(net, placed["is_ldn"], placed["data_of"], *placed["data"], n_epochs=stop - epoch)
+        rows = to_host(rows)
+        names = {"train_loss": "train_loss", **{m: f"{stop_on}_{m}" for m in ("loss", "log_lik", "error")}}
+        out = []
+        for e in range(stop - epoch):
+            out.append([{"epoch": epoch + e, **{names[m]: float(v[e, j]) for m, v in rows.items() if m != "ran"}}
+                        if rows["ran"][e, j] else None for j in range(active.size)])
+        return net, out
+
+    return advance
+
+
+def _mesh_for(n_networks: int, mesh: dict[str, int | None], devices: list) -> Mesh | None:
+    """The mesh of `devices` for `n_networks` networks. A user-set `nets` that no longer divides
+    the networks left (after compaction) shrinks to the largest divisor below it."""
     nets = mesh["nets"]
     if nets is not None:
         nets = largest_divisor(n_networks, nets)
-    on_nets, on_batch = mesh_shardings(network_mesh(n_networks, nets, mesh["data"], devices))
+    return network_mesh(n_networks, nets, mesh["data"], devices)
+
+
+def _place(net: NetState, n_networks: int, mesh: dict[str, int | None], devices: list):
+    """The state on the mesh for `n_networks` networks, and the shardings of states and batches."""
+    on_nets, on_batch = mesh_shardings(_mesh_for(n_networks, mesh, devices))
     return place(net, on_nets), on_nets, on_batch
 
 
@@ -406,6 +422,85 @@ def _compiled_end(train_config: TrainConfig):
 
 
 @functools.lru_cache(maxsize=16)
+def _compiled_epochs(model_config: Model, train_config: TrainConfig, n_train: int, several: bool, has_held_out: bool,
+                     mesh: Mesh | None = None):
+    """(net [K], is_ldn [K], data_of [K], x, y[, held-out x, y], n_epochs) -> (net, rows [n_epochs, K]):
+    `n_epochs` epochs of every network with its data on the device. Each epoch draws its shuffle
+    from the network's key (in the state, so a resumed run continues exactly), runs the steps
+    under `lax.scan`, evaluates the held-out objective in chunks and applies `end_epoch`; a
+    network that has stopped does not change, and its rows say `ran` False. With several data
+    sets x is [S, N, ...] and each network reads the rows of its own (`data_of`). On a mesh with a
+    data axis every network's batch is split over it (the data replicated on every device)."""
+    batching = Batching.for_size(n_train, train_config.batch_size)
+    split_batch = mesh is not None and mesh.shape["data"] > 1
+    on_data = NamedSharding(mesh, PartitionSpec("data")) if split_batch else None
+    optimizer = make_optimizer(train_config, batching.n_batches)
+    model = LDN(model_config)
+
+    def forward(variables, x):  # eval mode, in chunks of at most HELDOUT_BATCH examples
+        n = x.shape[0]
+        size = min(HELDOUT_BATCH, n)
+        pad = -n % size
+        chunks = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, size, *x.shape[1:])
+        logits = jax.lax.map(lambda c: model.apply(variables, c, train=False), chunks)  # [n_chunks, D+1, size, C]
+        return jnp.moveaxis(logits, 0, 1).reshape(logits.shape[1], -1, logits.shape[-1])[:, :n]
+
+    def epoch(net: NetState, is_ldn, data_of, x, y, hx=None, hy=None):
+        key, perm_key = jax.random.split(net.key)
+        order = batching.split(jax.random.permutation(perm_key, n_train))
+
+        def step(state, idx):
+            bx, by = (x[data_of, idx], y[data_of, idx]) if several else (x[idx], y[idx])
+            if split_batch:
+                bx, by = jax.lax.with_sharding_constraint((bx, by), on_data)
+            new, metrics = train_step(state, bx, by, model_config=model_config, train_config=train_config,
+                                      optimizer=optimizer, n_train=n_train, is_ldn=is_ldn)
+            return new, metrics["loss"]
+
+        trained, losses = jax.lax.scan(step, net.train, order)
+        row = {"train_loss": jnp.mean(losses)}
+        criterion = row["train_loss"]
+        if has_held_out:
+            hx, hy = (hx[data_of], hy[data_of]) if several else (hx, hy)
+            variables = {"params": trained.params["model"], "batch_stats": trained.batch_stats}
+            m = _heldout_one(model_config, train_config, n_train)(
+                forward(variables, hx), hy, trained.params["depth_logits"], is_ldn, trained.params.get("log_noise"),
+                trained.params["model"])
+            row.update(m)
+            criterion = jnp.where(jnp.isfinite(criterion), m["loss"], jnp.nan)
+        new = end_epoch(net.replace(key=key), trained, trained, criterion, patience=train_config.patience,
+                        max_epochs=train_config.max_epochs, patience_rule=train_config.patience_rule)
+        return new, {**row, "ran": ~net.done}
+
+    def chunk(net, is_ldn, data_of, *arrays, n_epochs: int):
+        return jax.lax.scan(lambda n, _: epoch(n, is_ldn, data_of, *arrays), net, None, length=n_epochs)
+
+    def run(net, is_ldn, data_of, *arrays, n_epochs: int):
+        one = functools.partial(chunk, n_epochs=n_epochs)
+        net, rows = jax.vmap(one, in_axes=(0, 0, 0) + (None,) * len(arrays),
+                             spmd_axis_name="nets" if split_batch else None)(net, is_ldn, data_of, *arrays)
+        return net, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), rows)  # [n_epochs, K]
+
+    return jax.jit(run, static_argnames="n_epochs", donate_argnums=0)
+
+
+HELDOUT_BATCH = 1024  # examples per forward pass of the held-out evaluation
+
+
+def _heldout_one(model_config: Model, train_config: TrainConfig, n_train: int):
+    """One network's held-out metrics from its eval-mode outputs (`heldout_metrics`; an MFVI
+    network also pays the weights' KL / n_train in the loss)."""
+    def one(logits, y, depth_logits, is_ldn, log_noise, model_params):
+        m = heldout_metrics(logits, y, depth_logits, is_ldn, n_train, train_config,
+                            likelihood=model_config.likelihood, log_noise=log_noise)
+        if model_config.weights == "mfvi":
+            m["loss"] = m["loss"] + weights_kl_per_point(model_config, model_params, n_train)
+        return m
+
+    return one
+
+
+@functools.lru_cache(maxsize=16)
 def _heldout(model_config: Model, train_config: TrainConfig, n_train: int, batch_size: int,
              per_network: bool = False):
     """(train [K], is_ldn [K], x, y) -> {'loss', 'log_lik', 'error'} [K] on held-out data, in
@@ -415,14 +510,7 @@ def _heldout(model_config: Model, train_config: TrainConfig, n_train: int, batch
     model = LDN(model_config)
     data_axis = 0 if per_network else None
     forward = jax.jit(jax.vmap(lambda v, x: model.apply(v, x, train=False), in_axes=(0, data_axis)))
-    def one(logits, y, depth_logits, is_ldn, log_noise, model_params):
-        m = heldout_metrics(logits, y, depth_logits, is_ldn, n_train, train_config,
-                            likelihood=model_config.likelihood, log_noise=log_noise)
-        if model_config.weights == "mfvi":
-            m["loss"] = m["loss"] + weights_kl_per_point(model_config, model_params, n_train)
-        return m
-
-    metrics = jax.jit(jax.vmap(one, in_axes=(0, data_axis, 0, 0, 0, 0)))
+    metrics = jax.jit(jax.vmap(_heldout_one(model_config, train_config, n_train), in_axes=(0, data_axis, 0, 0, 0, 0)))
 
     def run(train: TrainState, is_ldn, x, y):
         variables = {"params": train.params["model"], "batch_stats": train.batch_stats}
