@@ -135,3 +135,19 @@ def test_every_cnn_idea_computes_the_library_block_stack():
     x, k = jax.random.normal(jax.random.key(0), (2, 5, 5, 3)), jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
     for conv in (cnn_ideas.conv_rows3, cnn_ideas.conv_native_vjp):
         np.testing.assert_allclose(conv(x, k), conv_im2col(x, k), rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_feed_quick_mode_fills_its_table(tmp_path):
+    """The before/after benchmark runs both trees; today's host feed computes the numbers of the
+    trainer before the driver, bit for bit, and the spirals loop too."""
+    import json
+
+    import trainer_feed
+    from report import feed_table
+
+    assert trainer_feed.main(["--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "feed.json").read_text())
+    assert [r["max_depth"] for r in res["rows"]] == [0, 1]
+    assert all(r["host_matches_before"] for r in res["rows"]) and res["spirals"]["identical"]
+    assert all(r["device_dispatches"] < r["before_dispatches"] for r in res["rows"])
+    assert "| 1 |" in feed_table(res)

@@ -237,3 +237,32 @@ def test_the_suite_rejects_bad_input_in_one_line(capsys):
     script = _script()
     assert validate.run_main(script.main, ["--sets", "nope"], prog="regression_uci.py") == 2
     assert "unknown set 'nope'" in capsys.readouterr().err
+
+
+def _suite_set(ldn, ens, mfvi, dropout, cost_ldn=1.0, cost_ens=5.0):
+    """A per-set record whose splits have these test LLs (lists, one value per split)."""
+    rows = [{"test": {"ldn_full": {"log_lik": a}, "ensemble": {"log_lik": b}, "mfvi": {"log_lik": c},
+                      "dropout": {"log_lik": d}}} for a, b, c, d in zip(ldn, ens, mfvi, dropout)]
+    summary = {"ldn_full": {"cost_vs_ddn_mean": cost_ldn}, "ensemble": {"cost_vs_ddn_mean": cost_ens}}
+    return {"standard": {"per_split": rows, "summary": summary}, "gap": {"per_split": rows, "summary": summary}}
+
+
+def test_suite_verdicts_count_a_set_only_beyond_the_paired_standard_error():
+    from vdjax.uci_benchmark import paired_difference, suite_verdicts
+
+    # Paired differences by hand: LDN - ensemble on set a = [0.1, -0.1, 0.3] -> mean 0.1, SE 0.2/sqrt(3).
+    a = _suite_set([1.0, 1.0, 1.0], [0.9, 1.1, 0.7], [0.0, 0.0, 0.0], [0.5, 0.6, 0.4])
+    mean, se = paired_difference(a["standard"]["per_split"], "ldn_full", "ensemble")
+    assert mean == pytest.approx(0.1) and se == pytest.approx(0.2 / np.sqrt(3))
+    # Set b: the ensemble leads by 0.5 on every split give or take 0.01 (SE tiny); MFVI and dropout lead the LDN.
+    b = _suite_set([1.0, 1.0, 1.0], [1.5, 1.49, 1.51], [2.0, 2.0, 2.1], [2.0, 2.1, 2.0])
+    both = suite_verdicts({"a": a, "b": b, "c": a})
+    competitive, gap = both
+    assert competitive["sets"]["a"]["lead"] == "tie" and competitive["sets"]["b"]["lead"] == "ensemble"
+    assert competitive["held"] == 2 and competitive["verdict"] == "reproduced"
+    assert gap["both"] == 2 and gap["neither"] == 1 and gap["verdict"] == "reproduced"
+    # The ensemble leading on most sets, or the LDN costing as much as the ensemble, is not reproduced / partly.
+    assert suite_verdicts({"a": a, "b": b, "c": b})[0]["verdict"] == "not reproduced"
+    costly = {k: _suite_set([1.0] * 3, [0.9, 1.1, 0.7], [0.0] * 3, [0.5, 0.6, 0.4], cost_ldn=5.0) for k in "ab"}
+    assert suite_verdicts(costly)[0]["verdict"] == "partly"
+    assert suite_verdicts({"a": b, "b": b})[1]["verdict"] == "not reproduced"

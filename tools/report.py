@@ -29,6 +29,7 @@ DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/
              "docs/results/images.md", "docs/results/dun.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
+FEED = "benchmarks/latest/feed/feed.json"  # benchmarks/trainer_feed.py --out benchmarks/latest/feed
 GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate
 CNN_IDEAS = "benchmarks/latest/cnn_ideas/cnn_ideas.json"  # benchmarks/cnn_ideas.py --out benchmarks/latest/cnn_ideas
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
@@ -37,6 +38,7 @@ SPIRALS = "docs/data/spirals"  # the main job (`python3 -m vdjax spirals --out d
 DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
 DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at a4b29c8 (its diabetes default)
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
+DUN_UCI_FULL = "docs/data/dun/uci"  # experiments/regression_uci.py --out docs/data/dun/uci (the CPU default; per set)
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
 GPU_CHECK = "benchmarks/gpu/gpu_check.json"  # benchmarks/gpu_check.py on an NVIDIA H200
@@ -238,6 +240,29 @@ def throughput_table(res: dict[str, Any]) -> str:
             f"PyTorch peer.\n\n" + "\n".join(lines) + "\n")
 
 
+def feed_table(res: dict[str, Any]) -> str:
+    """`benchmarks/trainer_feed.py`: the image epoch and the spirals loop before and after the
+    one driver with the data on the device."""
+    s, sp = res["settings"], res["spirals"]
+    lines = ["| D | before: s/epoch | dispatches | transfers | host feed: s/epoch | same numbers as before | "
+             "device feed: s/epoch | dispatches | transfers | before / device |", "|" + "---:|" * 10]
+    for r in res["rows"]:
+        lines.append(f"| {r['max_depth']} | {r['before_epoch_s']:.3f} | {r['before_dispatches']:.0f} | "
+                     f"{r['before_transfers']:.0f} | {r['host_epoch_s']:.3f} | "
+                     f"{'yes' if r['host_matches_before'] else 'no'} | {r['device_epoch_s']:.3f} | "
+                     f"{r['device_dispatches']:.0f} | {r['device_transfers']:.0f} | {r['device_vs_before']:.2f}x |")
+    env = res["environment"]
+    return (f"One program of an LDN and a DDN (reference CNN), {s['data']} cut to {s['train_images']} images (10% held "
+            f"out for early stopping: {s['steps_per_epoch']} steps of batch {s['batch']} per epoch), median of the "
+            f"epochs after the first of {s['rounds']} runs of {s['epochs']} epochs; `before` is commit "
+            f"{res['before_commit'][:7]}. {env['devices']} XLA device(s), {env.get('cpu_isa', '?')}, load average "
+            f"{res['load_average']['before']:.1f} at the start and {res['load_average']['after']:.1f} at the end.\n\n"
+            + "\n".join(lines) + "\n\n"
+            f"Spirals, equal work ({sp['seeds']} seeds, {sp['epochs']} epochs each, compiled, median of "
+            f"{s['rounds']}): before {sp['before_ms_per_epoch']:.2f} ms per epoch, after "
+            f"{sp['after_ms_per_epoch']:.2f} ms; best losses {'identical' if sp['identical'] else 'different'}.\n")
+
+
 def grid_estimate_text(est: dict[str, Any]) -> str:
     """`benchmarks/image_grid_estimate.py --flops`: the paper grid's FLOP count and GPU hours,
     labelled as the estimate it is."""
@@ -403,6 +428,55 @@ def dun_uci_gap_table(summary: dict[str, Any]) -> str:
     """`experiments/regression_uci.py`: gap splits, the test LL on the held-out gap per set and method."""
     return (f"Log-likelihood of the held-out gap, {_suite_setting(summary, 'gap')} (mean ± standard error "
             f"over gap splits; `summary.json`: `gap`):\n\n{_suite_grid(summary, 'gap', _ll_cell, True)}\n")
+
+
+def load_uci_suite(folder: Path) -> dict[str, Any]:
+    """The suite's per-set files ({set: record}) and a summary of them (sets still running left out)."""
+    from vdjax.io import read_json
+    from vdjax.uci_benchmark import summarise
+
+    per_set = {p.stem.removeprefix("uci_"): read_json(p) for p in sorted(folder.glob("uci_*.json"))}
+    return {"per_set": per_set, "summary": summarise(per_set)}
+
+
+def _sets_done(suite: dict[str, Any]) -> str:
+    from vdjax.data.regression import UCI_SETS
+
+    done = suite["summary"]["sets_done"]
+    return ("every set" if len(done) == len(UCI_SETS) else
+            f"**{len(done)} of {len(UCI_SETS)} sets so far** ({', '.join(done)}; the others have not run yet)")
+
+
+def dun_uci_full_table(suite: dict[str, Any]) -> str:
+    return f"Sets: {_sets_done(suite)}.\n\n" + dun_uci_suite_table(suite["summary"]).replace(
+        "`summary.json`: `standard`", "`uci_<set>.json`: `standard.summary`")
+
+
+def dun_uci_full_gap_table(suite: dict[str, Any]) -> str:
+    return dun_uci_gap_table(suite["summary"]).replace("`summary.json`: `gap`", "`uci_<set>.json`: `gap.summary`")
+
+
+def dun_uci_verdicts(suite: dict[str, Any]) -> str:
+    """Each DUN finding the suite tests, the paired differences per set and the verdict
+    (`vdjax.uci_benchmark.suite_verdicts`)."""
+    from vdjax.uci_benchmark import suite_verdicts
+
+    lines = ["| finding (DUN) | what we measured (paired over splits: mean ± SE; a side leads beyond its SE) | "
+             "verdict |", "|---|---|---|"]
+    for v in suite_verdicts(suite["per_set"]):
+        if v["finding"] == "competitive with ensembles":
+            sets = "; ".join(f"{n} {_minus(d['mean'], '+.2f')} ± {d['se']:.2f} ({d['lead'].replace('ldn_full', 'LDN')})"
+                             for n, d in v["sets"].items())
+            what = (f"LDN (all depths) minus ensemble test LL per set: {sets}. The ensemble does not lead on "
+                    f"{v['held']} of {v['n_sets']} sets. Prediction cost relative to the DDN: LDN "
+                    f"{v['cost']['ldn_full']:.1f}x, ensemble {v['cost']['ensemble']:.1f}x.")
+        else:
+            per = {b: "; ".join(f"{n} {_minus(d['mean'], '+.2f')} ± {d['se']:.2f}" for n, d in t.items())
+                   for b, t in v["sets"].items()}
+            what = (f"Gap LL, LDN (all depths) minus MFVI: {per['mfvi']}. Minus MC dropout: {per['dropout']}. "
+                    f"The LDN leads both on {v['both']} of {v['n_sets']} sets, neither on {v['neither']}.")
+        lines.append(f"| {v['statement']} | {what} | **{v['verdict']}** ({v['n_sets']} sets) |")
+    return "\n".join(lines) + "\n"
 
 
 def dun_shift_table(res: dict[str, Any]) -> str:
@@ -607,12 +681,17 @@ TABLES: dict[str, Table] = {
     "bench-targets": Table(BENCHMARK, targets_table),
     "bench-summary": Table(BENCHMARK, benchmark_summary),
     "bench-throughput": Table(THROUGHPUT, throughput_table),
+    "bench-feed": Table(FEED, feed_table, missing=lambda: "Not run yet: `python3 benchmarks/trainer_feed.py --out "
+                        "benchmarks/latest/feed` writes `benchmarks/latest/feed/feed.json`.\n"),
     "bench-grid-estimate": Table(GRID_ESTIMATE, lambda est: "```\n" + grid_estimate_text(est) + "```\n"),
     "bench-cnn-ideas": Table(CNN_IDEAS, cnn_ideas_table),
     "dun-toy": Table(DUN_TOY, dun_toy_table),
     "dun-uci": Table(DUN_UCI, dun_uci_table),
     "dun-uci-suite": Table(DUN_UCI_SUITE, dun_uci_suite_table),
     "dun-uci-gap": Table(DUN_UCI_SUITE, dun_uci_gap_table),
+    "dun-uci-full": Table(DUN_UCI_FULL, dun_uci_full_table, load_uci_suite),
+    "dun-uci-full-gap": Table(DUN_UCI_FULL, dun_uci_full_gap_table, load_uci_suite),
+    "dun-uci-verdicts": Table(DUN_UCI_FULL, dun_uci_verdicts, load_uci_suite),
     "dun-shift": Table(DUN_SHIFT, dun_shift_table),
     "nas": Table(NAS_ROWS, nas_table, load_nas_rows),
     "nas-setting": Table(NAS_ROWS, nas_setting, load_nas_rows),

@@ -129,3 +129,77 @@ def mean_ranks(summaries: dict[str, dict[str, dict[str, float]]], methods: Seque
 
     ranks = np.array([rankdata([-s[m]["log_lik_mean"] for m in methods]) for s in summaries.values()])
     return {m: float(r) for m, r in zip(methods, ranks.mean(axis=0))}
+
+
+def summarise(per_set: dict[str, dict[str, Any]], kinds: Sequence[str] = ("standard", "gap")) -> dict[str, Any]:
+    """A suite summary (as `experiments/regression_uci.py` writes it) from the per-set results
+    files that exist, so that a suite still running can be rendered on the sets it has finished."""
+    out: dict[str, Any] = {"methods": list(SUITE_METHODS), "sets_done": sorted(per_set)}
+    if per_set:
+        out["suite"] = next(iter(per_set.values()))["suite"]
+    out["wall_seconds"] = round(sum(r[k]["wall_seconds"] for r in per_set.values() for k in kinds if k in r), 1)
+    for kind in kinds:
+        sets = {n: r[kind]["summary"] for n, r in per_set.items() if kind in r}
+        if sets:
+            out[kind] = {"sets": sets, "splits": {n: r[kind]["splits"] for n, r in per_set.items() if kind in r},
+                         "mean_rank": mean_ranks(sets)}
+    return out
+
+
+def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str, stat: str = "log_lik") -> tuple[float, float]:
+    """Mean and standard error over splits of method a's `stat` minus method b's, split by split
+    (the splits are shared, so their spread cancels)."""
+    d = np.array([r["test"][a][stat] - r["test"][b][stat] for r in rows], np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def _tally(per_set: dict[str, dict[str, Any]], kind: str, a: str, b: str) -> dict[str, Any]:
+    """Per set, a's test LL minus b's (mean ± SE of the paired differences) and which side leads
+    beyond its SE."""
+    rows = {}
+    for name, r in sorted(per_set.items()):
+        if kind in r:
+            mean, se = paired_difference(r[kind]["per_split"], a, b)
+            rows[name] = {"mean": mean, "se": se, "lead": a if mean > se else b if mean < -se else "tie"}
+    return rows
+
+
+def suite_verdicts(per_set: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One verdict per DUN finding the suite tests, from the spread over splits. The LDN is
+    DUN's predictor, the marginal over every depth ('ldn_full'). A set counts for a side only
+    where the paired difference exceeds its standard error; a verdict rests on the sets done.
+
+    1. Test LL competitive with a deep ensemble at the cost of one network (standard splits):
+       reproduced when on a majority of sets the ensemble does not lead beyond the SE and the
+       LDN's prediction costs under half the ensemble's; not reproduced when the ensemble leads
+       on a majority; partly otherwise.
+    2. Better in-between uncertainty than MFVI and MC dropout (the LL of the held-out gap):
+       reproduced when the LDN leads both beyond the SE on a majority of sets; not reproduced
+       when it leads neither on a majority; partly otherwise."""
+    out = []
+    std = {n: r for n, r in per_set.items() if "standard" in r}
+    if std:
+        vs_ens = _tally(std, "standard", "ldn_full", "ensemble")
+        cost = {m: float(np.mean([r["standard"]["summary"][m]["cost_vs_ddn_mean"] for r in std.values()]))
+                for m in ("ldn_full", "ensemble")}
+        held = sum(v["lead"] != "ensemble" for v in vs_ens.values())
+        lost = len(vs_ens) - held
+        cheap = cost["ldn_full"] < 0.5 * cost["ensemble"]
+        verdict = ("reproduced" if held * 2 > len(vs_ens) and cheap else
+                   "not reproduced" if lost * 2 > len(vs_ens) else "partly")
+        out.append({"finding": "competitive with ensembles", "kind": "standard", "sets": vs_ens, "cost": cost,
+                    "held": held, "n_sets": len(vs_ens), "verdict": verdict,
+                    "statement": "DUN's test log-likelihood is competitive with a deep ensemble's at the cost of "
+                                 "a single network"})
+    gap = {n: r for n, r in per_set.items() if "gap" in r}
+    if gap:
+        tallies = {b: _tally(gap, "gap", "ldn_full", b) for b in ("mfvi", "dropout")}
+        both = sum(all(tallies[b][n]["lead"] == "ldn_full" for b in tallies) for n in gap)
+        neither = sum(all(tallies[b][n]["lead"] != "ldn_full" for b in tallies) for n in gap)
+        verdict = ("reproduced" if both * 2 > len(gap) else "not reproduced" if neither * 2 > len(gap)
+                   else "partly")
+        out.append({"finding": "in-between uncertainty", "kind": "gap", "sets": tallies, "both": both,
+                    "neither": neither, "n_sets": len(gap), "verdict": verdict,
+                    "statement": "DUN's in-between uncertainty (the log-likelihood of a held-out gap) is better "
+                                 "than mean-field VI's and MC dropout's"})
+    return out
