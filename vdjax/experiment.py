@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Callable
 
 import flax.serialization
@@ -21,7 +20,6 @@ import numpy as np
 from vdjax.data import Dataset
 from vdjax.loop import FitResult, fit
 from vdjax.metrics import predictive_metrics
-from vdjax.metrics_writer import MetricsWriter
 from vdjax.models import Model
 from vdjax.prune import d_opt_95, eval_logits, expected_depth, predict_log_probs, prune
 from vdjax.train import TrainConfig, evaluate
@@ -107,28 +105,19 @@ def epoch_progress(total: int, desc: str = "training", leave: bool = True) -> It
         yield progress
 
 
-def run_in_memory(
-    data: Dataset,
-    model_config: Model,
-    train_config: TrainConfig,
-    seeds: list[int],
-    chunk_epochs: int | None = 250,
-    progress: Callable[[int, int], None] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every_s: float = 60.0,
-    metrics_writer: MetricsWriter | None = None,
-) -> RunResult:
+def run_in_memory(data: Dataset, model_config: Model, train_config: TrainConfig, seeds: list[int],
+                  **fit_options: Any) -> RunResult:
     """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them.
 
-    With `checkpoint_dir`, training saves there between chunks and resumes from it (`loop.fit`).
+    `fit_options` go to `vdjax.loop.fit` (`chunk_epochs`, `progress`, `checkpoint_dir`: saves
+    there between chunks and resumes from it, `checkpoint_every_s`, `metrics_writer`).
     """
     if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
         raise ValueError(
             f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
             f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
         )
-    result = fit(model_config, train_config, data.x_train, data.y_train, seeds, chunk_epochs, progress,
-                 checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s, metrics_writer=metrics_writer)
+    result = fit(model_config, train_config, data.x_train, data.y_train, seeds, **fit_options)
     method = train_config.method
     seed_results = []
     for i, seed in enumerate(seeds):

@@ -68,8 +68,9 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
         checkpoint = out / f"{point.name}.checkpoint"
         started = time.monotonic()
         with epoch_progress(point.train.max_epochs, f"[{i}/{len(points)}] {point.name}", leave=False) as progress:
-            run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds, chunk_epochs, progress,
-                                checkpoint_dir=checkpoint, checkpoint_every_s=checkpoint_every_s)
+            run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds,
+                                chunk_epochs=chunk_epochs, progress=progress, checkpoint_dir=checkpoint,
+                                checkpoint_every_s=checkpoint_every_s)
         record = run.summary()
         record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data),
                       wall_seconds=time.monotonic() - started)  # this launch's training and evaluation
