@@ -21,7 +21,7 @@ every block rematerialised, and the gradient of a loss on every depth's pooled f
   faster convolution could give.
 
 Every idea is checked against `im2col` (loss and gradients) before it is timed. The library's
-whole train step (`vdjax.train`) and, when PyTorch is installed, the PyTorch peer's step are
+whole train step (`vdjax.training.train`) and, when PyTorch is installed, the PyTorch peer's step are
 timed in the same rounds. Rounds interleave the variants; each time is a median over rounds.
 """
 
@@ -39,9 +39,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from vdjax import validate
-from vdjax.layers import conv_im2col as library_conv
-from vdjax.models import ModelConfig
+from vdjax.cli import validate
+from vdjax.nn.layers import conv_im2col as library_conv
+from vdjax.nn.models import ModelConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_step import train_step_call  # noqa: E402

@@ -13,10 +13,10 @@ from typing import Callable
 import jax
 import numpy as np
 
-from vdjax import validate
-from vdjax.cost import median_seconds
-from vdjax.models import ModelConfig
-from vdjax.train import TrainConfig, init_state, make_optimizer, make_train_step
+from vdjax.cli import validate
+from vdjax.training.cost import median_seconds
+from vdjax.nn.models import ModelConfig
+from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
 
 
 def train_step_call(cfg: ModelConfig, batch: int) -> tuple[float, Callable[[], None]]:

@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 from cnn_step import time_train_step  # noqa: E402
 
-from vdjax import validate  # noqa: E402
-from vdjax.cost import median_seconds  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
+from vdjax.training.cost import median_seconds  # noqa: E402
 from vdjax.data import spirals_dataset  # noqa: E402
-from vdjax.loop import fit  # noqa: E402
-from vdjax.models import ModelConfig  # noqa: E402
-from vdjax.prune import forward_fn, prune  # noqa: E402
+from vdjax.training.loop import fit  # noqa: E402
+from vdjax.nn.models import ModelConfig  # noqa: E402
+from vdjax.depth.prune import forward_fn, prune  # noqa: E402
 from report import benchmark_markdown  # noqa: E402
 from vdjax.runtime import use_all_cpu_cores  # noqa: E402
-from vdjax.train import TrainConfig, init_state, make_optimizer  # noqa: E402
+from vdjax.training.train import TrainConfig, init_state, make_optimizer  # noqa: E402
 
 try:
     import torch

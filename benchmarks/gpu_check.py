@@ -72,7 +72,7 @@ jax.devices()
 import compare  # noqa: E402  (imports PyTorch)
 import image_throughput  # noqa: E402
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 from vdjax.io import write_json  # noqa: E402
 
 try:
@@ -269,7 +269,7 @@ def torch_sequential_seconds(calls: list[Callable[[], float]], steps: int) -> fl
 def networks_section(s: Settings, budget: Budget, out: dict[str, Any]) -> None:
     """Rates (network-steps/s, medians over interleaved rounds) of K networks in one vdjax
     program and of PyTorch training them one after the other."""
-    from vdjax.protocol import take
+    from vdjax.training.protocol import take
 
     device, why_not = torch_device()
     d, batch, shape, steps = s.network_depth, s.batch, s.shape, s.network_steps
@@ -352,7 +352,7 @@ def method_config(method: str, s: Settings):
     """The paper's protocol as the reference code runs it (PAPER_IMAGE_PROTOCOL: stopping on the
     test ELBO of the marginal predictive, the reference's patience rule, LDNs at lr 0.1 throughout
     and DDNs dropping it x0.1 after 31 epochs) for `method`, at the slice's batch and epoch cap."""
-    from vdjax.trainer import PAPER_IMAGE_PROTOCOL
+    from vdjax.training.trainer import PAPER_IMAGE_PROTOCOL
 
     return PAPER_IMAGE_PROTOCOL.replace(method=method, batch_size=s.batch, max_epochs=s.slice_max_epochs)
 
@@ -375,7 +375,7 @@ def network_summary(record: dict[str, Any], wall_s: float, limit_s: float) -> di
            "lr_drop_epoch": tc["lr_drop_epoch"] if record["method"] in tc["lr_drop_methods"] else None,
            "history": record["history"]}
     if record["method"] == "ldn":
-        from vdjax.image_study import q_movement
+        from vdjax.studies.image_study import q_movement
 
         moved, h_max = q_movement(record["q"]), math.log(len(record["q"]))
         row.update(q=record["q"], entropy=moved["entropy_fraction"] * h_max, entropy_max=h_max,
@@ -390,8 +390,8 @@ def network_summary(record: dict[str, Any], wall_s: float, limit_s: float) -> di
 
 def train_network(data, method: str, depth: int, s: Settings, limit_s: float) -> dict[str, Any]:
     """One network with the library's image trainer, stopped by patience, the epoch cap or `limit_s`."""
-    from vdjax.image_runs import ImagePoint, cnn_config, network_record
-    from vdjax.trainer import fit_networks
+    from vdjax.studies.image_runs import ImagePoint, cnn_config, network_record
+    from vdjax.training.trainer import fit_networks
 
     cfg, tc = cnn_config(data, depth, head_norm="shared"), method_config(method, s)
     t0 = time.perf_counter()
@@ -408,7 +408,7 @@ def train_network(data, method: str, depth: int, s: Settings, limit_s: float) ->
 def slice_section(s: Settings, budget: Budget, out: dict[str, Any], data) -> None:
     """LDNs first (the target is about them), then DDNs; each network gets an equal part of the
     time left (its fit stops short of it, leaving room for the test evaluation)."""
-    from vdjax.protocol import Batching
+    from vdjax.training.protocol import Batching
 
     batching, tc = Batching.for_size(data.n_train, s.batch), method_config("ldn", s)
     out.update(dataset=data.name, n_train=data.n_train, n_test=int(len(data.x_test)), batch_size=s.batch,

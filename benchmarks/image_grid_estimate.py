@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 from cnn_step import time_train_step  # noqa: E402
 
-from vdjax import validate  # noqa: E402
-from vdjax.models import ModelConfig  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
+from vdjax.nn.models import ModelConfig  # noqa: E402
 
 PAPER_DEPTHS = [*range(0, 51, 5), *range(60, 101, 10)]
 DATASETS = {"mnist": (60000, 10000, (28, 28, 1)), "fashion_mnist": (60000, 10000, (28, 28, 1)),
@@ -71,8 +71,8 @@ def grid_epoch(train_step: Callable[[str, int], float], eval_image: Callable[[st
 def counted_flops(shape: tuple[int, int, int], depth: int, batch: int) -> tuple[float, float]:
     """XLA's FLOP count of (one train step, one evaluation forward pass) at `batch`, with the
     native convolution (as on a GPU), lowered but not compiled."""
-    from vdjax.prune import forward_fn
-    from vdjax.train import TrainConfig, init_state, make_optimizer, make_train_step
+    from vdjax.depth.prune import forward_fn
+    from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
 
     cfg = ModelConfig("cnn", depth, 10, shape, conv_impl="xla")
     tc = TrainConfig()

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the tables
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 COUNTS = (1, 2, 4, 8)
 POOL = 1024  # images the batches are drawn from (also the ELBO's n_train)
@@ -43,9 +43,9 @@ POOL = 1024  # images the batches are drawn from (also the ELBO's n_train)
 def _configs(depth: int, batch: int, shape: tuple[int, int, int], train_config=None, n_train: int = POOL):
     """The model, train config and steps per epoch of the trainer's program: the image protocol
     at this batch size unless `train_config` is given (a run's own, with its `n_train`)."""
-    from vdjax.models import ModelConfig
-    from vdjax.protocol import Batching
-    from vdjax.trainer import IMAGE_PROTOCOL
+    from vdjax.nn.models import ModelConfig
+    from vdjax.training.protocol import Batching
+    from vdjax.training.trainer import IMAGE_PROTOCOL
 
     tc = train_config or IMAGE_PROTOCOL.replace(batch_size=batch)
     return ModelConfig("cnn", depth, 10, shape), tc, Batching.for_size(n_train, tc.batch_size).n_batches
@@ -58,7 +58,7 @@ def initial_states(depth: int, batch: int, shape: tuple[int, int, int], n: int, 
     initialisation is compiled)."""
     import jax.numpy as jnp
 
-    from vdjax.trainer import _compiled_init
+    from vdjax.training.trainer import _compiled_init
 
     cfg, tc, steps = _configs(depth, batch, shape, train_config, n_train)
     return _compiled_init(cfg, tc, steps)(jnp.arange(n, dtype=jnp.uint32))
@@ -76,7 +76,7 @@ class VdjaxProgram:
         import numpy as np
 
         from vdjax.runtime import place
-        from vdjax.trainer import _compiled_step, _place
+        from vdjax.training.trainer import _compiled_step, _place
 
         k = int(net.done.shape[0])
         self.k, self.batch, self._jax, self._place = k, batch, jax, place
@@ -227,7 +227,7 @@ def measure(depth: int, batch: int, shape: tuple[int, int, int], counts: list[in
     import jax
     import numpy as np
 
-    from vdjax.protocol import take
+    from vdjax.training.protocol import take
 
     peers, times = [], {}
     cores = os.cpu_count() or 1

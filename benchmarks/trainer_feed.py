@@ -35,7 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # report.py renders the table
 
-from vdjax import validate  # noqa: E402
+import vdjax  # noqa: E402
+
+if (Path(vdjax.__file__).parent / "cli").is_dir():  # a child on the tree at --before may predate the layout
+    from vdjax.cli import validate
+else:
+    from vdjax import validate
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -90,12 +95,25 @@ def load(args):
 VARIANTS = ("before", "host", "device")  # the trainer at --before; today's with each feed
 
 
+def library(module: str, before_the_layout: str):
+    """A vdjax module in a child's tree, which (at `--before`) may predate the package layout.
+    Decided by the tree's files: an import that fails there would be found by an editable
+    install's finder in this checkout instead."""
+    import importlib
+
+    import vdjax
+
+    laid_out = (Path(vdjax.__file__).parent / module.split(".")[0]).is_dir()
+    return importlib.import_module(f"vdjax.{module if laid_out else before_the_layout}")
+
+
 def measure(args, variant: str, depth: int) -> dict:
     """In this process (a child whose vdjax is the variant's tree): dispatches, transfers and
     epoch seconds of one program of an LDN and a DDN at max depth `depth`."""
     counter = Counter()  # before the trainer compiles anything
-    from vdjax.models import ModelConfig
-    from vdjax.trainer import IMAGE_PROTOCOL, fit_networks
+    ModelConfig = library("nn.models", "models").ModelConfig
+    trainer = library("training.trainer", "trainer")
+    IMAGE_PROTOCOL, fit_networks = trainer.IMAGE_PROTOCOL, trainer.fit_networks
 
     data, _ = load(args)
     tc = IMAGE_PROTOCOL.replace(batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs)
@@ -122,9 +140,10 @@ def spirals(seeds: int, epochs: int) -> dict:
     import jax
 
     from vdjax.data import spirals_dataset
-    from vdjax.loop import fit
-    from vdjax.models import ModelConfig
-    from vdjax.train import TrainConfig
+
+    fit = library("training.loop", "loop").fit
+    ModelConfig = library("nn.models", "models").ModelConfig
+    TrainConfig = library("training.train", "train").TrainConfig
 
     data, cfg = spirals_dataset(), ModelConfig("mlp", 20, 2, (2,))
     tc = TrainConfig(max_epochs=epochs, patience=epochs)
@@ -175,7 +194,7 @@ def main(argv=None) -> int:
     import jax
 
     from vdjax.io import write_json
-    from vdjax.protocol import Batching
+    from vdjax.training.protocol import Batching
     from vdjax.runtime import environment
 
     here = Path(__file__).resolve().parents[1]

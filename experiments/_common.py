@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vdjax import validate
+from vdjax.cli import validate
 
 REPEATS = 6  # the paper's repeats for spirals
 
@@ -21,7 +21,7 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
 
 
 def protocol(args):
-    from vdjax.train import TrainConfig
+    from vdjax.training.train import TrainConfig
 
     if args.quick:
         return TrainConfig(max_epochs=args.max_epochs or 300, patience=100)
@@ -41,14 +41,14 @@ def start() -> None:
 
 
 def scan(doc: str, name: str, point_kwargs, argv=None):
-    """A one-variable spirals scan (`vdjax.spirals_study.SCANS[name]`): run (or resume) every grid
+    """A one-variable spirals scan (`vdjax.studies.spirals_study.SCANS[name]`): run (or resume) every grid
     point, then draw its figure, and the per-depth functions of every grid point where it has one
     (Figs 7/8). point_kwargs(value) gives the `spirals_point` keywords for one value."""
     args = parser(doc, name).parse_args(argv)
     start()
-    from vdjax.plots import plot_sweep
-    from vdjax.spirals_study import SCANS
-    from vdjax.sweeps import functions_figure, run_grid, spirals_point, sweep_table
+    from vdjax.studies.plots import plot_sweep
+    from vdjax.studies.spirals_study import SCANS
+    from vdjax.studies.sweeps import functions_figure, run_grid, spirals_point, sweep_table
 
     s = SCANS[name]
     values = s.quick_grid if args.quick else s.grid

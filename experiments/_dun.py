@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from vdjax import validate
+from vdjax.cli import validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ def presets_help(cpu: DunPreset, paper: DunPreset) -> str:
     return f"\nDefault: {cpu.doc}\n\n--paper: {paper.doc}\n"
 
 PROTOCOL_HELP = """
-Methods (vdjax.baselines): the LDN (uniform prior over depth, as DUN; predictions from the
+Methods (vdjax.baselines.dun): the LDN (uniform prior over depth, as DUN; predictions from the
 network pruned to d_opt by the 95% rule, one forward pass; 'ldn_full' is the unpruned one), a
 DDN of the same max depth, a deep ensemble of --ensemble-size DDNs (the DDN is member 0; the
 members and the LDN train as one vmapped program) and MC dropout (the DDN with dropout

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from vdjax import validate
+from vdjax.cli import validate
 
 SPEED_DEPTH = 50  # finding (d): the paper's pruned-inference speed-up is quoted at D = 50
 
@@ -24,12 +24,12 @@ class ImagePreset:
     seeds: tuple[int, ...]
     n_train: int | None  # None: the whole training set
     n_test: int | None
-    train: dict  # changes to vdjax.trainer.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
+    train: dict  # changes to vdjax.training.trainer.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
     head_norm: str = "per_depth"
     out: str = "results/images"
 
     def train_config(self):
-        from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+        from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
         return PAPER_IMAGE_PROTOCOL if self.train.get("paper") else IMAGE_PROTOCOL.replace(**self.train)
 
@@ -200,8 +200,8 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     start_script()  # before JAX starts: on CPU, networks of a program run on every core
     mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import check_available, load_images
-    from vdjax.image_runs import ImagePoint, image_figures, run_image_points
-    from vdjax.trainer import with_stopping_data
+    from vdjax.studies.image_runs import ImagePoint, image_figures, run_image_points
+    from vdjax.training.trainer import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test, head_norm = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")
@@ -232,7 +232,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
             size = args.networks_per_program or len(points)
             programs += [points[i : i + size] for i in range(0, len(points), size)]
-        from vdjax.metrics_writer import create_writer
+        from vdjax.training.metrics_writer import create_writer
 
         writer = create_writer(args.metrics_dir) if args.metrics_dir is not None and primary else None
         try:
@@ -256,8 +256,8 @@ def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int]
     """Once every network of the study is trained (by this process or another), time the pruned
     network at D = 50 and write <out>/summary.json with the study's figures. `partial`: do it
     now with the networks finished so far, listing the missing ones in the summary."""
-    from vdjax.image_runs import ImagePoint, load_records, record_path
-    from vdjax.image_study import findings, summarize, untrained_speed, write_study
+    from vdjax.studies.image_runs import ImagePoint, load_records, record_path
+    from vdjax.studies.image_study import findings, summarize, untrained_speed, write_study
 
     wanted = [ImagePoint(m, d, s) for d in depths for s in seeds for m in methods(d)]
     missing = [p.name for p in wanted if not record_path(out, dataset, p).exists()]

@@ -5,8 +5,8 @@ the Tensorflow-DARTS mixed-op variants (binary, binary_masked, proxyless, moving
 gumbel) and SMASH-style one-shot search on the same model and data, several seeds each, and
 records for every final network the chosen depth, test log-likelihood, error and ECE, and the
 cost of search and final training (wall time with and without compiling; gradient evaluations,
-forward passes and Hessian-vector products, counted as they run). See vdjax.search and
-vdjax.search_compare.
+forward passes and Hessian-vector products, counted as they run). See vdjax.baselines.search and
+vdjax.studies.search_compare.
 
 Default (CPU-sized, a few minutes on 2 cores): spirals (200 train / 1800 test points, width 20,
 max depth 10, 3 seeds, 2000 search steps, networks trained up to 2000 epochs with patience 200)
@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 
 def parser():
-    from vdjax.search_compare import ALL
+    from vdjax.studies.search_compare import ALL
 
     p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["spirals", "fashion_mnist"], help="spirals and/or an image set")
@@ -51,9 +51,9 @@ def parser():
 
 def setting(name, args):
     """(data, model config, train config, search config, seeds) for one data set."""
-    from vdjax.models import ModelConfig
-    from vdjax.search import SearchConfig
-    from vdjax.train import TrainConfig
+    from vdjax.nn.models import ModelConfig
+    from vdjax.baselines.search import SearchConfig
+    from vdjax.training.train import TrainConfig
 
     if name == "spirals":
         from vdjax.data import SpiralsConfig, spirals_dataset
@@ -64,7 +64,7 @@ def setting(name, args):
         search = SearchConfig("darts1", steps=args.search_steps or 2000)
         return data, model, train, search, list(range(args.seeds or 3))
     from vdjax.data.images import load_images
-    from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+    from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
     data = load_images(name, args.data_dir, n_train=args.n_train, n_test=args.n_test)
     train = PAPER_IMAGE_PROTOCOL if args.paper_protocol else IMAGE_PROTOCOL.replace(
@@ -78,9 +78,9 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from vdjax.data.images import check_available
     from vdjax.io import write_json
-    from vdjax.plots import plot_search_comparison
+    from vdjax.studies.plots import plot_search_comparison
     from vdjax.runtime import environment
-    from vdjax.search_compare import compare, markdown_table, summary_table
+    from vdjax.studies.search_compare import compare, markdown_table, summary_table
 
     validate.unique(args.datasets, "--datasets")
     for name in args.datasets:  # every data set is there before the first search starts
@@ -99,6 +99,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from vdjax.validate import run_main
+    from vdjax.cli.validate import run_main
 
     sys.exit(run_main(main))

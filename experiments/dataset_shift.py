@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dun  # noqa: E402
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 ANGLES = list(range(0, 181, 15))
 
@@ -73,12 +73,12 @@ def main(argv=None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from vdjax.baselines import (classification_metrics, ensemble_predictive, fit_methods, ldn_predictive,
+    from vdjax.baselines.dun import (classification_metrics, ensemble_predictive, fit_methods, ldn_predictive,
                                  mc_dropout_predictive, ddn_predictive, method_predictives, predictive_probs)
     from vdjax.io import save_figure, write_json
-    from vdjax.models import ModelConfig
-    from vdjax.shift import auroc, class_split, predictive_entropy, rotate_images
-    from vdjax.train import TrainConfig
+    from vdjax.nn.models import ModelConfig
+    from vdjax.baselines.shift import auroc, class_split, predictive_entropy, rotate_images
+    from vdjax.training.train import TrainConfig
 
     spec = IMAGE_DATASETS["fashion_mnist"]
     wall, t0 = {}, time.perf_counter()
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               "wall_seconds": {k: round(v, 1) for k, v in wall.items()}}
     path = write_json(args.out / "shift_fashion_mnist.json", result)
 
-    from vdjax.plots import subplots
+    from vdjax.studies.plots import subplots
 
     fig, axes = subplots(1, 4, figsize=(16, 3.4))
     for ax, (stat, label) in zip(axes, (("log_lik", "test log-likelihood"), ("error", "error"), ("ece", "ECE"),

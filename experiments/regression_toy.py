@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dun  # noqa: E402
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 # Where the 'gap' set's inputs are (raw units): the three clusters, and what lies between and beyond.
 GAP_REGIONS = {"data": [(-1.0, 0.0), (1.7, 2.5), (4.0, 5.0)], "gaps": [(0.0, 1.7), (2.5, 4.0)],
@@ -45,11 +45,11 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from vdjax.baselines import fit_methods, method_predictives, regression_curve, regression_metrics
+    from vdjax.baselines.dun import fit_methods, method_predictives, regression_curve, regression_metrics
     from vdjax.data.regression import toy_dataset
     from vdjax.io import save_figure, write_json
-    from vdjax.models import ModelConfig
-    from vdjax.train import TrainConfig
+    from vdjax.nn.models import ModelConfig
+    from vdjax.training.train import TrainConfig
 
     s = _dun.settings(args, CPU, PAPER)
     data, sx = toy_dataset(args.dataset, seed=args.seed)
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     uncertainty = {m: {r: float(np.median(std[np.any([(grid[:, 0] > a) & (grid[:, 0] < b) for a, b in spans], axis=0)]))
                        for r, spans in regions.items()} for m, (_, std) in curves.items()}
 
-    from vdjax.plots import subplots
+    from vdjax.studies.plots import subplots
 
     names = ["ldn", "ddn", "ensemble", "dropout"]
     fig, axes = subplots(1, len(names), figsize=(4 * len(names), 3.2), sharey=True)

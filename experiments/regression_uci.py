@@ -24,7 +24,7 @@ Hyperparameters are fixed, the same for every set and method, and NOT tuned: DUN
 learning rate, depth and regularisation of each method on each set with BOHB.
 
 MFVI: the DDN's architecture with a factorised Gaussian posterior on every weight and bias
-(vdjax.mfvi: local reparameterisation, the closed-form KL to the prior / N_train in the loss,
+(vdjax.nn.mfvi: local reparameterisation, the closed-form KL to the prior / N_train in the loss,
 early stopping on that negative ELBO at the posterior means), --samples Monte-Carlo forward passes
 at test time, whose mixture gives the LL (RMSE: of its mean). The splits of a set with one training
 size (all its standard splits; all its gap splits) train together: one vmapped program for the
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dun  # noqa: E402
 
-from vdjax import validate  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 QUICK_SETS = ("boston", "yacht")
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     jobs = plan(args)  # every file is found (or the error named) before anything trains
 
     from vdjax.io import read_json, write_json
-    from vdjax.uci_benchmark import SUITE_METHODS, aggregate, mean_ranks, run_splits
+    from vdjax.studies.uci_benchmark import SUITE_METHODS, aggregate, mean_ranks, run_splits
 
     per_set: dict[str, dict] = {}
     for name, kinds in jobs.items():
@@ -144,7 +144,7 @@ def _finished(path: Path, result: dict, kinds: dict, read_json) -> dict | None:
 
 def suite_config(args):
     """The protocol from the options: --quick, --paper or the CPU default, then explicit values."""
-    from vdjax.uci_benchmark import SuiteConfig
+    from vdjax.studies.uci_benchmark import SuiteConfig
 
     base = SuiteConfig(seed=args.seed, samples=args.samples, dropout_rate=args.dropout_rate, prior_std=args.prior_std)
     presets = {"quick": dict(max_epochs=20, patience=20), "paper": dict(width=100, max_depth=10, max_epochs=4000,

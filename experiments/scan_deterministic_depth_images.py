@@ -14,6 +14,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from vdjax.validate import run_main
+    from vdjax.cli.validate import run_main
 
     sys.exit(run_main(main))

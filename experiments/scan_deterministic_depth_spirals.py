@@ -22,9 +22,9 @@ def main(argv=None):
     import numpy as np
 
     from vdjax.data import spirals_dataset
-    from vdjax.experiment import depth_probs, input_grid
-    from vdjax.plots import plot_decision_functions, plot_depth_posterior
-    from vdjax.sweeps import load_variables, run_grid, spirals_point
+    from vdjax.studies.experiment import depth_probs, input_grid
+    from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.studies.sweeps import load_variables, run_grid, spirals_point
 
     top = min(args.max_depth, 6) if args.quick else args.max_depth
     ldn_train = _common.protocol(args)
@@ -55,6 +55,6 @@ def main(argv=None):
                             args.out / "fig3_decision_functions.png", ncols=len(shown))
 
 if __name__ == "__main__":
-    from vdjax.validate import run_main
+    from vdjax.cli.validate import run_main
 
     sys.exit(run_main(main))

@@ -41,8 +41,8 @@ def test_torch_peer_computes_the_same_loss_as_vdjax():
     import numpy as np
     import torch_ldn
 
-    from vdjax.models import LDN, ModelConfig
-    from vdjax.posterior import negative_elbo
+    from vdjax.nn.models import LDN, ModelConfig
+    from vdjax.depth.posterior import negative_elbo
 
     model = torch_ldn.TorchLDN("mlp", 3, 2, 2, 5)
     model.eval()
@@ -67,7 +67,7 @@ def test_torch_peer_cnn_is_the_reference_network(shape):
     import numpy as np
     import torch_ldn
 
-    from vdjax.models import LDN, ModelConfig
+    from vdjax.nn.models import LDN, ModelConfig
 
     torch.manual_seed(0)
     model = torch_ldn.TorchLDN("cnn", 3, 10, shape[-1], 64)
@@ -127,7 +127,7 @@ def test_every_cnn_idea_computes_the_library_block_stack():
     import numpy as np
 
     import cnn_ideas
-    from vdjax.layers import conv_im2col
+    from vdjax.nn.layers import conv_im2col
 
     errors = cnn_ideas.check_ideas()
     assert set(errors) == {"rows3", "native_vjp", "halves"}

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from vdjax.image_study import findings, findings_markdown
-from vdjax.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
+from vdjax.studies.image_study import findings, findings_markdown
+from vdjax.studies.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
@@ -433,7 +433,7 @@ def dun_uci_gap_table(summary: dict[str, Any]) -> str:
 def load_uci_suite(folder: Path) -> dict[str, Any]:
     """The suite's per-set files ({set: record}) and a summary of them (sets still running left out)."""
     from vdjax.io import read_json
-    from vdjax.uci_benchmark import summarise
+    from vdjax.studies.uci_benchmark import summarise
 
     per_set = {p.stem.removeprefix("uci_"): read_json(p) for p in sorted(folder.glob("uci_*.json"))}
     return {"per_set": per_set, "summary": summarise(per_set)}
@@ -458,8 +458,8 @@ def dun_uci_full_gap_table(suite: dict[str, Any]) -> str:
 
 def dun_uci_verdicts(suite: dict[str, Any]) -> str:
     """Each DUN finding the suite tests, the paired differences per set and the verdict
-    (`vdjax.uci_benchmark.suite_verdicts`)."""
-    from vdjax.uci_benchmark import suite_verdicts
+    (`vdjax.studies.uci_benchmark.suite_verdicts`)."""
+    from vdjax.studies.uci_benchmark import suite_verdicts
 
     lines = ["| finding (DUN) | what we measured (paired over splits: mean ± SE; a side leads beyond its SE) | "
              "verdict |", "|---|---|---|"]
@@ -511,7 +511,7 @@ def dun_shift_table(res: dict[str, Any]) -> str:
 
 
 def nas_table(rows: list[dict[str, Any]]) -> str:
-    from vdjax.search_compare import markdown_table, summary_table
+    from vdjax.studies.search_compare import markdown_table, summary_table
 
     return markdown_table(summary_table(rows))
 
@@ -529,7 +529,7 @@ def nas_setting(rows: list[dict[str, Any]]) -> str:
 
 def nas_costs(rows: list[dict[str, Any]]) -> str:
     """Per data set, the LDN's cost against the searches' (search plus final training, means over seeds)."""
-    from vdjax.search_compare import summary_table
+    from vdjax.studies.search_compare import summary_table
 
     lines = []
     table = summary_table(rows)
@@ -661,7 +661,7 @@ def load_nas_rows(path: Path) -> list[dict[str, Any]]:
 def load_spirals(folder: Path) -> dict[str, Any]:
     """The main job's one- and six-seed results, and every spirals scan's records by scan."""
     from vdjax.io import read_json
-    from vdjax.spirals_study import DDN_SCAN, SCANS
+    from vdjax.studies.spirals_study import DDN_SCAN, SCANS
 
     scans = {name: [read_json(p) for p in sorted((folder / name).glob("*.json"))] for name in (DDN_SCAN, *SCANS)}
     return {"one_seed": read_json(folder / "results.json"), "six_seeds": read_json(folder / "six_seeds/results.json"),

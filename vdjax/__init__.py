@@ -7,16 +7,16 @@ predict. Everything else lives in submodules named by what they do.
 """
 
 from vdjax.data import load_images, spirals_dataset
-from vdjax.experiment import run_in_memory
-from vdjax.loop import fit
-from vdjax.metrics_writer import create_writer
-from vdjax.models import LDN, Model, ModelConfig, Network
-from vdjax.posterior import depth_posterior, log_prior, negative_elbo
-from vdjax.prune import (PrunedLDN, d_opt_95, eval_logits, expected_depth, fold_posterior, predict_log_probs, prune,
+from vdjax.studies.experiment import run_in_memory
+from vdjax.training.loop import fit
+from vdjax.training.metrics_writer import create_writer
+from vdjax.nn.models import LDN, Model, ModelConfig, Network
+from vdjax.depth.posterior import depth_posterior, log_prior, negative_elbo
+from vdjax.depth.prune import (PrunedLDN, d_opt_95, eval_logits, expected_depth, fold_posterior, predict_log_probs, prune,
                          select_depth)
 from vdjax.studies import load_results
-from vdjax.train import TrainConfig, TrainState, evaluate, init_state, make_optimizer, make_train_step
-from vdjax.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, fit_networks
+from vdjax.training.train import TrainConfig, TrainState, evaluate, init_state, make_optimizer, make_train_step
+from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, fit_networks
 
 __version__ = "0.1.0"
 

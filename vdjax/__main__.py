@@ -1,5 +1,5 @@
 import sys
 
-from vdjax.cli import main
+from vdjax.cli.main import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ Atomic: a crash mid-write never leaves a truncated file behind (write a temporar
 the target, then rename it). The temporary file is created with mode 0666 so the user's umask
 applies, as for any other file they make (`tempfile.mkstemp` would make it 0600).
 
-Never lost: outputs are checked before training (`vdjax.validate.output_dir`), but a directory
+Never lost: outputs are checked before training (`vdjax.cli.validate.output_dir`), but a directory
 can still vanish or fill up during a run of hours. Then the file goes to a fallback directory
 (`$VDJAX_FALLBACK_DIR`, else ~/.vdjax/unsaved, else the system's temporary directory), under
 its original absolute path, and a line on stderr names where it went.
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -138,3 +138,26 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Saves a matplotlib figure, atomically."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
+
+
+# ---------------------------------------------------------------------------- checks before writing
+
+
+def unique(values: Sequence[Any], name: str) -> list[Any]:
+    """`values` as a list, or a UserError naming the repeated ones (a repeated seed would train
+    the same network twice and count it twice in the mean)."""
+    seen, repeated = set(), []
+    for v in values:
+        if v in seen and v not in repeated:
+            repeated.append(v)
+        seen.add(v)
+    if repeated:
+        raise ValueError(f"{name} must be unique, {', '.join(map(str, repeated))} given more than once")
+    return list(values)
+
+
+def not_directories(paths: Iterable[Path]) -> None:
+    """The files a command will write must not be directories already (their write would fail)."""
+    for p in paths:
+        if p.is_dir():
+            raise ValueError(f"{p} is a directory, but the results file goes there; move it or pass another --out")

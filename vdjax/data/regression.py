@@ -2,7 +2,7 @@
 
 Every loader returns a `Dataset` with `targets='real'`: inputs standardised with the training
 set's statistics, targets too, and the target's (loc, scale) kept in `target_scale` so
-predictions are reported in the data's units (`vdjax.likelihoods.to_original_scale`).
+predictions are reported in the data's units (`vdjax.depth.likelihoods.to_original_scale`).
 
 UCI layout (Hernandez-Lobato & Adams' and Gal's MC-dropout benchmark, reused by DUN): a
 directory with `data.txt` (whitespace-separated rows), `index_features.txt` and

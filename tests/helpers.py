@@ -1,0 +1,43 @@
+"""What several test files share: fake and real image files."""
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# CI installs Debian's dataset-fashion-mnist and sets this, so the real-data tests cannot skip there.
+REQUIRE_REAL = os.environ.get("VDJAX_REQUIRE_REAL_DATA") == "1"
+
+
+def write_idx(path: Path, array: np.ndarray, dims=None, truncate: int = 0, magic_type: int = 0x08):
+    dims = array.shape if dims is None else dims
+    body = struct.pack(">BBBB", 0, 0, magic_type, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    body += array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(body[: len(body) - truncate])
+
+
+def fake_mnist(d: Path, n_train=30, n_test=12, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n_test),
+    }
+    d.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        write_idx(d / name, a)
+    return arrays
+
+
+def real_fashion_dir() -> Path:
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        if REQUIRE_REAL:
+            pytest.fail(f"{FASHION_DIR} is missing: apt-get install dataset-fashion-mnist")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    return FASHION_DIR

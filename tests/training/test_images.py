@@ -1,0 +1,487 @@
+"""Image data readers, the image trainer (early stopping, checkpoints, resume) and image runs."""
+
+import dataclasses
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from vdjax.data.images import (
+    IMAGE_DATASETS,
+    DataNotFoundError,
+    load_images,
+    read_idx,
+    read_svhn_mat,
+)
+from vdjax.nn.models import ModelConfig
+from vdjax.training.trainer import IMAGE_PROTOCOL, CheckpointError, fit_dataset
+
+from helpers import FASHION_DIR, REQUIRE_REAL, fake_mnist, real_fashion_dir, write_idx  # noqa: E402,F401
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def test_idx_round_trip_and_normalisation(tmp_path):
+    arrays = fake_mnist(tmp_path)
+    images = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(images, arrays["train-images-idx3-ubyte.gz"])
+    data = load_images("mnist", tmp_path, source="files")
+    assert data.x_train.shape == (30, 28, 28, 1) and data.x_test.shape == (12, 28, 28, 1)
+    assert data.x_train.dtype == np.float32
+    raw = arrays["train-images-idx3-ubyte.gz"][..., None] / 255.0
+    np.testing.assert_allclose(data.x_train, (raw - 0.1307) / 0.3081, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte.gz"])
+
+
+def test_idx_rejects_truncated_and_wrong_magic(tmp_path):
+    a = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    write_idx(tmp_path / "trunc.gz", a, truncate=10)
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "trunc.gz")
+    write_idx(tmp_path / "magic.gz", a, magic_type=0x42)
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(tmp_path / "magic.gz")
+    (tmp_path / "notgz.gz").write_bytes(b"not a gzip stream at all")
+    with pytest.raises(ValueError, match="IDX"):
+        read_idx(tmp_path / "notgz.gz")
+
+
+def test_mismatched_image_and_label_counts(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(29))
+    with pytest.raises(ValueError, match="30 images but 29 labels"):
+        load_images("fashion_mnist", tmp_path, source="files")
+
+
+def test_missing_files_name_what_and_where(tmp_path):
+    fake_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError) as info:
+        load_images("mnist", tmp_path, source="files")
+    msg = str(info.value)
+    assert "t10k-labels-idx1-ubyte.gz" in msg and str(tmp_path) in msg
+    assert "train-images-idx3-ubyte.gz" not in msg.splitlines()[1]  # only the missing one is listed
+
+
+def test_unknown_dataset_and_source():
+    with pytest.raises(ValueError, match="unknown image data set"):
+        load_images("cifar10")
+    with pytest.raises(ValueError, match="source"):
+        load_images("mnist", source="web")
+
+
+def test_svhn_mat_reader(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 7), ("test", 5)):
+        x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
+        y = np.array([10, *range(1, n)]).reshape(-1, 1)  # SVHN stores digit 0 as 10
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+    x, y = read_svhn_mat(tmp_path / "train_32x32.mat")
+    assert x.shape == (7, 32, 32, 3) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, np.arange(7))
+    data = load_images("svhn", tmp_path, source="files")
+    assert data.x_train.shape == (7, 32, 32, 3) and data.input_shape == IMAGE_DATASETS["svhn"].shape
+    savemat(tmp_path / "test_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, 5)).astype(np.uint8),
+                                          "y": np.ones((4, 1))})
+    with pytest.raises(ValueError, match="5 images but 4 labels"):
+        load_images("svhn", tmp_path, source="files")
+
+
+def test_svhn_label_10_is_digit_zero(tmp_path):
+    from scipy.io import savemat
+
+    savemat(tmp_path / "t.mat", {"X": np.zeros((32, 32, 3, 3), np.uint8), "y": np.array([[10], [1], [9]])})
+    _, y = read_svhn_mat(tmp_path / "t.mat")
+    np.testing.assert_array_equal(y, [0, 1, 9])
+
+
+def test_subsets_are_seeded(tmp_path):
+    fake_mnist(tmp_path)
+    a = load_images("mnist", tmp_path, source="files", n_train=10, n_test=5, seed=3)
+    b = load_images("mnist", tmp_path, source="files", n_train=10, n_test=5, seed=3)
+    c = load_images("mnist", tmp_path, source="files", n_train=10, n_test=5, seed=4)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.n_train == 10 and len(a.x_test) == 5
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_real_fashion_mnist():
+    data = load_images("fashion_mnist", real_fashion_dir(), source="files")
+    assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(data.y_train), np.full(10, 6000))
+    # Normalised with Fashion-MNIST's own statistics: mean ~0 and std ~1 on the train set.
+    assert abs(float(data.x_train.mean())) < 0.01 and abs(float(data.x_train.std()) - 1.0) < 0.01
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+    """A small real Fashion-MNIST subset (or, outside CI without the package, generated IDX files)."""
+    if FASHION_DIR.exists() or REQUIRE_REAL:
+        return load_images("fashion_mnist", real_fashion_dir(), source="files", n_train=128, n_test=64)
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    fake_mnist(d, 128, 64)
+    return load_images("fashion_mnist", d, source="files")
+
+
+TINY = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=3, lr_drop_epoch=2)
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
+    cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
+    whole = fit_dataset(tiny_images, cfg, TINY, seed=5, progress=False)
+    part = fit_dataset(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
+    assert part.stopped == "interrupted" and part.epochs == 1
+    resumed = fit_dataset(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.resumed_from == 1 and resumed.epochs == whole.epochs == 3
+    assert resumed.best_epoch == whole.best_epoch
+    chex.assert_trees_all_equal(resumed.state.params, whole.state.params)
+    chex.assert_trees_all_equal(resumed.state.batch_stats, whole.state.batch_stats)
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+    # The kept parameters are the best epoch's, not the last one's, whenever those differ.
+    assert whole.history[whole.best_epoch]["val_loss"] == min(h["val_loss"] for h in whole.history)
+
+
+def test_a_time_budget_stops_before_an_epoch_that_would_pass_it(tiny_images):
+    from vdjax.training.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
+    run = fit_networks(tiny_images, cfg, TINY, [("ldn", 5)], progress=False, stop_after_seconds=0.0)[0]
+    assert run.stopped == "interrupted" and run.epochs == len(run.history) == 1  # the first epoch always runs
+
+
+def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
+    cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
+    with pytest.raises(CheckpointError, match="different run"):
+        fit_dataset(tiny_images, cfg, TINY, seed=1, checkpoint_dir=tmp_path, progress=False)
+    # The same data set name and sizes, other images (as a subset drawn with another seed).
+    other = dataclasses.replace(tiny_images, x_train=tiny_images.x_train[::-1].copy())
+    with pytest.raises(CheckpointError, match="different run"):
+        fit_dataset(other, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False)
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False)
+    assert any(tmp_path.rglob("*")), "the corrupt checkpoint must be left in place"
+
+
+@pytest.mark.parametrize("stop_on", ["val", "test"])
+def test_early_stopping_watches_the_chosen_split(tiny_images, stop_on):
+    """The default watches a validation split held out of the training set; the paper's
+    protocol watches the test ELBO. The history holds only the watched split's objective."""
+    from vdjax.training.trainer import heldout_objective, with_stopping_data
+
+    cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    tc = TINY.replace(max_epochs=50, patience=1, learning_rate=0.5, stop_on=stop_on)  # stops by patience
+    run = fit_dataset(tiny_images, cfg, tc, seed=0, progress=False)
+    losses = [h[f"{stop_on}_loss"] for h in run.history]
+    other = {"val": "test", "test": "val"}[stop_on]
+    assert not any(f"{other}_loss" in h for h in run.history)
+    assert run.stopped == "patience"
+    assert run.epochs < 50 and run.best_epoch == int(np.nanargmin(losses))
+    assert run.epochs - 1 - run.best_epoch == 1
+    # The kept state's objective on the watched split is the best one in the history.
+    data = with_stopping_data(tiny_images, tc)
+    x, y = (data.x_val, data.y_val) if stop_on == "val" else (data.x_test, data.y_test)
+    kept = heldout_objective(cfg, tc, run.state, x, y, data.n_train, split=stop_on)
+    assert kept[f"{stop_on}_loss"] == pytest.approx(np.nanmin(losses), rel=1e-5)
+    assert data.n_train + data.n_val == tiny_images.n_train and (data.n_val > 0) == (stop_on == "val")
+
+
+def test_nonfinite_loss_stops_and_keeps_best(tiny_images):
+    cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        run = fit_dataset(tiny_images, cfg, TINY.replace(max_epochs=20, learning_rate=1e30), seed=0, progress=False)
+    assert run.stopped == "nonfinite"
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(run.state.params))
+
+
+def test_model_and_data_mismatch(tiny_images):
+    with pytest.raises(ValueError, match="model expects"):
+        fit_dataset(tiny_images, ModelConfig("cnn", 1, 10, (32, 32, 3)), TINY, progress=False)
+
+
+# ---------------------------------------------------------------------------- image runs
+
+
+def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
+    from vdjax.studies.image_runs import (
+        ImagePoint,
+        depth_table,
+        load_image_variables,
+        load_records,
+        run_image_point,
+    )
+    from vdjax.depth.metrics import predictive_metrics
+    from vdjax.depth.prune import predict_log_probs, prune
+
+    from vdjax.studies.image_runs import run_image_points
+
+    tc = TINY.replace(max_epochs=2)
+    ldn, ddn = run_image_points(tiny_images, [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)], tc, tmp_path,
+                                progress=False)
+    assert ldn["networks_in_program"] == ddn["networks_in_program"] == 2
+    assert ddn["method"] == "ddn" and set(ddn["test"]) >= {"log_lik", "error", "ece", "reliability"}
+    assert ddn["early_stopping"]["on"] == "val" and ddn["n_val"] == ddn["early_stopping"]["validation"]["n_val"]
+    assert ddn["n_train"] + ddn["n_val"] == tiny_images.n_train
+    q = np.asarray(ldn["q"])
+    assert q.shape == (4,) and abs(q.sum() - 1) < 1e-6 and 0 <= ldn["d_opt"] <= 3
+    assert ldn["ddn"] == ddn["test"]
+    env = ldn["environment"]
+    assert env["seeds_in_batch"] == 2 and {"platform", "jax", "jaxlib", "flax"} <= set(env)  # LDN + DDN
+    assert ldn["speed"]["pruned_depth"] == ldn["d_opt"] and ldn["speed"]["ddn_depth"] == 3
+    assert ldn["speed"]["ddn_seconds"] > 0 and ldn["speed"]["pruned_seconds"] > 0
+    # LDN-95 in the record is what the genuinely pruned network predicts.
+    variables, depth_logits = load_image_variables(tmp_path, "fashion_mnist", ImagePoint("ldn", 3, 0))
+    cfg = ModelConfig("cnn", 3, 10, (28, 28, 1))
+    pruned = prune(cfg, variables, np.asarray(jax.nn.softmax(depth_logits), np.float64), ldn["d_opt"])
+    direct = predictive_metrics(predict_log_probs(pruned.config, pruned.variables, pruned.q, tiny_images.x_test),
+                                tiny_images.y_test)
+    for k in ("log_lik", "error", "ece"):
+        assert abs(direct[k] - ldn["ldn_95"][k]) < 1e-4
+    assert not any((tmp_path / "fashion_mnist" / "checkpoints").glob("*/*")), "checkpoints are removed when done"
+    logs = []
+    again = run_image_point(tiny_images, ImagePoint("ldn", 3, 0), tc, tmp_path, progress=False, log=logs.append)
+    assert "skipped" in logs[0] and again == ldn
+    table = depth_table(load_records(tmp_path, "fashion_mnist"))
+    np.testing.assert_array_equal(table["max_depth"], [3])
+    assert table["ddn_log_lik"][0] == ddn["test"]["log_lik"] and table["d_opt"][0] == ldn["d_opt"]
+
+
+
+def test_a_run_killed_while_writing_records_resumes_without_training(tiny_images, tmp_path, monkeypatch):
+    """Killed after the program trained but before its last record was written: the next run
+    resumes the whole program's checkpoint (every network finished there) and writes the missing
+    record; nothing trains again. The same program as above, so nothing compiles again."""
+    import vdjax.studies.image_runs as image_runs
+    from vdjax.studies.image_runs import ImagePoint, run_image_points
+
+    tc = TINY.replace(max_epochs=2)
+    points = [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)]
+    write = image_runs._write_record
+
+    def killed_at_the_ldn(data, point, *args, **kwargs):
+        if point.method == "ldn":
+            raise KeyboardInterrupt
+        return write(data, point, *args, **kwargs)
+
+    monkeypatch.setattr(image_runs, "_write_record", killed_at_the_ldn)
+    with pytest.raises(KeyboardInterrupt):
+        run_image_points(tiny_images, points, tc, tmp_path, progress=False)
+    monkeypatch.setattr(image_runs, "_write_record", write)
+    logs: list[str] = []
+    ldn, ddn = run_image_points(tiny_images, points, tc, tmp_path, progress=False, log=logs.append)
+    assert any("resuming" in line and "after epoch 2" in line for line in logs), logs
+    assert ldn["epochs"] == 2 and ddn["method"] == "ddn" and ldn["ddn"] == ddn["test"]
+    assert not any((tmp_path / "fashion_mnist" / "checkpoints").glob("*/*"))
+
+
+def _fake_tfds(monkeypatch, fail: Exception | None = None):
+    """A stand-in `tensorflow_datasets` module (no TensorFlow, no network here)."""
+    import types
+
+    calls = []
+
+    def load(name, split, as_supervised, batch_size, data_dir):
+        calls.append((name, split, data_dir))
+        if fail is not None:
+            raise fail
+        n = 6 if split == "train" else 4
+        shape = (32, 32, 3) if name == "svhn_cropped" else (28, 28, 1)
+        return np.full((n, *shape), 255, np.uint8), np.arange(n) % 10
+
+    mod = types.SimpleNamespace(load=load, as_numpy=lambda t: t)
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", mod)
+    return calls
+
+
+def test_tfds_path(monkeypatch, tmp_path):
+    calls = _fake_tfds(monkeypatch)
+    data = load_images("svhn", tmp_path, source="tfds")
+    assert calls == [("svhn_cropped", "train", tmp_path), ("svhn_cropped", "test", tmp_path)]
+    assert data.x_train.shape == (6, 32, 32, 3)
+    np.testing.assert_allclose(data.x_train[0, 0, 0], (1 - np.array([0.431, 0.430, 0.446])) / 0.197, rtol=2e-2)
+    # 'auto' prefers local files when they are all there.
+    fake_mnist(tmp_path / "m")
+    calls.clear()
+    assert load_images("mnist", tmp_path / "m").n_train == 30 and calls == []
+
+
+def test_tfds_failure_is_a_clear_error(monkeypatch, tmp_path):
+    _fake_tfds(monkeypatch, fail=ConnectionError("no route to host"))
+    with pytest.raises(DataNotFoundError) as info:
+        load_images("mnist", tmp_path)
+    assert "no route to host" in str(info.value) and "train-images-idx3-ubyte.gz" in str(info.value)
+
+
+# ---------------------------------------------------------------------------- many networks, one program
+
+
+MEMBERS = [("ldn", 0), ("ddn", 0), ("ldn", 3)]
+SLOW = TINY.replace(learning_rate=0.02)  # see the tolerances below
+
+
+@pytest.fixture(scope="module")
+def program_run(tiny_images):
+    """Three networks (two LDNs, a DDN) of one max depth trained as one vmapped program."""
+    from vdjax.training.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
+    return cfg, fit_networks(tiny_images, cfg, SLOW, MEMBERS, progress=False)
+
+
+def test_networks_in_one_program_match_single_runs(tiny_images, program_run):
+    """Same seeds, same data orders, same protocol: each network of the program ends where its
+    own single-network run ends. Not bit for bit: the vmapped program's products carry a network
+    axis, which XLA may block and sum in another order. One step differs by ~1e-8 (checked
+    below at 1e-6); at lr 0.1, a dozen steps of SGD through BatchNorm on batches of ~30 grow
+    that to ~2e-3 in some weights and losses (measured), so the runs use lr 0.02, which keeps
+    the growth small, and are compared by what they report: stop epochs exactly, the per-epoch
+    losses and q(d) at rtol 1e-3. (Each mode alone is deterministic: reruns are bit-identical.)"""
+    from vdjax.training.train import init_state, make_optimizer, make_train_step
+    from vdjax.training.trainer import _compiled_init, _compiled_step
+
+    cfg, runs = program_run
+    for (method, seed), multi in zip(MEMBERS, runs):
+        single = fit_dataset(tiny_images, cfg, SLOW.replace(method=method), seed=seed, progress=False)
+        assert (multi.epochs, multi.best_epoch, multi.stopped) == (single.epochs, single.best_epoch, single.stopped)
+        assert multi.networks == 3 and single.networks == 1
+        for key in ("train_loss", "val_loss", "val_log_lik"):
+            np.testing.assert_allclose([h[key] for h in multi.history], [h[key] for h in single.history], rtol=1e-3)
+        np.testing.assert_allclose(multi.state.q, single.state.q, rtol=1e-3, atol=1e-6)
+    # One step of the program against the single-network step, from the same initialisation.
+    x, y = tiny_images.x_train[:32], tiny_images.y_train[:32]
+    net = _compiled_init(cfg, TINY, 3)(np.array([0, 0, 3], np.uint32))
+    single = init_state(jax.random.key(0), cfg, make_optimizer(TINY, 3))
+    chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda a: a[0], net.train.params), single.params)
+    multi, loss = _compiled_step(cfg, TINY, 3, 118)(net.train, net.done, np.array([True, False, True]),
+                                                    np.stack([x] * 3), np.stack([y] * 3))
+    alone, metrics = make_train_step(cfg, TINY, make_optimizer(TINY, 3), 118)(single, x, y)
+    assert float(loss[0]) == float(metrics["loss"])
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a: a[0], multi.params), alone.params, atol=1e-6)
+    # The DDN's depth logits got no gradient; the LDNs' did.
+    assert np.all(np.asarray(runs[1].state.params["depth_logits"]) == 0)
+    assert not np.all(np.asarray(runs[0].state.params["depth_logits"]) == 0)
+
+
+def test_killed_program_resumes_exactly(tiny_images, program_run, tmp_path):
+    from vdjax.training.trainer import fit_networks
+
+    cfg, whole = program_run
+    part = fit_networks(tiny_images, cfg, SLOW, MEMBERS, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
+    assert all(r.stopped == "interrupted" and r.epochs == 1 for r in part)
+    resumed = fit_networks(tiny_images, cfg, SLOW, MEMBERS, checkpoint_dir=tmp_path, progress=False)
+    for a, b in zip(resumed, whole):
+        assert a.resumed_from == 1 and (a.epochs, a.best_epoch, a.stopped) == (b.epochs, b.best_epoch, b.stopped)
+        assert a.history == [{**h, "seconds": g["seconds"]} for h, g in zip(b.history, a.history)]
+        chex.assert_trees_all_equal(a.state.params, b.state.params)
+        chex.assert_trees_all_equal(a.state.batch_stats, b.state.batch_stats)
+    with pytest.raises(CheckpointError, match="different run"):  # other members: another run
+        fit_networks(tiny_images, cfg, SLOW, MEMBERS[:2], checkpoint_dir=tmp_path, progress=False)
+
+
+_MESH_SCRIPT = """
+import json, sys
+import numpy as np, jax
+from vdjax.data.core import Dataset
+from vdjax.nn.models import ModelConfig
+from vdjax.training.trainer import IMAGE_PROTOCOL, fit_networks
+a = np.load(sys.argv[1])
+data = Dataset("fashion_mnist", a["x"], a["y"], a["xt"], a["yt"], 10)
+tc = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=2, lr_drop_epoch=None, learning_rate=0.02)
+cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+members = [("ldn", 0), ("ddn", 1)]
+out = {"devices": len(jax.devices())}
+for name, mesh in (("one", {"nets": 1, "data": 1}), ("mesh", {"nets": 2, "data": 2})):
+    runs = fit_networks(data, cfg, tc, members, progress=False, mesh=mesh)
+    out[name] = [{"val_loss": [h["val_loss"] for h in r.history], "q": np.asarray(r.state.q).tolist(),
+                  "kernel": np.asarray(r.state.params["model"]["input"]["kernel"]).ravel()[:50].tolist()}
+                 for r in runs]
+    if name == "mesh":
+        out["sharding"] = str(runs[0].state.params["model"]["input"]["kernel"].sharding)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
+    """Networks over 2 devices and each network's batch over 2 more (4 forced host devices) train
+    as on one device: same losses and q(d) up to summation order (the batch-sharded BatchNorm
+    moments and gradients are sums across devices). At lr 0.1 SGD on batches of 32 grows those
+    rounding differences to ~5e-4 in an epoch; lr 0.02 keeps them near 1e-6, so the tolerances
+    can be tight. BatchNorm moments taken per device instead of over the batch would differ by
+    far more (a 16-example batch's statistics)."""
+    import json
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "d.npz", x=tiny_images.x_train, y=tiny_images.y_train, xt=tiny_images.x_test,
+             yt=tiny_images.y_test)
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's vdjax, not an installed one
+    proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "d.npz")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out["devices"] == 4
+    for one, mesh in zip(out["one"], out["mesh"]):
+        np.testing.assert_allclose(mesh["val_loss"], one["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose(mesh["q"], one["q"], rtol=1e-4, atol=1e-7)
+        # Weights drift a little more than what they predict (one entry of 50 by 1.2e-4, measured).
+        np.testing.assert_allclose(mesh["kernel"], one["kernel"], rtol=1e-3, atol=5e-4)
+
+
+def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
+    """Two processes share a grid (2 max depths x LDN and DDN) and one results directory: every
+    network is trained by exactly one of them, and a second launch trains nothing."""
+    import subprocess
+    import sys
+
+    if FASHION_DIR.exists() or REQUIRE_REAL:
+        data_dir = real_fashion_dir()
+    else:
+        data_dir = tmp_path / "data"
+        fake_mnist(data_dir, 128, 64)
+    script = Path(__file__).resolve().parents[2] / "experiments" / "scan_max_depth_images.py"
+    base = [sys.executable, str(script), "--depths", "1", "2", "--n-train", "96", "--n-test", "32", "--max-epochs",
+            "1", "--batch-size", "32", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "--no-progress",
+            "--num-processes", "2"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(script.parents[1])}  # this checkout's vdjax
+    procs = [subprocess.Popen(base + ["--process-index", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    trained = [line.split(":")[0] for log in logs for line in log.splitlines() if " seed 0: " in line]
+    assert sorted(trained) == sorted(f"fashion_mnist {m} D={d} seed 0" for d in (1, 2) for m in ("ddn", "ldn"))
+    assert all(f"D={d}" in line for d, log in zip((1, 2), logs) for line in log.splitlines() if " seed 0: " in line)
+    assert len(list((tmp_path / "out" / "fashion_mnist").glob("*_D*_s0.json"))) == 4
+    again = subprocess.run(base + ["--process-index", "0"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "done before, skipped" in again.stdout and " seed 0: test" not in again.stdout
+
+
+def test_impossible_mesh_is_refused_before_compiling(tiny_images):
+    from vdjax.runtime import parse_mesh
+    from vdjax.training.trainer import fit_networks
+
+    cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
+    four = [("ldn", 0), ("ddn", 0), ("ldn", 1), ("ddn", 1)]
+    with pytest.raises(ValueError, match="needs 4 devices, 2 present"):  # the tests run on 2 CPU devices
+        fit_networks(tiny_images, cfg, TINY, four, progress=False, mesh={"nets": 4, "data": 1})
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        fit_networks(tiny_images, cfg, TINY, [("ldn", 0), ("ddn", 0), ("ldn", 1)], progress=False,
+                     mesh={"nets": 2, "data": 1})
+    with pytest.raises(ValueError, match="nets=N,data=M"):
+        parse_mesh("nets=two")

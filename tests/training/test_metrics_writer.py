@@ -1,0 +1,77 @@
+"""Per-epoch metrics stream out while training runs, and say what the results say."""
+
+import json
+
+import numpy as np
+
+from vdjax.data import spirals_dataset
+from vdjax.training.loop import fit
+from vdjax.training.metrics_writer import JsonlWriter, create_writer, read_metrics
+from vdjax.nn.models import ModelConfig
+from vdjax.training.train import TrainConfig
+
+
+class Recorder:
+    """A writer that keeps its calls, and what had been written when each came."""
+
+    def __init__(self):
+        self.calls = []
+
+    def write(self, step, scalars):
+        self.calls.append((step, dict(scalars)))
+
+    def close(self):
+        pass
+
+
+def test_the_spirals_loop_writes_every_chunk_as_it_trains():
+    data = spirals_dataset()
+    rec = Recorder()
+    result = fit(ModelConfig("mlp", 2, 2, (2,), width=4), TrainConfig(max_epochs=60, patience=60),
+                 data.x_train, data.y_train, [3, 5], chunk_epochs=20, metrics_writer=rec)
+    assert [step for step, _ in rec.calls] == [20, 40, 60]  # one write per chunk, while training
+    last = rec.calls[-1][1]
+    assert last["seed3/epochs"] == 60 and last["seed5/epochs"] == 60
+    np.testing.assert_allclose([last["seed3/best_train_loss"], last["seed5/best_train_loss"]],
+                               np.asarray(result.state.best_loss), rtol=1e-6)
+
+
+def test_the_image_trainer_writes_every_epoch_of_every_network(tmp_path):
+    from helpers import fake_mnist
+
+    from vdjax.data import load_images
+    from vdjax.training.trainer import fit_networks
+
+    fake_mnist(tmp_path, 64, 16)
+    data = load_images("fashion_mnist", tmp_path, source="files")
+    rec = Recorder()
+    tc = TrainConfig(batch_size=16, max_epochs=3, patience=3, stop_on="val", val_fraction=0.25)
+    results = fit_networks(data, ModelConfig("cnn", 1, 10, data.input_shape, width=4, bottleneck=2), tc,
+                           [("ldn", 0), ("ddn", 0)], progress=False, metrics_writer=rec)
+    assert [step for step, _ in rec.calls] == [0, 1, 2]
+    for (epoch, scalars) in rec.calls:
+        for name, result in zip(("ldn-s0", "ddn-s0"), results):
+            row = result.history[epoch]
+            assert scalars[f"{name}/train_loss"] == row["train_loss"] and scalars[f"{name}/val_loss"] == row["val_loss"]
+
+
+def test_jsonl_rows_are_readable_while_the_file_is_open(tmp_path):
+    w = JsonlWriter(tmp_path / "m" / "metrics.jsonl")
+    w.write(0, {"a": 1.0, "b": float("nan")})
+    assert read_metrics(tmp_path / "m" / "metrics.jsonl") == [{"step": 0, "a": 1.0, "b": None}]
+    w.write(1, {"a": 2.0})
+    assert [r["step"] for r in read_metrics(w.path)] == [0, 1]
+    w.close()
+    writer = create_writer(tmp_path / "tb", tensorboard=False)
+    writer.write(5, {"x": 0.5})
+    writer.close()
+    assert json.loads((tmp_path / "tb" / "metrics.jsonl").read_text()) == {"step": 5, "x": 0.5}
+
+
+def test_the_main_job_streams_its_metrics(tmp_path):
+    from vdjax.cli.main import main
+
+    assert main(["spirals", "--quick", "--max-depth", "2", "--no-plots", "--out", str(tmp_path / "out"),
+                 "--metrics-dir", str(tmp_path / "metrics")]) == 0
+    rows = read_metrics(tmp_path / "metrics" / "metrics.jsonl")
+    assert rows and rows[-1]["step"] == 300 and "seed0/best_train_loss" in rows[-1]

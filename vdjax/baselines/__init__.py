@@ -1,0 +1,1 @@
+"""Baselines: NAS over depth (DARTS, SMASH), DUN's ensembles, dropout and MFVI, shift."""

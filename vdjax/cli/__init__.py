@@ -1,0 +1,1 @@
+"""The command line: `vdjax spirals`, argument checks, clear errors."""

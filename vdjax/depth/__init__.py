@@ -1,0 +1,1 @@
+"""The paper's math over depth, no I/O: prior, posterior, ELBO, likelihoods, metrics, pruning."""

@@ -1,0 +1,136 @@
+"""Grids of spirals runs: one results file per grid point, skipped when it already exists.
+
+Each grid point trains all repeats together (`vmap` over seeds, one compile) through
+`vdjax.studies.experiment.run_in_memory` and writes `<out>/<name>.json` (configs, q(d), d_opt,
+marginal / pruned / per-depth test metrics for every seed) and `<out>/<name>.msgpack` (the
+kept parameters of every seed), atomically. A killed sweep resumes at the first missing point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import flax.serialization
+import numpy as np
+
+from vdjax.data import SpiralsConfig, spirals_dataset
+from vdjax.studies.experiment import epoch_progress, run_in_memory
+from vdjax.io import not_directories, read_json, unique, write_bytes, write_json
+from vdjax.nn.models import ModelConfig
+from vdjax.training.train import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    """One run of a sweep: a name (the file stem), and what to train on what."""
+
+    name: str
+    data: SpiralsConfig
+    model: ModelConfig
+    train: TrainConfig
+    meta: tuple[tuple[str, Any], ...] = ()  # the swept variable(s), e.g. (("max_depth", 20),)
+
+
+def spirals_point(name: str, meta: dict[str, Any], *, max_depth: int = 20, width: int = 20,
+                  train: TrainConfig = TrainConfig(), **data_kwargs) -> GridPoint:
+    data = SpiralsConfig(**data_kwargs)
+    model = ModelConfig("mlp", max_depth, data.n_arms, (2,), width=width)
+    return GridPoint(name, data, model, train, tuple(meta.items()))
+
+
+def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
+             log: Callable[[str], None] = print, chunk_epochs: int = 250,
+             checkpoint_every_s: float = 60.0) -> list[dict[str, Any]]:
+    """Runs every missing grid point and returns all their records (loaded or fresh).
+
+    A point in progress checkpoints to `<out>/<name>.checkpoint` and resumes from it when run
+    again (the checkpoint is deleted once its results are written).
+    """
+    out = Path(out)
+    records = []
+    points = list(points)
+    names = [p.name for p in points]
+    unique(names, "grid point names")
+    not_directories([out / f"{n}{ext}" for n in names for ext in (".json", ".msgpack")])
+    # Every finished point is read before anything trains: a damaged file stops the sweep now, not hours in.
+    finished = {n: read_json(out / f"{n}.json") for n in names if (out / f"{n}.json").is_file()}
+    for i, point in enumerate(points, 1):
+        path = out / f"{point.name}.json"
+        if point.name in finished:
+            records.append(finished[point.name])
+            log(f"[{i}/{len(points)}] {point.name}: done before, skipped")
+            continue
+        checkpoint = out / f"{point.name}.checkpoint"
+        started = time.monotonic()
+        with epoch_progress(point.train.max_epochs, f"[{i}/{len(points)}] {point.name}", leave=False) as progress:
+            run = run_in_memory(spirals_dataset(point.data), point.model, point.train, seeds,
+                                chunk_epochs=chunk_epochs, progress=progress, checkpoint_dir=checkpoint,
+                                checkpoint_every_s=checkpoint_every_s)
+        record = run.summary()
+        record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data),
+                      wall_seconds=time.monotonic() - started)  # this launch's training and evaluation
+        # Parameters first, results last: a results file always has its parameters beside it.
+        write_bytes(out / f"{point.name}.msgpack", flax.serialization.msgpack_serialize(
+            {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
+             "depth_logits": [np.asarray(run.fit.best_state(s).params["depth_logits"]) for s in range(len(seeds))]}))
+        written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the results are safe now
+        records.append(read_json(written))
+        m = record["mean"]
+        log(f"[{i}/{len(points)}] {point.name}: d_opt {m['d_opt']:.1f}, test LL {m['test_log_lik']:.3f}, "
+            f"error {m['test_error']:.3f} ({run.train_seconds:.0f} s of training, resumed runs included)")
+    return records
+
+
+def load_variables(out: str | Path, name: str, seed_index: int = 0) -> tuple[dict, np.ndarray]:
+    """The kept variables and depth logits of one seed of a finished grid point."""
+    blob = flax.serialization.msgpack_restore((Path(out) / f"{name}.msgpack").read_bytes())
+    return _index(blob["variables"], seed_index), np.asarray(_index(blob["depth_logits"], seed_index))
+
+
+def _index(seq, i):
+    """msgpack may restore a list as a dict keyed '0', '1', ..."""
+    return seq[str(i)] if isinstance(seq, dict) else seq[i]
+
+
+def _np(tree):
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def sweep_table(records: list[dict[str, Any]], key: str) -> dict[str, np.ndarray]:
+    """Means and stds over repeats, per grid point, ordered by the swept value `key`."""
+    records = sorted(records, key=lambda r: r["meta"][key])
+    out: dict[str, Any] = {key: np.array([r["meta"][key] for r in records])}
+    for stat in ("d_opt", "d_expected", "test_log_lik", "pruned_log_lik", "test_error", "pruned_error"):
+        out[stat] = np.array([r["mean"][stat] for r in records])
+        out[stat + "_std"] = np.array([r["std"][stat] for r in records])
+    return out
+
+
+def functions_figure(records: list[dict[str, Any]], out: str | Path, key: str, path: str | Path,
+                     n_depths: int = 6, resolution: int = 70):
+    """Figs 7/8: p(class 1 | x, d) at single depths of each grid point's first-seed LDN, one row
+    per value of `key`, with that point's training data (single depths, no marginalisation)."""
+    from vdjax.studies.experiment import depth_probs, input_grid
+    from vdjax.studies.plots import plot_decision_functions
+
+    records = sorted(records, key=lambda r: r["meta"][key])
+    maps, titles, rows = [], [], []
+    for r in records:
+        cfg = ModelConfig(**{**r["model_config"], "input_shape": tuple(r["model_config"]["input_shape"])})
+        data = spirals_dataset(SpiralsConfig(**r["data_config"]))
+        variables, _ = load_variables(out, r["name"])
+        gx, gy, pts = input_grid(data.x_train, resolution)
+        probs = depth_probs(cfg, variables, pts)
+        q = np.asarray(r["seeds"][0]["q"])
+        for d in np.linspace(0, cfg.max_depth, n_depths).round().astype(int):
+            maps.append((gx, gy, probs[d].reshape(gx.shape)))
+            titles.append(f"{key}={r['meta'][key]}, d={d}, q={q[d]:.2f}")
+        rows.append((data.x_train, data.y_train))
+    return plot_decision_functions(None, None, maps, titles, None, None, path, ncols=n_depths, rows=rows)

@@ -1,0 +1,1 @@
+"""Training: state and step, the protocol, the one driver, its regimes, checkpoints."""
