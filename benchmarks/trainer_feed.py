@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=validate.positive_int, default=2, help="runs of each feed, in turn (default 2)")
     p.add_argument("--data-dir", type=validate.existing_dir, default=None, help="Fashion-MNIST IDX files")
     p.add_argument("--out", type=validate.output_dir, default=None, help="write <out>/feed.json")
-    p.add_argument("--quick", action="store_true", help="D = 0 and 1, 256 images, 3 epochs")
+    p.add_argument("--quick", action="store_true", help="D = 1, 192 images, 3 epochs; spirals 2 seeds x 50 epochs")
     p.add_argument("--before", default="ce3ce06", help="the commit to compare against (default ce3ce06, the last "
                    "with the host-fed trainer alone)")
     p.add_argument("--seeds", type=validate.positive_int, default=6, help="spirals seeds (default 6)")
@@ -182,8 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.depths, args.train, args.epochs, args.batch, args.rounds = [0, 1], 256, 3, 64, 1
-        args.seeds, args.spirals_epochs = 2, 100
+        args.depths, args.train, args.epochs, args.batch, args.rounds = [1], 192, 3, 64, 1
+        args.seeds, args.spirals_epochs = 2, 50
     if args.epochs < 2:
         raise validate.UserError("--epochs must be at least 2 (the first is left out)")
     if args.child:

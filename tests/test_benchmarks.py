@@ -147,7 +147,7 @@ def test_trainer_feed_quick_mode_fills_its_table(tmp_path):
 
     assert trainer_feed.main(["--quick", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "feed.json").read_text())
-    assert [r["max_depth"] for r in res["rows"]] == [0, 1]
+    assert [r["max_depth"] for r in res["rows"]] == [1]
     assert all(r["host_matches_before"] for r in res["rows"]) and res["spirals"]["identical"]
     assert all(r["device_dispatches"] < r["before_dispatches"] for r in res["rows"])
     assert "| 1 |" in feed_table(res)
