@@ -78,3 +78,15 @@ def test_a_study_whose_q_stayed_uniform_says_so_and_draws_no_verdict():
     learnt = [{**r, "q": [0.5] + [0.05] * 10} for r in flat]
     f = findings(summarize(learnt + [_ddn(10, s, -0.5, 0.2, 0.04) for s in (0, 1)], None, dataset="toy"))
     assert f["q_learnt"] is True and not findings_markdown(f).startswith("**q(d) stayed")
+
+
+def test_q_settling_is_the_largest_change_over_the_last_fifth_before_the_kept_epoch():
+    from vdjax.studies.image_study import q_settling
+
+    # 10 epochs, kept epoch 9: the window is epochs 7 and 8 (ceil(0.2 * 10) = 2 epochs before it).
+    qs = [[1.0, 0.0]] * 7 + [[0.6, 0.4], [0.55, 0.45], [0.5, 0.5]]
+    history = [{"q": q} for q in qs]
+    got = q_settling(history, best_epoch=9, steps_per_epoch=15)
+    assert got["steps"] == 150
+    assert got["tv_change"] == pytest.approx(0.1)  # |0.6 - 0.5| (epoch 7), not epoch 6's 0.5
+    assert q_settling(history, best_epoch=0, steps_per_epoch=15) == {"steps": 15, "tv_change": 0.0}

@@ -101,3 +101,16 @@ def test_device_and_host_feeds_learn_alike(xor):
             assert row["val_loss"] < 0.5 * r.history[0]["val_loss"] and row["val_error"] < 0.1, feed
     for host, device in zip(kept["host"], kept["device"]):
         assert abs(host["val_loss"] - device["val_loss"]) < 0.1
+
+
+@pytest.mark.parametrize("feed", ["host", "device"])
+def test_the_history_records_q_every_epoch(xor, feed):
+    """Every epoch's row holds the network's weights over depths: the LDN's q(d), a distribution
+    that moves and ends as the kept state's when the last epoch is kept; the DDN's one-hot."""
+    ldn, ddn = fit_networks(xor, MLP, TC, MEMBERS, progress=False, feed=feed)
+    qs = np.array([h["q"] for h in ldn.history])
+    assert qs.shape == (TC.max_epochs, MLP.max_depth + 1)
+    np.testing.assert_allclose(qs.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(qs[0], qs[-1])
+    np.testing.assert_allclose(qs[ldn.best_epoch], np.asarray(ldn.state.q), rtol=1e-6)
+    assert all(h["q"] == [0.0] * MLP.max_depth + [1.0] for h in ddn.history)

@@ -69,6 +69,18 @@ def q_movement(q) -> dict[str, float]:
     return {"entropy_fraction": h / float(np.log(q.size)), "tv_from_uniform": 0.5 * float(np.abs(q - 1 / q.size).sum())}
 
 
+def q_settling(history: list[dict[str, Any]], best_epoch: int, steps_per_epoch: int,
+               window: float = 0.2) -> dict[str, float]:
+    """Whether a network's q(d) had settled when its kept epoch was reached: the SGD steps up to
+    and including that epoch, and the largest total-variation distance between q at the kept
+    epoch and q at any of the last `window` of the epochs before it (the history's per-epoch `q`)."""
+    kept = np.asarray(history[best_epoch]["q"], np.float64)
+    first = best_epoch - max(1, int(np.ceil(window * (best_epoch + 1))))
+    earlier = [np.asarray(h["q"], np.float64) for h in history[max(first, 0) : best_epoch]]
+    change = max((0.5 * float(np.abs(q - kept).sum()) for q in earlier), default=0.0)
+    return {"steps": (best_epoch + 1) * steps_per_epoch, "tv_change": change}
+
+
 def findings(summary: dict[str, Any]) -> dict[str, Any]:
     """(a)-(d) per max depth D (mean/std over seeds), and pooled over the depths D > 0."""
     recs = summary["records"]

@@ -156,7 +156,8 @@ def drive(
                             histories[active[j]].append({**row, "seconds": seconds / len(rows)})
                     if metrics_writer is not None:
                         metrics_writer.write(epoch + e, {f"{tags[active[j]]}/{name}": v for j, row in enumerate(row_list)
-                                                         if row is not None for name, v in row.items() if name != "epoch"})
+                                                         if row is not None for name, v in row.items()
+                                                         if name != "epoch" and isinstance(v, float)})
             done, nonfinite, epochs, best, best_epoch = to_host(
                 (net.done, net.nonfinite, net.epoch, net.best_loss, net.best_epoch))
             if metrics_writer is not None and rows is None:

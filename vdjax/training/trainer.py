@@ -329,7 +329,8 @@ def _host_advance(model_config, train_config, n_train, several, held_out, data_o
                 net = net.replace(train=train)
                 losses.append(loss)
             train_loss = np.mean(np.stack(to_host(losses)), axis=0)
-            rows = [{"epoch": epoch, "train_loss": float(v)} for v in train_loss]
+            qs = to_host(_network_qs(net.train.params["depth_logits"], placed["is_ldn"]))
+            rows = [{"epoch": epoch, "train_loss": float(v), "q": q.tolist()} for v, q in zip(train_loss, qs)]
             criterion = jnp.asarray(train_loss, jnp.float32)
             if held_out is not None:
                 own = tuple(h[data_of[active]] for h in held_out) if several else held_out
@@ -356,11 +357,13 @@ def _device_advance(model_config, train_config, n_train, several, has_held_out, 
         net, rows = epochs(net, placed["is_ldn"], placed["data_of"], *placed["data"], n_epochs=stop - epoch)
         rows = to_host(rows)
         names = {"train_loss": "train_loss", **{m: f"{stop_on}_{m}" for m in ("loss", "log_lik", "error")}}
-        out = []
-        for e in range(stop - epoch):
-            out.append([{"epoch": epoch + e, **{names[m]: float(v[e, j]) for m, v in rows.items() if m != "ran"}}
-                        if rows["ran"][e, j] else None for j in range(active.size)])
-        return net, out
+
+        def row(e: int, j: int) -> dict:
+            scalars = {names[m]: float(v[e, j]) for m, v in rows.items() if m in names}
+            return {"epoch": epoch + e, **scalars, "q": rows["q"][e, j].tolist()}
+
+        return net, [[row(e, j) if rows["ran"][e, j] else None for j in range(active.size)]
+                     for e in range(stop - epoch)]
 
     return advance
 
@@ -458,7 +461,7 @@ def _compiled_epochs(model_config: Model, train_config: TrainConfig, n_train: in
             return new, metrics["loss"]
 
         trained, losses = jax.lax.scan(step, net.train, order)
-        row = {"train_loss": jnp.mean(losses)}
+        row = {"train_loss": jnp.mean(losses), "q": _network_q(trained.params["depth_logits"], is_ldn)}
         criterion = row["train_loss"]
         if has_held_out:
             hx, hy = (hx[data_of], hy[data_of]) if several else (hx, hy)
@@ -485,6 +488,16 @@ def _compiled_epochs(model_config: Model, train_config: TrainConfig, n_train: in
 
 
 HELDOUT_BATCH = 1024  # examples per forward pass of the held-out evaluation
+
+
+def _network_q(depth_logits: jax.Array, is_ldn: jax.Array) -> jax.Array:
+    """The network's weights over depths after an epoch (its history's `q`): q(d) for an LDN, a
+    one-hot on the last depth for a DDN."""
+    return jnp.where(is_ldn, jax.nn.softmax(depth_logits), jax.nn.one_hot(depth_logits.shape[-1] - 1,
+                                                                          depth_logits.shape[-1]))
+
+
+_network_qs = jax.jit(jax.vmap(_network_q))
 
 
 def _heldout_one(model_config: Model, train_config: TrainConfig, n_train: int):
