@@ -9,16 +9,14 @@ d <= d_opt, which costs one forward pass of the pruned network.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdjax.data.core import check_inputs
 from vdjax.depth.metrics import marginal_log_probs
-from vdjax.nn.models import LDN, Model, eval_logits, forward_fn  # noqa: F401 (re-exported)
+from vdjax.nn.models import Model, eval_logits, forward_fn  # noqa: F401 (eval_logits, forward_fn re-exported)
 
 Rule = Literal["95", "expected"]
 

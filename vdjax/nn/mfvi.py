@@ -20,7 +20,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vdjax.nn.layers import torch_bias_init, torch_kernel_init
 
