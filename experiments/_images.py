@@ -9,8 +9,6 @@ from pathlib import Path
 
 from vdjax.cli import validate
 
-SPEED_DEPTH = 50  # finding (d): the paper's pruned-inference speed-up is quoted at D = 50
-
 
 @dataclasses.dataclass(frozen=True)
 class ImagePreset:
@@ -27,11 +25,30 @@ class ImagePreset:
     train: dict  # changes to vdjax.training.trainer.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
     head_norm: str = "per_depth"
     out: str = "results/images"
+    width: int | None = None  # the CNN's outer / inner channels (None: the paper's 64 / 32)
+    bottleneck: int | None = None
+    ablation: tuple["Ablation", ...] = ()
 
     def train_config(self):
         from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
         return PAPER_IMAGE_PROTOCOL if self.train.get("paper") else IMAGE_PROTOCOL.replace(**self.train)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """One variant of a study: its networks at `depth` (every seed of the study) with one choice
+    changed, written to <out>/ablation/<name>. `methods`: the networks the change can affect."""
+
+    name: str
+    depth: int
+    methods: tuple[str, ...]
+    head_norm: str | None = None
+    train: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def changes(self) -> dict:
+        return {**({"head_norm": self.head_norm} if self.head_norm else {}), **self.train}
 
 
 PRESETS = {p.name: p for p in (
@@ -41,15 +58,23 @@ Fashion-MNIST, a seeded subset of 1024 train and 1000 test images, batch 128, 8 
 learning rate dropped 10x after epoch 5, one seed (its q(d) does not leave uniform).""",
                 datasets=("fashion_mnist",), depths=None, seeds=(0,), n_train=1024, n_test=1000,
                 train={"batch_size": 128, "max_epochs": 8, "lr_drop_epoch": 5}),
-    ImagePreset("converged", """\
-python3 experiments/scan_max_depth_images.py --converged: about an hour on 2 idle CPU cores.
-Fashion-MNIST, 2000 train images (1800 train + 200 validation) and 2000 test, batch 128,
-patience 5, the learning rate dropped 10x after epoch 20, at most 100 epochs, depths
-0,2,5,10,15,20, seeds 0 1, into results/images_converged; the 4 networks of a max depth train
-as one program over both cores.""",
-                datasets=("fashion_mnist",), depths=(0, 2, 5, 10, 15, 20), seeds=(0, 1), n_train=2000, n_test=2000,
-                train={"batch_size": 128, "max_epochs": 100, "patience": 5, "lr_drop_epoch": 20},
-                out="results/images_converged"),
+    ImagePreset("study", """\
+python3 experiments/scan_max_depth_images.py --study: about 100 minutes on 2 idle CPU cores
+(into results/images_study; --summarize-only --study writes summary.json and the figures again).
+Fashion-MNIST: a seeded subset of 12,000 training images, of which 25% (3,000) is the stratified
+validation split that early stopping watches, and the full 10,000-image test set; max depths 5,
+10, 20 and 30, an LDN and a DDN at each, seeds 0 and 1. The paper's CNN at a quarter of its width
+(channels 16 outer / 8 bottleneck instead of 64 / 32: at full width one step at D = 20 costs
+about 0.8 s here), batch 64 instead of 512 (more SGD steps in the time), SGD lr 0.1 and momentum
+0.5 as the paper, at most 30 epochs (4,230 steps) with the learning rate dropped 10x for both
+methods after epoch 15, patience 10 on the validation ELBO (expected NLL). Ablation at D = 10,
+both seeds: the output block's BatchNorm statistics shared by every depth (LDN and DDN), and
+stopping on the marginal NLL (the LDN: a DDN's two objectives coincide).""",
+                datasets=("fashion_mnist",), depths=(5, 10, 20, 30), seeds=(0, 1), n_train=12000, n_test=None,
+                train={"batch_size": 64, "max_epochs": 30, "patience": 10, "lr_drop_epoch": 15, "val_fraction": 0.25},
+                out="results/images_study", width=16, bottleneck=8,
+                ablation=(Ablation("head_norm=shared", 10, ("ldn", "ddn"), head_norm="shared"),
+                          Ablation("stop_objective=marginal", 10, ("ldn",), train={"stop_objective": "marginal"}))),
     ImagePreset("paper", """\
 python3 experiments/scan_max_depth_images.py --paper: GPU work (benchmarks/RESULTS.md estimates
 it). The paper's setting as its reference code (arch_uncert) runs it: MNIST, Fashion-MNIST and
@@ -60,7 +85,7 @@ output-block BatchNorm statistics shared by every depth.""",
                 datasets=("mnist", "fashion_mnist", "svhn"), depths=(*range(0, 51, 5), *range(60, 101, 10)),
                 seeds=(0, 1, 2, 3), n_train=None, n_test=None, train={"paper": True}, head_norm="shared"),
 )}
-CONVERGED_SEEDS = list(PRESETS["converged"].seeds)  # a process may train some of them: the study needs all
+STUDY_SEEDS = list(PRESETS["study"].seeds)  # a process may train some of them: the study needs all
 
 CPU_HELP = "\n\nPresets:\n" + "\n\n".join(p.doc for p in PRESETS.values()) + """
 
@@ -70,7 +95,7 @@ is only used for the report. --paper stops on the test ELBO as the paper did (wh
 the test numbers); --stop-on overrides either. Each difference between the reference's
 protocol and the default is an option, to run either choice under any preset:
   --lr-drop-methods   whose learning rate drops after --lr-drop-epoch epochs: ldn ddn (the
-                      default and --converged), ddn (--paper: the reference's schedule=[30]
+                      default and --study), ddn (--paper: the reference's schedule=[30]
                       for DDNs, after 31 epochs, and schedule=None for LDNs) or none
   --stop-objective    the held-out ELBO's NLL: expected, sum_d q(d) NLL_d (default), or
                       marginal, -log sum_d q(d) p(y|x,d) of the predictive (--paper, the
@@ -93,7 +118,7 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
-    preset.add_argument("--converged", action="store_true", help="the converged CPU study (see above)")
+    preset.add_argument("--study", action="store_true", help="the CPU image study and its ablation (see above)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
     p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
@@ -105,6 +130,10 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="test subset size (default 1000; --paper: all)")
     p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="default 8; --paper: 500")
     p.add_argument("--batch-size", type=validate.positive_int, default=None, help="default 128; --paper: 512")
+    p.add_argument("--width", type=validate.positive_int, default=None,
+                   help="the CNN's outer channels (default and --paper: 64, the paper's; --study: 16)")
+    p.add_argument("--bottleneck", type=validate.positive_int, default=None,
+                   help="the CNN's bottleneck channels (default and --paper: 32; --study: 8)")
     p.add_argument("--data-dir", type=validate.existing_dir, default=None,
                    help="directory with the original data files")
     p.add_argument("--source", choices=["auto", "files", "tfds"], default="auto", help="where to read the data")
@@ -116,7 +145,7 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="NLL of the held-out ELBO: of each depth, weighted by q (default), or of the "
                         "q-marginal predictive (--paper); see above")
     p.add_argument("--patience", type=validate.positive_int, default=None,
-                   help="epochs without a better stopping objective (default 30; --converged: 5)")
+                   help="epochs without a better stopping objective (default 30; --study: 10)")
     p.add_argument("--patience-rule", choices=["reached", "exceeded"], default=None,
                    help="stop when the epochs since the best one reach --patience (default) or exceed it "
                         "(--paper)")
@@ -124,12 +153,12 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="running statistics of the output block's BatchNorm: one set per depth (default) or "
                         "one shared by every depth and updated once per depth per step (--paper)")
     p.add_argument("--lr-drop-epoch", type=validate.positive_int, default=None,
-                   help="epochs before the learning rate drops 10x (default 5; --converged: 20; --paper: 31)")
+                   help="epochs before the learning rate drops 10x (default 5; --study: 15; --paper: 31)")
     p.add_argument("--lr-drop-methods", choices=["ldn", "ddn", "none"], nargs="+", default=None,
                    help="methods whose learning rate drops: ldn ddn (default), ddn (--paper) or none")
     p.add_argument("--out", type=validate.output_dir, default=None,
                    help="results directory, shared by both image scripts (DDNs are reused); default "
-                        "results/images (--converged: results/images_converged)")
+                        "results/images (--study: results/images_study)")
     p.add_argument("--networks-per-program", type=validate.positive_int, default=None,
                    help="networks of one max depth (seeds x methods) trained together as one vmapped program "
                         "(default: all of them)")
@@ -153,8 +182,8 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                             "instead of splitting the grid; process 0 writes the results, and checkpoints need "
                             "an --out that every host shares")
     p.add_argument("--summarize-only", action="store_true",
-                   help="with --converged: train nothing; time D = 50 and write summary.json and the figures "
-                        "from the networks finished so far (marked partial if some are missing)")
+                   help="with --study: train nothing; write summary.json and the figures from the networks "
+                        "finished so far (marked partial if some are missing)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--metrics-dir", type=validate.output_dir, default=None,
                    help="stream every network's per-epoch metrics while training: metrics.jsonl there, and "
@@ -163,12 +192,13 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
 
 
 def preset(args) -> ImagePreset:
-    return PRESETS["paper" if args.paper else "converged" if args.converged else "default"]
+    return PRESETS["paper" if args.paper else "study" if args.study else "default"]
 
 
 def settings(args, cpu_depths: list[int]):
-    """(datasets, depths, seeds, train_config, subset sizes, head_norm) from the command line:
-    the chosen preset, with what the command line overrides."""
+    """(datasets, depths, seeds, train_config, subset sizes, network options) from the command
+    line: the chosen preset, with what the command line overrides. The network options are
+    `run_image_points`' head_norm, width and bottleneck."""
     chosen = preset(args)
     datasets, seeds, n_train, n_test = list(chosen.datasets), list(chosen.seeds), chosen.n_train, chosen.n_test
     depths = list(chosen.depths) if chosen.depths is not None else cpu_depths
@@ -178,9 +208,10 @@ def settings(args, cpu_depths: list[int]):
                  ("patience", args.patience), ("patience_rule", args.patience_rule),
                  ("lr_drop_epoch", args.lr_drop_epoch), ("lr_drop_methods", lr_drop_methods(args.lr_drop_methods)))
     train = train.replace(**{k: v for k, v in overrides if v is not None})  # TrainConfig rejects bad mixes
-    head_norm = args.head_norm or chosen.head_norm
+    network = {"head_norm": args.head_norm or chosen.head_norm, "width": args.width or chosen.width,
+               "bottleneck": args.bottleneck or chosen.bottleneck}
     return (args.datasets or datasets, args.depths or depths, args.seeds or seeds, train,
-            args.n_train or n_train, args.n_test or n_test, head_norm)
+            args.n_train or n_train, args.n_test or n_test, network)
 
 
 def lr_drop_methods(names: list[str] | None) -> tuple[str, ...] | None:
@@ -203,7 +234,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     from vdjax.studies.image_runs import ImagePoint, image_figures, run_image_points
     from vdjax.training.trainer import with_stopping_data
 
-    datasets, depths, seeds, train, n_train, n_test, head_norm = settings(args, cpu_depths)
+    datasets, depths, seeds, train, n_train, n_test, network = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")
     out = args.out or validate.output_dir(preset(args).out)
     for name in datasets:  # every data set is there before the first network trains
@@ -215,9 +246,9 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     primary = not args.span_processes or jax.process_index() == 0  # writes results and draws figures
     start = time.perf_counter()
     if args.summarize_only:
-        if not args.converged:
-            raise validate.UserError("--summarize-only summarises the --converged study: add --converged")
-        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(CONVERGED_SEEDS)), methods, partial=True)
+        if not args.study:
+            raise validate.UserError("--summarize-only summarises the --study study: add --study")
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods, partial=True)
         return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
@@ -226,19 +257,25 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
               f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO ({train.stop_objective} NLL, "
               f"patience {train.patience} {train.patience_rule}), lr drop after epoch {train.lr_drop_epoch} for "
-              f"{' and '.join(train.lr_drop_methods) or 'no method'}, head statistics {head_norm}")
+              f"{' and '.join(train.lr_drop_methods) or 'no method'}, head statistics {network['head_norm']}, CNN "
+              f"width {network['width'] or 64} / {network['bottleneck'] or 32}")
         programs = []
         for depth in depths:
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
             size = args.networks_per_program or len(points)
-            programs += [points[i : i + size] for i in range(0, len(points), size)]
+            programs += [(points[i : i + size], out, train, network) for i in range(0, len(points), size)]
+        if args.study:  # the ablation: its variants' networks after the study's own
+            for variant in preset(args).ablation:
+                points = [ImagePoint(m, variant.depth, s) for s in seeds for m in variant.methods]
+                programs.append((points, out / "ablation" / variant.name, train.replace(**variant.train),
+                                 {**network, **({"head_norm": variant.head_norm} if variant.head_norm else {})}))
         from vdjax.training.metrics_writer import create_writer
 
         writer = create_writer(args.metrics_dir) if args.metrics_dir is not None and primary else None
         try:
-            for group in programs[share::shares]:  # this process's share of the programs
-                run_image_points(data, group, train, out, progress=not args.no_progress and primary, mesh=mesh,
-                                 span_processes=args.span_processes, head_norm=head_norm, metrics_writer=writer)
+            for group, group_out, group_train, group_network in programs[share::shares]:  # this process's share
+                run_image_points(data, group, group_train, group_out, progress=not args.no_progress and primary,
+                                 mesh=mesh, span_processes=args.span_processes, metrics_writer=writer, **group_network)
         finally:
             if writer is not None:
                 writer.close()
@@ -246,39 +283,34 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         return []
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
-    if args.converged:
-        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(CONVERGED_SEEDS)), methods)
+    if args.study:
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods)
     return paths
 
 
 def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods,
                     partial: bool = False) -> None:
-    """Once every network of the study is trained (by this process or another), time the pruned
-    network at D = 50 and write <out>/summary.json with the study's figures. `partial`: do it
-    now with the networks finished so far, listing the missing ones in the summary."""
+    """Once every network of the study and its ablation is trained (by this process or another),
+    write <out>/summary.json with the study's figures. `partial`: do it now with the networks
+    finished so far, listing the missing ones in the summary."""
     from vdjax.studies.image_runs import ImagePoint, load_records, record_path
-    from vdjax.studies.image_study import findings, summarize, untrained_speed, write_study
+    from vdjax.studies.image_study import findings, summarize, write_study
 
-    wanted = [ImagePoint(m, d, s) for d in depths for s in seeds for m in methods(d)]
-    missing = [p.name for p in wanted if not record_path(out, dataset, p).exists()]
+    variants = PRESETS["study"].ablation
+    wanted = [(out, ImagePoint(m, d, s)) for d in depths for s in seeds for m in methods(d)]
+    wanted += [(out / "ablation" / v.name, ImagePoint(m, v.depth, s)) for v in variants for s in seeds for m in v.methods]
+    missing = [str(record_path(o, dataset, p).relative_to(out).with_suffix(""))
+               for o, p in wanted if not record_path(o, dataset, p).exists()]
     if missing and not partial:
         print(f"study not complete yet ({len(missing)} networks to go, e.g. {missing[0]}): "
               "summary.json is written by the run that finishes the last one")
         return
-    import numpy as np
-
-    records = load_records(out, dataset)
-    ldn = [r for r in records if r["method"] == "ldn"]
-    top = max(r["max_depth"] for r in ldn)
-    d_opt = int(round(float(np.mean([r["d_opt"] for r in ldn if r["max_depth"] == top]))))
-    print(f"timing the forward pass at D = {SPEED_DEPTH}: DDN against the network pruned to d_opt = {d_opt} "
-          f"(the mean d_opt of the LDNs at D = {top})")
-    speed = {**untrained_speed(SPEED_DEPTH, d_opt, records[0]["model_config"]["input_shape"]), "d_opt_from_D": top}
-    summary = summarize(records, speed, dataset=dataset, depths=depths, seeds=seeds,
-                        command="python3 experiments/scan_max_depth_images.py --converged",
+    ablation = {v.name: {"changes": v.changes, "records": load_records(out / "ablation" / v.name, dataset)}
+                for v in variants}
+    summary = summarize(load_records(out, dataset), None, ablation, dataset=dataset, depths=depths, seeds=seeds,
+                        command="python3 experiments/scan_max_depth_images.py --study",
                         complete=not missing, missing=missing)
     paths = write_study(summary, out)
     f = findings(summary)
-    print(f"d_opt over D: {f['d_opt_range_over_D']}; stopped: {f['stopped']}; "
-          f"pruned forward at D = {SPEED_DEPTH} faster by {100 * speed['speedup']:.0f}%; wrote "
-          + ", ".join(str(p) for p in paths))
+    print(f"d_opt over D: {f['d_opt_range_over_D']}; stopped: {f['stopped']}; LDNs below the bar: "
+          f"{', '.join(f['unsettled']) or 'none'}; wrote " + ", ".join(str(p) for p in paths))

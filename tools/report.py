@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from vdjax.studies.image_study import findings, findings_markdown
+from vdjax.studies.image_study import ablation_markdown, findings, findings_markdown, ldn_markdown, verdicts_markdown
 from vdjax.studies.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
@@ -40,7 +40,7 @@ DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at 
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
 DUN_UCI_FULL = "docs/data/dun/uci"  # experiments/regression_uci.py --out docs/data/dun/uci (the CPU default; per set)
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
-IMAGE_STUDY = "docs/data/images_converged.json"  # results/images_converged/summary.json of the converged study
+IMAGE_STUDY = "docs/data/images_study/summary.json"  # results/images_study/summary.json of `scan_max_depth_images.py --study`
 GPU_CHECK = "benchmarks/gpu/gpu_check.json"  # benchmarks/gpu_check.py on an NVIDIA H200
 GPU_CHECK_COMMAND = "PYTHONPATH=. python3 benchmarks/gpu_check.py --data-dir data/fashion_mnist --budget-s 420"
 
@@ -672,6 +672,11 @@ def _spirals(render: Callable[[dict[str, Any]], str]) -> Table:
     return Table(SPIRALS, render, load_spirals)
 
 
+def image_study_not_run() -> str:
+    return (f"Not run yet: `python3 experiments/scan_max_depth_images.py --study`, then copy "
+            f"`results/images_study/summary.json` and its figures to `{Path(IMAGE_STUDY).parent}/`.\n")
+
+
 TABLES: dict[str, Table] = {
     "bench-machine": Table(BENCHMARK, lambda res: machine_line(res) + "\n"),
     "bench-cnn": Table(BENCHMARK, cnn_table),
@@ -702,7 +707,11 @@ TABLES: dict[str, Table] = {
     "spirals-ddn": _spirals(lambda s: ddn_table(s["scans"][DDN_SCAN])),
     **{f"spirals-{scan.key}": _spirals(lambda s, scan=scan: scan_table(scan, s["scans"][scan.name]))
        for scan in SCANS.values()},
-    "image-study": Table(IMAGE_STUDY, lambda summary: findings_markdown(findings(summary))),
+    "image-study": Table(IMAGE_STUDY, lambda summary: findings_markdown(findings(summary)), missing=image_study_not_run),
+    "image-ldns": Table(IMAGE_STUDY, lambda summary: ldn_markdown(findings(summary)), missing=image_study_not_run),
+    "image-verdicts": Table(IMAGE_STUDY, lambda summary: verdicts_markdown(findings(summary)),
+                            missing=image_study_not_run),
+    "image-ablation": Table(IMAGE_STUDY, ablation_markdown, missing=image_study_not_run),
     "gpu-check": Table(GPU_CHECK, gpu_check_markdown, missing=gpu_check_not_run),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}

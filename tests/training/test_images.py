@@ -485,3 +485,49 @@ def test_impossible_mesh_is_refused_before_compiling(tiny_images):
                      mesh={"nets": 2, "data": 1})
     with pytest.raises(ValueError, match="nets=N,data=M"):
         parse_mesh("nets=two")
+
+
+def test_the_study_preset_trains_its_ablation_and_summarises_it(tmp_path, monkeypatch):
+    """`--study` at toy size: the grid, then each ablation variant into <out>/ablation/<name>
+    with its one change (shared head statistics: LDN and DDN; marginal stopping: the LDN), and
+    a summary whose records carry the validation split's standard error and each LDN's q(d) at
+    every epoch, from which the settling of q is read."""
+    import dataclasses as dc
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import _images
+
+    from vdjax.io import read_json
+    from vdjax.studies.image_study import ablation_findings, findings
+
+    study = _images.PRESETS["study"]
+    small = dc.replace(study, ablation=tuple(dc.replace(v, depth=1) for v in study.ablation))
+    monkeypatch.setitem(_images.PRESETS, "study", small)
+    monkeypatch.setattr(_images, "STUDY_SEEDS", [0])
+    if FASHION_DIR.exists() or REQUIRE_REAL:
+        data_dir = real_fashion_dir()
+    else:
+        data_dir = tmp_path / "data"
+        fake_mnist(data_dir, 128, 64)
+    out = tmp_path / "out"
+    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
+        "--study", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32", "--max-epochs", "2",
+        "--batch-size", "32", "--width", "4", "--bottleneck", "2", "--data-dir", str(data_dir), "--out", str(out),
+        "--no-progress"])
+    summary = read_json(out / "summary.json")
+    assert summary["complete"] and summary["command"].endswith("--study")
+    main = {r["method"]: r for r in summary["records"]}
+    assert main["ldn"]["model_config"]["width"] == 4 and main["ldn"]["model_config"]["head_norm"] == "per_depth"
+    assert len(main["ldn"]["q_history"]) == main["ldn"]["epochs"] and "q_history" not in main["ddn"]
+    assert main["ldn"]["validation"]["n"] == main["ldn"]["n_val"] and main["ldn"]["validation"]["log_lik_se"] > 0
+    shared = {r["method"]: r for r in summary["ablation"]["head_norm=shared"]["records"]}
+    marginal = {r["method"]: r for r in summary["ablation"]["stop_objective=marginal"]["records"]}
+    assert sorted(shared) == ["ddn", "ldn"] and sorted(marginal) == ["ldn"]
+    assert all(r["model_config"]["head_norm"] == "shared" and r["model_config"]["width"] == 4 for r in shared.values())
+    assert marginal["ldn"]["train_config"]["stop_objective"] == "marginal"
+    assert main["ldn"]["train_config"]["stop_objective"] == "expected"
+    assert {(r["variant"], r["method"]) for r in ablation_findings(summary)} == {
+        ("head_norm=shared", "ldn"), ("head_norm=shared", "ddn"), ("stop_objective=marginal", "ldn")}
+    assert findings(summary)["ldns"][0]["steps"] == 3 * (main["ldn"]["best_epoch"] + 1)  # 72 images: 3 steps an epoch
+    assert (out / "fig9_depth_scan.png").exists()

@@ -183,7 +183,7 @@ def test_paper_selects_the_reference_choices():
     assert paper == PAPER_IMAGE_PROTOCOL
     assert (paper.lr_drop_methods, paper.lr_drop_epoch, paper.stop_on, paper.stop_objective, paper.patience,
             paper.patience_rule) == (("ddn",), 31, "test", "marginal", 30, "exceeded")
-    for preset in ((), ("--converged",)):  # vdjax's own choices stay as they were
+    for preset in ((), ("--study",)):  # vdjax's own choices stay as they were
         own = train_config(*preset)
         assert (own.lr_drop_methods, own.stop_objective, own.patience_rule) == (("ldn", "ddn"), "expected", "reached")
     # Either choice under either preset.
@@ -196,9 +196,14 @@ def test_paper_selects_the_reference_choices():
             reference_choices.patience_rule, reference_choices.stop_on) == (("ddn",), "marginal", 7, "exceeded", "val")
     assert train_config("--lr-drop-methods", "none").lr_drop_methods == ()
     # The output block's statistics: shared under --paper, per depth otherwise, either by flag.
-    head_norm = lambda *argv: _images.settings(_images.parser("", [1]).parse_args(list(argv)), [1])[6]  # noqa: E731
-    assert (head_norm("--paper"), head_norm(), head_norm("--converged")) == ("shared", "per_depth", "per_depth")
+    network = lambda *argv: _images.settings(_images.parser("", [1]).parse_args(list(argv)), [1])[6]  # noqa: E731
+    head_norm = lambda *argv: network(*argv)["head_norm"]  # noqa: E731
+    assert (head_norm("--paper"), head_norm(), head_norm("--study")) == ("shared", "per_depth", "per_depth")
     assert (head_norm("--paper", "--head-norm", "per_depth"), head_norm("--head-norm", "shared")) == ("per_depth", "shared")
+    # The CNN's size: the paper's unless a preset or the command line says otherwise.
+    size = lambda *argv: (network(*argv)["width"], network(*argv)["bottleneck"])  # noqa: E731
+    assert (size(), size("--paper"), size("--study"), size("--study", "--width", "32")) == (
+        (None, None), (None, None), (16, 8), (32, 8))
 
 
 def test_every_image_preset_opens_with_its_command_and_cost_and_the_help_lists_them():

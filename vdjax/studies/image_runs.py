@@ -58,9 +58,12 @@ def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
     return Path(out) / dataset / f"{point.name}.json"
 
 
-def cnn_config(data: Dataset, depth: int, head_norm: str = "per_depth") -> Model:
-    """The paper's CNN for `data` at max depth `depth`; `head_norm` as `ModelConfig.head_norm`."""
-    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=head_norm)
+def cnn_config(data: Dataset, depth: int, head_norm: str = "per_depth", width: int | None = None,
+               bottleneck: int | None = None) -> Model:
+    """The paper's CNN for `data` at max depth `depth`; `head_norm` as `ModelConfig.head_norm`;
+    `width` / `bottleneck` the outer and inner channel counts (None: the paper's 64 / 32)."""
+    sizes = {k: v for k, v in (("width", width), ("bottleneck", bottleneck)) if v is not None}
+    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=head_norm, **sizes)
 
 
 def run_image_point(
@@ -88,6 +91,8 @@ def run_image_points(
     span_processes: bool = False,
     head_norm: str = "per_depth",
     metrics_writer: MetricsWriter | None = None,
+    width: int | None = None,
+    bottleneck: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
     checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
@@ -96,7 +101,8 @@ def run_image_points(
 
     With `span_processes` every process calls this and trains the program together; what is
     done is process 0's view of `out` (broadcast, so all train the same networks), and only
-    process 0 evaluates, writes records and removes the checkpoint; the others return []."""
+    process 0 evaluates, writes records and removes the checkpoint; the others return [].
+    `head_norm`, `width` and `bottleneck` as `cnn_config`."""
     if len({p.depth for p in points}) != 1:
         raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
     done = _process0_view(np.array([record_path(out, data.name, p).exists() for p in points]), span_processes)
@@ -106,7 +112,7 @@ def run_image_points(
             log(f"{data.name} {p.name}: done before, skipped")
     written: dict[ImagePoint, Path] = {}
     if todo:
-        model_config = cnn_config(data, todo[0].depth, head_norm)
+        model_config = cnn_config(data, todo[0].depth, head_norm, width, bottleneck)
         data = with_stopping_data(data, train_config)
         # A run stopped while writing the records leaves the whole program's checkpoint: its
         # networks are finished there, so resume it rather than train the unwritten ones again.
@@ -167,9 +173,12 @@ def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_
     }
     logits = eval_logits(model_config, variables, data.x_test)
     per_depth = per_depth_metrics(logits, data.y_test)
+    q = (np.asarray(jax.nn.softmax(np.asarray(result.state.params["depth_logits"])), np.float64)
+         if point.method == "ldn" else None)
+    if data.x_val is not None:  # how precisely the stopping split measured what it watched
+        record["validation"] = validation_log_lik(eval_logits(model_config, variables, data.x_val), data.y_val, q)
     record["per_depth"] = {k: np.asarray(v).tolist() for k, v in per_depth.items()}
     if point.method == "ldn":
-        q = np.asarray(jax.nn.softmax(np.asarray(result.state.params["depth_logits"])), np.float64)
         d95, dexp = d_opt_95(q), expected_depth(q)
         record.update(q=q.tolist(), d_opt=d95, d_expected=dexp)
         record["ldn_full"] = predictive_metrics(marginal_log_probs(logits, q), data.y_test, reliability=True)
@@ -179,6 +188,14 @@ def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_
     else:
         record["test"] = predictive_metrics(jax.nn.log_softmax(logits[-1]), data.y_test, reliability=True)
     return record
+
+
+def validation_log_lik(logits: np.ndarray, labels: np.ndarray, q: np.ndarray | None) -> dict[str, float]:
+    """Mean log-likelihood of the kept network's predictive (the q-marginal for an LDN, the last
+    head for a DDN) on the validation split, and its standard error over the split's examples."""
+    log_probs = np.asarray(marginal_log_probs(logits, q) if q is not None else jax.nn.log_softmax(logits[-1]))
+    ll = log_probs[np.arange(len(labels)), np.asarray(labels)]
+    return {"n": int(len(labels)), "log_lik": float(ll.mean()), "log_lik_se": float(ll.std(ddof=1) / np.sqrt(len(ll)))}
 
 
 def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,

@@ -1,17 +1,22 @@
 """An image study summarised: the paper's four image findings computed from its records.
 
-`summarize` keeps the records of a study without their per-epoch histories (small enough to
-commit) together with the timing of the pruned network at a larger max depth; `findings`
-computes from such a summary, with mean and std over seeds:
+`summarize` keeps the records of a study without their per-epoch histories, but with each LDN's
+q(d) at every epoch (small enough to commit), and the records of its ablation variants;
+`findings` computes from such a summary, with mean and std over seeds:
   (a) pruning to d_opt costs nothing: LDN-95 against LDN-full and against the DDNs;
-  (b) d_opt stays stable as the max depth D grows;
+  (b) the 95% rule's d_opt saturates as the max depth D grows, while the expected depth grows;
   (c) LDNs are better calibrated than DDNs (ECE of LDN-full against the DDN of the same D);
-  (d) the pruned network is faster than the DDN of the same D (forward pass, same batch).
+  (d) the pruned network is faster than the DDN of the same D (forward pass, trained weights).
+Before any of that, whether the networks learnt: each LDN's SGD steps before its kept epoch,
+how much its q(d) still changed over the last fifth of those epochs, how far q moved from
+uniform, and whether q has fallen by the deepest depth (where it has not, the 95% rule cuts a
+plateau and d_opt is not identified). `verdicts` applies one rule to (a)-(d).
 Everything a README table or figure shows is computed here from the committed summary.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -21,12 +26,20 @@ from vdjax.studies.image_runs import forward_speedup
 from vdjax.nn.models import ModelConfig
 from vdjax.depth.prune import prune
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
+MIN_STEPS = 2000  # SGD steps an LDN at D >= SETTLED_FROM must take before its kept epoch
+MAX_TV_CHANGE = 0.02  # the most q(d) may still change (total variation) over the last fifth of those epochs
+SETTLED_FROM = 10  # the max depths whose LDNs must meet both
+PLATEAU_LEVEL = 0.5  # q(D) at least this fraction of max q: q has not fallen by the deepest depth
 
 
 def compact(record: dict[str, Any]) -> dict[str, Any]:
-    """A results record without its per-epoch history (kept: epochs, best epoch, stop reason)."""
-    return {k: v for k, v in record.items() if k != "history"}
+    """A results record without its per-epoch history (kept: epochs, best epoch, stop reason, and
+    for an LDN its q(d) at every epoch, `q_history`, from which `q_settling` is checked)."""
+    out = {k: v for k, v in record.items() if k != "history"}
+    if record.get("method") == "ldn" and record.get("history") and "q" in record["history"][0]:
+        out["q_history"] = [h["q"] for h in record["history"]]
+    return out
 
 
 def untrained_speed(max_depth: int, d_opt: int, input_shape: tuple[int, ...], num_classes: int = 10,
@@ -44,10 +57,17 @@ def untrained_speed(max_depth: int, d_opt: int, input_shape: tuple[int, ...], nu
     return forward_speedup(config, variables, pruned.config, pruned.variables, x)
 
 
-def summarize(records: list[dict[str, Any]], speed: dict[str, Any] | None = None, **about: Any) -> dict[str, Any]:
-    """The committed form of a study: compact records, the large-D timing, and what it was."""
-    return {"version": SUMMARY_VERSION, **about, "speed_large_depth": speed,
-            "records": [compact(r) for r in sorted(records, key=lambda r: (r["method"], r["max_depth"], r["seed"]))]}
+def _sorted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [compact(r) for r in sorted(records, key=lambda r: (r["method"], r["max_depth"], r["seed"]))]
+
+
+def summarize(records: list[dict[str, Any]], speed: dict[str, Any] | None = None,
+              ablation: dict[str, dict[str, Any]] | None = None, **about: Any) -> dict[str, Any]:
+    """The committed form of a study: compact records, an optional large-D timing, what it was,
+    and its ablation: {variant name: {"changes": what differs from the study, "records": [...]}}."""
+    return {"version": SUMMARY_VERSION, **about, "speed_large_depth": speed, "records": _sorted(records),
+            "ablation": {name: {"changes": v["changes"], "records": _sorted(v["records"])}
+                         for name, v in (ablation or {}).items()}}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -81,6 +101,48 @@ def q_settling(history: list[dict[str, Any]], best_epoch: int, steps_per_epoch: 
     return {"steps": (best_epoch + 1) * steps_per_epoch, "tv_change": change}
 
 
+def q_plateau(q, level: float = PLATEAU_LEVEL) -> int | None:
+    """Where q(d) has not fallen by the deepest depth (q(D) >= level * max q), the first depth of
+    the plateau that reaches D (every q(d) from there on >= level * max q); else None. On such a
+    plateau the 95% rule's cut is set by how many depths the plateau holds, not by the data, so
+    d_opt is not identified."""
+    q = np.asarray(q, np.float64)
+    top = float(q.max()) if q.size else 0.0
+    if q.size < 2 or q[-1] < level * top:
+        return None
+    start = q.size - 1
+    while start > 0 and q[start - 1] >= level * top:
+        start -= 1
+    return int(start)
+
+
+def steps_per_epoch(record: dict[str, Any]) -> int:
+    """SGD steps in one epoch of a record's network (`Batching`: ceil(N / batch) batches)."""
+    return math.ceil(record["n_train"] / record["train_config"]["batch_size"])
+
+
+def ldn_diagnostics(record: dict[str, Any]) -> dict[str, Any]:
+    """Whether one LDN learnt: its steps before the kept epoch, its q's change over the last fifth
+    of those epochs (None without a per-epoch q), how far q moved from uniform, and the plateau."""
+    history = record.get("q_history")
+    settling = (q_settling([{"q": q} for q in history], record["best_epoch"], steps_per_epoch(record))
+                if history else {"steps": (record["best_epoch"] + 1) * steps_per_epoch(record), "tv_change": None})
+    plateau = q_plateau(record["q"])
+    return {"max_depth": record["max_depth"], "seed": record["seed"], "best_epoch": record["best_epoch"],
+            "epochs": record["epochs"], **settling, **q_movement(record["q"]), "d_opt": record["d_opt"],
+            "d_expected": record["d_expected"], "plateau_start": plateau,
+            "identified": plateau is None or record["max_depth"] == 0,
+            "validation_se": record.get("validation", {}).get("log_lik_se")}
+
+
+def settled(diagnostic: dict[str, Any]) -> bool:
+    """The study's bar for a trained LDN (only max depths >= SETTLED_FROM are held to it)."""
+    if diagnostic["max_depth"] < SETTLED_FROM:
+        return True
+    change = diagnostic["tv_change"]
+    return diagnostic["steps"] >= MIN_STEPS and change is not None and change <= MAX_TV_CHANGE
+
+
 def findings(summary: dict[str, Any]) -> dict[str, Any]:
     """(a)-(d) per max depth D (mean/std over seeds), and pooled over the depths D > 0."""
     recs = summary["records"]
@@ -97,6 +159,10 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
         row["entropy_fraction"] = _stats([m["entropy_fraction"] for m in moved])
         row["tv_from_uniform"] = _stats([m["tv_from_uniform"] for m in moved])
         row["d_expected"] = _stats([a["d_expected"] for a, _ in pairs])
+        diag = [ldn_diagnostics(a) for a, _ in pairs]
+        row["steps"] = _stats([g["steps"] for g in diag])
+        row["tv_change"] = _stats([g["tv_change"] for g in diag if g["tv_change"] is not None])
+        row["identified"] = sum(g["identified"] for g in diag)
         diffs = {"pruned_minus_full": [a["ldn_95"]["log_lik"] - a["ldn_full"]["log_lik"] for a, _ in pairs],
                  "pruned_minus_ddn": [a["ldn_95"]["log_lik"] - b["log_lik"] for a, b in pairs if b],
                  "pruned_err_minus_ddn": [a["ldn_95"]["error"] - b["error"] for a, b in pairs if b],
@@ -119,8 +185,12 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
     stopped = [r["stopped"] for r in recs]
     deep = [row["d_opt"]["mean"] for row in per_depth if row["max_depth"] > 0]
     deep_tv = [row["tv_from_uniform"]["mean"] for row in per_depth if row["max_depth"] >= 10]
+    diagnostics = [ldn_diagnostics(r) for r in recs if r["method"] == "ldn"]
     return {
         "q_learnt": None if not deep_tv else min(deep_tv) >= Q_MOVED_TV,  # None: no D >= 10 to judge by
+        "ldns": diagnostics,
+        "unsettled": [f"D={g['max_depth']} seed {g['seed']}" for g in diagnostics if not settled(g)],
+        "growth": growth_over_depth(ldn),
         "per_depth": per_depth,
         "pooled": {k: _stats(v) for k, v in pooled.items()},
         "best_ddn": {"max_depth": best_ddn, **(ddn_ll[best_ddn] if best_ddn is not None else {})},
@@ -130,6 +200,161 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
         "complete": summary.get("complete", True),
         "missing": summary.get("missing", []),
     }
+
+
+RULE = ("reproduced where the effect, in the paper's direction, is more than twice its spread (std over "
+        "seeds); not reproduced where it is more than twice its spread the other way; otherwise not resolved "
+        "at this scale")
+
+
+def rule(mean: float, std: float) -> str:
+    """The study's one verdict rule on an effect signed so that the paper's claim is positive."""
+    if not np.isfinite(mean):
+        return "not resolved at this scale"
+    if mean > 2 * std:
+        return "reproduced"
+    if mean < -2 * std:
+        return "not reproduced"
+    return "not resolved at this scale"
+
+
+def _overall(per_d: list[tuple[int, str]]) -> str:
+    kinds = sorted({v for _, v in per_d})
+    if len(kinds) == 1:
+        return kinds[0]
+    return "; ".join(f"{v} at D = {', '.join(str(d) for d, w in per_d if w == v)}" for v in kinds)
+
+
+def verdicts(f: dict[str, Any]) -> list[dict[str, str]]:
+    """(a)-(d) at every max depth D >= SETTLED_FROM, each under `rule`: the paper's statement,
+    ours (mean ± std over seeds per D) and the verdict. None are drawn from an unlearnt study."""
+    rows = [r for r in f["per_depth"] if r["max_depth"] >= SETTLED_FROM]
+    if not rows or f.get("q_learnt") is False or f["unsettled"]:
+        return []
+
+    def claim(key: str, paper: str, effect: str, what: str, scale: float = 1.0, digits: int = 3, unit: str = ""):
+        per_d = [(r["max_depth"], rule(r[effect]["mean"], r[effect]["std"])) for r in rows]
+        ours = "; ".join(f"D = {r['max_depth']}: {_pm(r[effect], digits, scale)}{unit}" for r in rows)
+        return {"claim": key, "paper": paper, "ours": f"{what} {ours}", "verdict": _overall(per_d)}
+
+    out = [
+        claim("(a)", "pruned to d_opt, an LDN outperforms the DDN of the same max depth (Fig 9, rows 2 and 4)",
+              "pruned_minus_ddn", "LDN-95 − DDN-D test LL:"),
+        claim("(a)", "pruning to d_opt costs no predictive performance (Sec 3.2)",
+              "pruned_minus_full", "LDN-95 − LDN-full test LL:"),
+    ]
+    growth = f.get("growth")
+    if growth is None:
+        out.append({"claim": "(b)", "paper": "the 95% rule's d_opt saturates as D grows while the expected depth "
+                    "grows (App D, Fig 9 row 1)", "ours": "fewer than two max depths >= "
+                    f"{SETTLED_FROM}", "verdict": "not resolved at this scale"})
+    else:
+        ours = (f"from D = {growth['from']} to {growth['to']}: d_opt {_pm(growth['d_opt'], 1)}, expected depth "
+                f"{_pm(growth['d_expected'], 1)}, difference {_pm(growth['difference'], 1)}")
+        verdict = rule(growth["difference"]["mean"], growth["difference"]["std"])
+        if growth["unidentified"]:
+            ours += (f"; q has not fallen by the deepest depth for {growth['unidentified']} of "
+                     f"{growth['difference']['n']} LDNs at D = {growth['to']}, so d_opt is not identified there")
+            verdict = "not resolved at this scale"
+        out.append({"claim": "(b)", "paper": "the 95% rule's d_opt saturates as D grows while the expected depth "
+                    "grows (App D, Fig 9 row 1)", "ours": ours, "verdict": verdict})
+    out += [
+        claim("(c)", "LDNs are better calibrated than DDNs on Fashion-MNIST (Fig 10)", "ece_ddn_minus_ldn",
+              "ECE of DDN-D − ECE of LDN-full:"),
+        claim("(d)", "pruned LDNs run the forward pass faster than DDNs of the same max depth, more so as D "
+              "grows (41% at D = 50 on Fashion-MNIST, Fig 11)", "speedup", "forward-time reduction:", 100, 0, "%"),
+    ]
+    return out
+
+
+def growth_over_depth(ldn: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any] | None:
+    """(b): per seed, the change of d_opt and of the expected depth from the smallest to the largest
+    max depth >= SETTLED_FROM, and expected-depth growth minus d_opt growth (the claim's effect)."""
+    depths = sorted({d for d, _ in ldn if d >= SETTLED_FROM})
+    if len(depths) < 2:
+        return None
+    lo, hi = depths[0], depths[-1]
+    seeds = sorted(s for d, s in ldn if d == hi and (lo, s) in ldn)
+    g95 = [ldn[hi, s]["d_opt"] - ldn[lo, s]["d_opt"] for s in seeds]
+    gexp = [ldn[hi, s]["d_expected"] - ldn[lo, s]["d_expected"] for s in seeds]
+    return {"from": lo, "to": hi, "d_opt": _stats(g95), "d_expected": _stats(gexp),
+            "difference": _stats([e - o for e, o in zip(gexp, g95)]),
+            "unidentified": sum(q_plateau(ldn[hi, s]["q"]) is not None for s in seeds)}
+
+
+def verdicts_markdown(f: dict[str, Any]) -> str:
+    """The verdict table, or why there is none."""
+    rows = verdicts(f)
+    if not rows:
+        why = (f"LDNs that did not settle: {', '.join(f['unsettled'])}" if f["unsettled"]
+               else "q(d) stayed near uniform")
+        return f"No verdicts: {why}.\n"
+    lines = [f"Rule: {RULE}.", "", "| finding | the paper | ours (mean ± std over seeds) | verdict |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['verdict']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ldn_markdown(f: dict[str, Any]) -> str:
+    """One row per LDN: whether it trained and settled, how far q moved, and whether d_opt is identified."""
+    lines = [f"Bar for D ≥ {SETTLED_FROM}: at least {MIN_STEPS} SGD steps before the kept epoch and a q(d) change "
+             f"of at most {MAX_TV_CHANGE} (total variation) over the last 20% of the epochs before it. "
+             f"d_opt is not identified where q has not fallen below {PLATEAU_LEVEL:g} × its maximum by the "
+             "deepest depth (a plateau reaching D: the 95% rule then cuts it by its length).", "",
+             "| D | seed | kept epoch / epochs | SGD steps to kept | q change, last 20% | H/H_max | TV from uniform "
+             "| d_opt | expected depth | plateau from | validation LL s.e. |",
+             "|---:|---:|---|---:|---|---|---|---:|---:|---|---|"]
+    for g in f["ldns"]:
+        change = "–" if g["tv_change"] is None else f"{g['tv_change']:.3f}"
+        flag = "" if settled(g) else " (below the bar)"
+        se = "–" if g["validation_se"] is None else f"{g['validation_se']:.3f}"
+        plateau = "–" if g["plateau_start"] is None or g["max_depth"] == 0 else f"d = {g['plateau_start']}: not identified"
+        lines.append(f"| {g['max_depth']} | {g['seed']} | {g['best_epoch']} / {g['epochs']} | {g['steps']} | "
+                     f"{change}{flag} | {g['entropy_fraction']:.2f} | {g['tv_from_uniform']:.2f} | {g['d_opt']} | "
+                     f"{g['d_expected']} | {plateau} | {se} |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each ablation variant against the study's own networks of the same max depth and seeds:
+    per method, LL / error / ECE (and d_opt for the LDN), and the paired change, variant − study."""
+    base = {(r["method"], r["max_depth"], r["seed"]): r for r in summary["records"]}
+    out = []
+    for name, variant in summary.get("ablation", {}).items():
+        for method in ("ldn", "ddn"):
+            recs = [r for r in variant["records"] if r["method"] == method]
+            pairs = [(r, base.get((method, r["max_depth"], r["seed"]))) for r in recs]
+            pairs = [(r, b) for r, b in pairs if b is not None]
+            if not pairs:
+                continue
+            row: dict[str, Any] = {"variant": name, "changes": variant["changes"], "method": method,
+                                   "max_depth": sorted({r["max_depth"] for r, _ in pairs}), "n": len(pairs)}
+            for m in ("log_lik", "error", "ece"):
+                pick = (lambda r: r["ldn_full"][m]) if method == "ldn" else (lambda r: r["test"][m])
+                row[m] = _stats([pick(r) for r, _ in pairs])
+                row[f"{m}_change"] = _stats([pick(r) - pick(b) for r, b in pairs])
+            if method == "ldn":
+                row["d_opt"] = _stats([r["d_opt"] for r, _ in pairs])
+                row["d_opt_change"] = _stats([r["d_opt"] - b["d_opt"] for r, b in pairs])
+                row["pruned_log_lik_change"] = _stats([r["ldn_95"]["log_lik"] - b["ldn_95"]["log_lik"] for r, b in pairs])
+            out.append(row)
+    return out
+
+
+def ablation_markdown(summary: dict[str, Any]) -> str:
+    """The ablation table: each variant's networks and their paired change from the study's."""
+    rows = ablation_findings(summary)
+    if not rows:
+        return "No ablation in this summary.\n"
+    lines = ["| variant | network | D | test LL | change | test error | change | ECE | change | d_opt | change |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d_opt = (f"{_pm(r['d_opt'], 1)} | {_pm(r['d_opt_change'], 1)}" if "d_opt" in r else "– | –")
+        lines.append(f"| {r['variant']} | {'LDN-full' if r['method'] == 'ldn' else 'DDN-D'} | "
+                     f"{', '.join(map(str, r['max_depth']))} | {_pm(r['log_lik'])} | {_pm(r['log_lik_change'])} | "
+                     f"{_pm(r['error'])} | {_pm(r['error_change'])} | {_pm(r['ece'])} | {_pm(r['ece_change'])} | "
+                     f"{d_opt} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_study(summary: dict[str, Any], out) -> list:
@@ -151,30 +376,6 @@ def records_by_dataset(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]
     return by_dataset
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python3 -m vdjax.studies.image_study SUMMARY [--figures DIR]`: the findings of a committed summary
-    as JSON, and its figures redrawn into DIR."""
-    import argparse
-    import json
-
-    from vdjax.io import read_json, to_jsonable
-
-    p = argparse.ArgumentParser(prog="python3 -m vdjax.studies.image_study", description=main.__doc__)
-    p.add_argument("summary", help="a summary.json written by an image study")
-    p.add_argument("--figures", default=None, help="directory to draw the study's figures into")
-    args = p.parse_args(argv)
-    summary = read_json(args.summary)
-    if args.figures:
-        from vdjax.studies.image_runs import draw_image_figures
-
-        for path in draw_image_figures(records_by_dataset(summary), args.figures):
-            print(f"wrote {path}")
-    print(json.dumps(to_jsonable(findings(summary)), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def _pm(s: dict[str, float], digits: int = 3, scale: float = 1.0) -> str:
@@ -190,6 +391,10 @@ def findings_markdown(f: dict[str, Any]) -> str:
         "findings; no verdict is drawn from it.",
         "",
     ]
+    if f.get("unsettled") and f.get("q_learnt") is not False:
+        lines += [f"**Not trained to the study's bar** ({MIN_STEPS} SGD steps before the kept epoch and a q(d) "
+                  f"change of at most {MAX_TV_CHANGE} over the last 20% of its epochs, at D ≥ {SETTLED_FROM}): "
+                  f"{', '.join(f['unsettled'])}. No verdict is drawn from this study.", ""]
     lines += [
         "| D | d_opt | H/H_max | TV | LDN-full LL | LDN-95 LL | DDN-D LL | LDN-95 − LDN-full LL | LDN-95 − DDN-D LL "
         "| LDN-95 err | DDN-D err | LDN-full ECE | DDN-D ECE | pruned vs DDN-D forward | epochs |",
@@ -223,3 +428,29 @@ def findings_markdown(f: dict[str, Any]) -> str:
                       f"{1000 * s['ddn_seconds']:.0f} ms, pruned to d_opt = {s['pruned_depth']}{source} "
                       f"{1000 * s['pruned_seconds']:.0f} ms: **{100 * s['speedup']:.0f}% faster**."]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m vdjax.studies.image_study SUMMARY [--figures DIR]`: the findings of a committed summary
+    as JSON, and its figures redrawn into DIR."""
+    import argparse
+    import json
+
+    from vdjax.io import read_json, to_jsonable
+
+    p = argparse.ArgumentParser(prog="python3 -m vdjax.studies.image_study", description=main.__doc__)
+    p.add_argument("summary", help="a summary.json written by an image study")
+    p.add_argument("--figures", default=None, help="directory to draw the study's figures into")
+    args = p.parse_args(argv)
+    summary = read_json(args.summary)
+    if args.figures:
+        from vdjax.studies.image_runs import draw_image_figures
+
+        for path in draw_image_figures(records_by_dataset(summary), args.figures):
+            print(f"wrote {path}")
+    print(json.dumps(to_jsonable(findings(summary)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

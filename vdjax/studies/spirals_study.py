@@ -103,6 +103,12 @@ def stops(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- tables
 
 
+def wall_seconds(record: dict[str, Any]) -> float:
+    """A grid point's wall time. Its training time counts every launch that resumed it; a record
+    whose `wall_seconds` counted only its last launch is shown at least at that training time."""
+    return max(record.get("wall_seconds", 0.0), record["train_seconds"])
+
+
 def scan_table(scan: Scan, records: list[dict[str, Any]]) -> str:
     """One row per grid point: learnt depth, marginal and pruned test metrics, work and time."""
     if not records:
@@ -112,7 +118,7 @@ def scan_table(scan: Scan, records: list[dict[str, Any]]) -> str:
         rows.append([str(r["meta"][scan.key]), _pm(per_seed(r, "d_opt"), ".1f"), _pm(per_seed(r, "d_expected"), ".1f"),
                      _pm(per_seed(r, "test_log_lik")), _pm(per_seed(r, "pruned_log_lik")),
                      _pm(per_seed(r, "test_error")), f"{per_seed(r, 'epochs').mean():.0f}", stops(r),
-                     f"{r.get('wall_seconds', r['train_seconds']):.0f}"])
+                     f"{wall_seconds(r):.0f}"])
     done = {r["meta"][scan.key] for r in records}
     missing = [v for v in scan.grid if v not in done]
     out = _grid([scan.key, "d_opt (95%)", "expected depth", "test LL (marginal)", "test LL (pruned)", "test error",
@@ -126,7 +132,7 @@ def scan_table(scan: Scan, records: list[dict[str, Any]]) -> str:
 def provenance(records: list[dict[str, Any]], grid_size: int | None = None) -> str:
     """Seeds, wall time and the machine the records come from."""
     seeds = sorted({len(r["seeds"]) for r in records})
-    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in records)
+    wall = sum(wall_seconds(r) for r in records)
     envs = {(e.get("cpu_isa", "unrecorded"), e["jax"], e["flax"], e["optax"], e["devices"])
             for e in (r["environment"] for r in records)}
     env = "; ".join(f"CPU {isa}, jax {j}, flax {f}, optax {o}, {d} XLA devices" for isa, j, f, o, d in sorted(envs))
@@ -379,6 +385,6 @@ def wall_times(by_scan: dict[str, list[dict[str, Any]]]) -> str:
     for name in (DDN_SCAN, *SCANS):
         recs = by_scan.get(name, [])
         size = 22 if name == DDN_SCAN else len(SCANS[name].grid)
-        wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in recs)
+        wall = sum(wall_seconds(r) for r in recs)
         rows.append([f"`experiments/{name}.py`", f"{len(recs)} of {size}", f"{wall / 60:.1f}" if recs else "-"])
     return _grid(["scan", "grid points committed", "wall time, min"], rows).replace("---:|", "---|", 1)

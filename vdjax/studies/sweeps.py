@@ -72,7 +72,8 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
                                 checkpoint_every_s=checkpoint_every_s)
         record = run.summary()
         record.update(name=point.name, meta=dict(point.meta), data_config=dataclasses.asdict(point.data),
-                      wall_seconds=time.monotonic() - started)  # this launch's training and evaluation
+                      # this launch's training and evaluation, and the training of the launches it resumed
+                      wall_seconds=time.monotonic() - started + run.train_seconds - run.fit.call_seconds)
         # Parameters first, results last: a results file always has its parameters beside it.
         write_bytes(out / f"{point.name}.msgpack", flax.serialization.msgpack_serialize(
             {"variables": [_np(run.fit.best_state(s).variables) for s in range(len(seeds))],
