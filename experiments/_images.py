@@ -59,7 +59,7 @@ learning rate dropped 10x after epoch 5, one seed (its q(d) does not leave unifo
                 datasets=("fashion_mnist",), depths=None, seeds=(0,), n_train=1024, n_test=1000,
                 train={"batch_size": 128, "max_epochs": 8, "lr_drop_epoch": 5}),
     ImagePreset("study", """\
-python3 experiments/scan_max_depth_images.py --study: about 100 minutes on 2 idle CPU cores
+python3 experiments/scan_max_depth_images.py --study: under two hours on 2 idle CPU cores
 (into results/images_study; --summarize-only --study writes summary.json and the figures again).
 Fashion-MNIST: a seeded subset of 12,000 training images, of which 25% (3,000) is the stratified
 validation split that early stopping watches, and the full 10,000-image test set; max depths 5,

@@ -673,8 +673,8 @@ def _spirals(render: Callable[[dict[str, Any]], str]) -> Table:
 
 
 def image_study_not_run() -> str:
-    return (f"Not run yet: `python3 experiments/scan_max_depth_images.py --study`, then copy "
-            f"`results/images_study/summary.json` and its figures to `{Path(IMAGE_STUDY).parent}/`.\n")
+    return (f"Not run yet: `python3 experiments/scan_max_depth_images.py --study` writes "
+            f"`results/images_study/summary.json`, committed as `{IMAGE_STUDY}`.\n")
 
 
 TABLES: dict[str, Table] = {

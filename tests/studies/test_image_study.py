@@ -177,7 +177,10 @@ def test_ablation_changes_are_paired_by_seed():
     assert row["method"] == "ldn" and row["max_depth"] == [10] and row["n"] == 2
     assert row["log_lik_change"]["mean"] == pytest.approx(0.15) and row["log_lik_change"]["std"] == pytest.approx(0.05)
     assert row["d_opt_change"] == {"mean": 1.0, "std": 0.0, "n": 2}
-    assert "| head_norm=shared | LDN-full | 10 |" in ablation_markdown(summary)
+    text = ablation_markdown(summary)
+    assert "| head_norm=shared | LDN-full | 10 |" in text
+    # The error stays 0.2 (no change); ECE 0.02 / 0.03 -> 0.01: -0.015 +- 0.005, beyond twice its spread.
+    assert "head_norm=shared: LDN test LL 0.150 ± 0.050, LDN ECE -0.015 ± 0.005, LDN d_opt 1.0 ± 0.0." in text
 
 
 def test_validation_log_lik_and_its_standard_error_by_hand():

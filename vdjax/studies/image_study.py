@@ -9,8 +9,8 @@ q(d) at every epoch (small enough to commit), and the records of its ablation va
   (d) the pruned network is faster than the DDN of the same D (forward pass, trained weights).
 Before any of that, whether the networks learnt: each LDN's SGD steps before its kept epoch,
 how much its q(d) still changed over the last fifth of those epochs, how far q moved from
-uniform, and whether q has fallen by the deepest depth (where it has not, the 95% rule cuts a
-plateau and d_opt is not identified). `verdicts` applies one rule to (a)-(d).
+uniform, and whether q has fallen by the deepest depth (where it has not, the 95% rule picks a
+depth off a plateau and d_opt is not identified). `verdicts` applies one rule to (a)-(d).
 Everything a README table or figure shows is computed here from the committed summary.
 """
 
@@ -104,8 +104,8 @@ def q_settling(history: list[dict[str, Any]], best_epoch: int, steps_per_epoch: 
 def q_plateau(q, level: float = PLATEAU_LEVEL) -> int | None:
     """Where q(d) has not fallen by the deepest depth (q(D) >= level * max q), the first depth of
     the plateau that reaches D (every q(d) from there on >= level * max q); else None. On such a
-    plateau the 95% rule's cut is set by how many depths the plateau holds, not by the data, so
-    d_opt is not identified."""
+    plateau the 95% rule (the shallowest depth with q(d) >= 0.95 max q) picks whichever depth of
+    it the noise in q lifts first, so d_opt is not identified."""
     q = np.asarray(q, np.float64)
     top = float(q.max()) if q.size else 0.0
     if q.size < 2 or q[-1] < level * top:
@@ -241,7 +241,7 @@ def verdicts(f: dict[str, Any]) -> list[dict[str, str]]:
         claim("(a)", "pruned to d_opt, an LDN outperforms the DDN of the same max depth (Fig 9, rows 2 and 4)",
               "pruned_minus_ddn", "LDN-95 − DDN-D test LL:"),
         claim("(a)", "pruning to d_opt costs no predictive performance (Sec 3.2)",
-              "pruned_minus_full", "LDN-95 − LDN-full test LL:"),
+              "pruned_minus_full", "LDN-95 − LDN-full test LL:", digits=4),
     ]
     growth = f.get("growth")
     if growth is None:
@@ -249,8 +249,8 @@ def verdicts(f: dict[str, Any]) -> list[dict[str, str]]:
                     "grows (App D, Fig 9 row 1)", "ours": "fewer than two max depths >= "
                     f"{SETTLED_FROM}", "verdict": "not resolved at this scale"})
     else:
-        ours = (f"from D = {growth['from']} to {growth['to']}: d_opt {_pm(growth['d_opt'], 1)}, expected depth "
-                f"{_pm(growth['d_expected'], 1)}, difference {_pm(growth['difference'], 1)}")
+        ours = (f"from D = {growth['from']} to {growth['to']} d_opt grew by {_pm(growth['d_opt'], 1)} and the "
+                f"expected depth by {_pm(growth['d_expected'], 1)} (difference {_pm(growth['difference'], 1)})")
         verdict = rule(growth["difference"]["mean"], growth["difference"]["std"])
         if growth["unidentified"]:
             ours += (f"; q has not fallen by the deepest depth for {growth['unidentified']} of "
@@ -300,7 +300,8 @@ def ldn_markdown(f: dict[str, Any]) -> str:
     lines = [f"Bar for D ≥ {SETTLED_FROM}: at least {MIN_STEPS} SGD steps before the kept epoch and a q(d) change "
              f"of at most {MAX_TV_CHANGE} (total variation) over the last 20% of the epochs before it. "
              f"d_opt is not identified where q has not fallen below {PLATEAU_LEVEL:g} × its maximum by the "
-             "deepest depth (a plateau reaching D: the 95% rule then cuts it by its length).", "",
+             "deepest depth: on a plateau reaching D the 95% rule (the shallowest d with q(d) ≥ 0.95 max q) "
+             "picks whichever of its depths the noise in q lifts first.", "",
              "| D | seed | kept epoch / epochs | SGD steps to kept | q change, last 20% | H/H_max | TV from uniform "
              "| d_opt | expected depth | plateau from | validation LL s.e. |",
              "|---:|---:|---|---:|---|---|---|---:|---:|---|---|"]
@@ -354,6 +355,15 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
                      f"{', '.join(map(str, r['max_depth']))} | {_pm(r['log_lik'])} | {_pm(r['log_lik_change'])} | "
                      f"{_pm(r['error'])} | {_pm(r['error_change'])} | {_pm(r['ece'])} | {_pm(r['ece_change'])} | "
                      f"{d_opt} |")
+    resolved: dict[str, list[str]] = {}
+    for r in rows:
+        net = "LDN" if r["method"] == "ldn" else "DDN"
+        for m, word in (("log_lik", "test LL"), ("error", "error"), ("ece", "ECE"), ("d_opt", "d_opt")):
+            c = r.get(f"{m}_change")
+            if c is not None and abs(c["mean"]) > 2 * c["std"]:
+                resolved.setdefault(r["variant"], []).append(f"{net} {word} {_pm(c, 1 if m == 'd_opt' else 3)}")
+    lines += ["", "Changes larger than twice their spread: " + "; ".join(
+        f"{name}: {', '.join(resolved.get(name, [])) or 'none'}" for name in summary["ablation"]) + "."]
     return "\n".join(lines) + "\n"
 
 
