@@ -47,8 +47,13 @@ class Ablation:
     train: dict = dataclasses.field(default_factory=dict)
 
     @property
+    def network(self) -> dict:
+        """The change to `run_image_points`' network options (head_norm), if any."""
+        return {"head_norm": self.head_norm} if self.head_norm else {}
+
+    @property
     def changes(self) -> dict:
-        return {**({"head_norm": self.head_norm} if self.head_norm else {}), **self.train}
+        return {**self.network, **self.train}
 
 
 PRESETS = {p.name: p for p in (
@@ -268,7 +273,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             for variant in preset(args).ablation:
                 points = [ImagePoint(m, variant.depth, s) for s in seeds for m in variant.methods]
                 programs.append((points, out / "ablation" / variant.name, train.replace(**variant.train),
-                                 {**network, **({"head_norm": variant.head_norm} if variant.head_norm else {})}))
+                                 {**network, **variant.network}))
         from vdjax.training.metrics_writer import create_writer
 
         writer = create_writer(args.metrics_dir) if args.metrics_dir is not None and primary else None

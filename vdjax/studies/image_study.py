@@ -19,12 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
 import numpy as np
 
-from vdjax.studies.image_runs import forward_speedup
-from vdjax.nn.models import ModelConfig
-from vdjax.depth.prune import prune
 
 SUMMARY_VERSION = 2
 MIN_STEPS = 2000  # SGD steps an LDN at D >= SETTLED_FROM must take before its kept epoch
@@ -40,21 +36,6 @@ def compact(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("method") == "ldn" and record.get("history") and "q" in record["history"][0]:
         out["q_history"] = [h["q"] for h in record["history"]]
     return out
-
-
-def untrained_speed(max_depth: int, d_opt: int, input_shape: tuple[int, ...], num_classes: int = 10,
-                    batch: int = 512, seed: int = 0) -> dict[str, float]:
-    """Forward time of a DDN of `max_depth` (its own head only) against the same network pruned to
-    `d_opt` (all d_opt + 1 heads, for the marginal), on one random batch. Weights do not change
-    the cost of the forward pass, so untrained parameters serve for timing."""
-    config = ModelConfig("cnn", max_depth, num_classes, tuple(input_shape))
-    from vdjax.nn.models import LDN
-
-    x = np.random.default_rng(seed).normal(size=(batch, *config.input_shape)).astype(np.float32)
-    variables = jax.device_get(LDN(config).init(jax.random.key(seed), x[:1]))
-    q = np.full(max_depth + 1, 1.0 / (max_depth + 1))
-    pruned = prune(config, variables, q, d_opt)
-    return forward_speedup(config, variables, pruned.config, pruned.variables, x)
 
 
 def _sorted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
