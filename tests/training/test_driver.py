@@ -89,6 +89,27 @@ def test_device_epochs_touch_the_host_only_at_chunk_boundaries(xor, monkeypatch)
     assert host_five - host_one >= 4 * steps * 2  # every step puts its inputs and labels
 
 
+def test_a_device_chunk_reads_the_host_twice(xor, monkeypatch):
+    """A device-fed chunk of epochs reads back its metrics and its stop flags, one read each:
+    training 5 one-epoch chunks costs 4 x 2 reads more than training one."""
+    counts = {"get": 0}
+    get = jax.device_get
+
+    def counting(*a, **k):
+        counts["get"] += 1
+        return get(*a, **k)
+
+    monkeypatch.setattr(jax, "device_get", counting)
+
+    def gets(epochs: int) -> int:
+        counts["get"] = 0
+        tc = TC.replace(max_epochs=epochs, patience=epochs)
+        fit_networks(xor, MLP, tc, MEMBERS, progress=False, chunk_epochs=1)
+        return counts["get"]
+
+    assert gets(5) - gets(1) == 4 * 2
+
+
 def test_device_and_host_feeds_learn_alike(xor):
     """The two feeds draw other data orders, so their numbers differ; both learn the task (the
     kept epoch's held-out objective well below the first, no validation errors) and the kept

@@ -142,11 +142,12 @@ def drive(
     limit = max_epochs if stop_after_epochs is None else min(max_epochs, stop_after_epochs)
     if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
         net = place(net, active)
+    # The flags before each chunk are the previous chunk's host read (one device read per chunk).
+    was_done, was_nonfinite = to_host((net.done, net.nonfinite)) if active.size else (None, None)
     try:
         while active.size and epoch < limit:
             t0 = time.perf_counter()
             stop = min(epoch + chunk_epochs, limit)
-            was_done, was_nonfinite = to_host((net.done, net.nonfinite))
             net, rows = advance(net, active, epoch, stop)
             seconds = time.perf_counter() - t0
             if rows is not None:
@@ -168,10 +169,12 @@ def drive(
                               f"the parameters of epoch {int(best_epoch[j])}", RuntimeWarning, stacklevel=3)
             epoch = stop
             running_best = float(np.min(best)) if best.size else float("nan")
+            was_done, was_nonfinite = done, nonfinite
             if done.all() or should_compact(done):
                 parts.append((active[done], take(net, np.flatnonzero(done))))
                 keep = np.flatnonzero(~done)
                 active, net = active[keep], take(net, keep)
+                was_done, was_nonfinite = done[keep], nonfinite[keep]
                 if active.size:
                     net = place(net, active)
             out_of_time = stop_after_seconds is not None and time.perf_counter() - called + seconds > stop_after_seconds
