@@ -65,47 +65,37 @@ def test_both_feeds_resume_exactly(xor, feed, tmp_path):
         _same(a, b)
 
 
+def _calls_of(monkeypatch, name: str, xor, **kwargs) -> int:
+    """How many times `jax.<name>` is called while `fit_networks` trains `epochs` epochs."""
+    counts, original = [0], getattr(jax, name)
+
+    def counting(*a, **k):
+        counts[0] += 1
+        return original(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(jax, name, counting)
+        epochs = kwargs.pop("epochs")
+        fit_networks(xor, MLP, TC.replace(max_epochs=epochs, patience=epochs), MEMBERS, progress=False, **kwargs)
+    return counts[0]
+
+
 def test_device_epochs_touch_the_host_only_at_chunk_boundaries(xor, monkeypatch):
     """On the device an epoch's batches come from data placed once: training 5 epochs in chunks
     of 5 transfers and dispatches no more than one epoch does, the host feed one batch per step."""
-    counts = {"put": 0}
-    put = jax.device_put
-
-    def counting(*a, **k):
-        counts["put"] += 1
-        return put(*a, **k)
-
-    monkeypatch.setattr(jax, "device_put", counting)
-
     def puts(**kwargs):
-        counts["put"] = 0
-        fit_networks(xor, MLP, TC.replace(max_epochs=kwargs.pop("epochs")), MEMBERS, progress=False, **kwargs)
-        return counts["put"]
+        return _calls_of(monkeypatch, "device_put", xor, **kwargs)
 
-    one, five = puts(epochs=1, chunk_epochs=5), puts(epochs=5, chunk_epochs=5)
-    assert five == one
-    host_one, host_five = puts(epochs=1, feed="host"), puts(epochs=5, feed="host")
+    assert puts(epochs=5, chunk_epochs=5) == puts(epochs=1, chunk_epochs=5)
     steps = -(-int(0.9 * xor.n_train) // TC.batch_size)
-    assert host_five - host_one >= 4 * steps * 2  # every step puts its inputs and labels
+    assert puts(epochs=5, feed="host") - puts(epochs=1, feed="host") >= 4 * steps * 2  # inputs and labels
 
 
 def test_a_device_chunk_reads_the_host_twice(xor, monkeypatch):
     """A device-fed chunk of epochs reads back its metrics and its stop flags, one read each:
     training 5 one-epoch chunks costs 4 x 2 reads more than training one."""
-    counts = {"get": 0}
-    get = jax.device_get
-
-    def counting(*a, **k):
-        counts["get"] += 1
-        return get(*a, **k)
-
-    monkeypatch.setattr(jax, "device_get", counting)
-
     def gets(epochs: int) -> int:
-        counts["get"] = 0
-        tc = TC.replace(max_epochs=epochs, patience=epochs)
-        fit_networks(xor, MLP, tc, MEMBERS, progress=False, chunk_epochs=1)
-        return counts["get"]
+        return _calls_of(monkeypatch, "device_get", xor, epochs=epochs, chunk_epochs=1)
 
     assert gets(5) - gets(1) == 4 * 2
 
