@@ -2,6 +2,9 @@
 VI on every set, standard and gap splits; test log-likelihood and RMSE in the data's units, the
 test-time cost of each method, and DUN's mean rank over sets.
 
+    python3 experiments/regression_uci.py --out docs/data/dun/uci   # the committed run
+    python3 experiments/regression_uci.py --quick                   # a smoke run
+
 Data: data/uci/ of this repository (DUN's UCI_for_sharing: boston, concrete, energy, kin8nm, naval,
 power, protein, wine, yacht; 20 standard 90/10 splits each, protein 5; one gap split per input
 feature, whose test set is the middle third of the rows sorted by that feature). --root or
@@ -12,10 +15,9 @@ Default (CPU-sized): every set, all standard splits (20; protein 5) and all gap 
 max depth 5, batch 128, SGD lr 0.005 momentum 0.9, patience 30 epochs, epoch cap min(200,
 ceil(2000 / steps per epoch)) (boston, concrete, energy, yacht 200 epochs; wine 182; kin8nm 39;
 power 33; naval 27; protein 7), 5 ensemble members, dropout 0.1, MFVI prior N(0, 1), 10
-test-time samples for MC dropout and MFVI. Cost, estimated from a few timed epochs of one standard
-split per set on 2 CPU cores, scaled to every split at the epoch cap (an upper bound: early
-stopping shortens the small sets): at most about 80 min for the standard splits (about 9 of them
-compiling), about 35 min more for the gap splits (--kinds standard leaves them out).
+test-time samples for MC dropout and MFVI. Cost: the committed run, 82 min of wall time on 2
+CPU cores (`wall_seconds` in docs/data/dun/uci/summary.json); --kinds standard leaves the gap
+splits out.
 
 --quick: boston and yacht, 2 standard and 2 gap splits each, at most 20 epochs (patience 20).
 --paper: DUN's network size (width 100, 10 layers) and up to 4000 epochs with patience 200.
