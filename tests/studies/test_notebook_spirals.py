@@ -1,5 +1,5 @@
-"""The spirals notebook executes top to bottom (on quick results), so it cannot rot. One file per
-notebook: test files are spread over the pytest workers."""
+"""The spirals notebook executes top to bottom, on quick results and on the committed records,
+so it cannot rot. One file per notebook: test files are spread over the pytest workers."""
 
 from pathlib import Path
 
@@ -7,16 +7,42 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
+FINDINGS_HEADER = "| figure | the paper | ours (mean ± std over seeds) | verdict |"
 
 
-def test_spirals_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    monkeypatch.setenv("VDJAX_RESULTS", str(tmp_path))
-    monkeypatch.setenv("VDJAX_QUICK_ARGS", "--quick --repeats 1 --max-epochs 50")
+def _run(monkeypatch, figures: Path, results: Path | None = None) -> nbformat.NotebookNode:
+    monkeypatch.setenv("VDJAX_FIGURES", str(figures))
+    if results is not None:
+        monkeypatch.setenv("VDJAX_RESULTS", str(results))
+    else:
+        monkeypatch.delenv("VDJAX_RESULTS", raising=False)
     nb = nbformat.read(ROOT / "notebooks" / "spirals.ipynb", as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}},
                    ).execute()
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) == 6  # Figs 2 (left), 3, 2 (right), 5, 6 (left), 6 (right)
+    return nb
+
+
+def _outputs(nb, kind: str) -> list[str]:
+    return [o["data"][kind] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if kind in o.get("data", {})]
+
+
+def test_spirals_notebook_runs_top_to_bottom_on_quick_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDJAX_QUICK_ARGS", "--quick --repeats 1 --max-epochs 50")
+    nb = _run(monkeypatch, tmp_path / "figures", tmp_path / "results")
+    assert len(_outputs(nb, "image/png")) == 6  # Figs 2 (left), 3, 2 (right), 5, 6 (left), 6 (right)
     for name in ("scan_max_depth_spirals", "scan_width_spirals", "scan_data_amount", "scan_spiral_complexity"):
-        assert len(list((tmp_path / name).glob("*.json"))) == 3
+        assert len(list((tmp_path / "results" / name).glob("*.json"))) == 3
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 5  # the notebook's own; Fig 3 is the script's
+    (table,) = [t for t in _outputs(nb, "text/markdown") if t.startswith(FINDINGS_HEADER)]
+    assert table.count("\n| Fig") >= 10  # a row per finding the quick grids allow
+
+
+def test_on_the_committed_records_its_verdicts_are_the_results_page(tmp_path, monkeypatch):
+    """By default the notebook reads docs/data/spirals, and its verdict table is the one that
+    docs/results/spirals.md renders from those records."""
+    nb = _run(monkeypatch, tmp_path)
+    (table,) = [t for t in _outputs(nb, "text/markdown") if t.startswith(FINDINGS_HEADER)]
+    page = (ROOT / "docs" / "results" / "spirals.md").read_text()
+    committed = page.split("<!-- BEGIN table:spirals-findings -->\n")[1].split("<!-- END table:spirals-findings -->")[0]
+    assert table.strip() == committed.strip()
