@@ -10,7 +10,10 @@ REPEATS = 6  # the paper's repeats for spirals
 
 
 def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
-    p = validate.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Each grid point's record holds its wall time (`wall_seconds`); a rerun into "
+                                "the same --out\nresumes from its checkpoints and skips the grid points already "
+                                "recorded.")
     p.add_argument("--quick", action="store_true", help="a smoke run: a short grid, 2 repeats, 300 epochs")
     p.add_argument("--repeats", type=validate.positive_int, default=None,
                    help=f"network seeds per grid point (default {REPEATS})")

@@ -3,9 +3,7 @@
     python3 experiments/scan_data_amount.py --out docs/data/spirals/scan_data_amount
     python3 experiments/scan_data_amount.py --quick   # a smoke run
 
-Cost: 10 sizes x 6 seeds: 26 min of recorded wall time on 2 CPU cores. The wall times are the
-records' `wall_seconds`; a rerun resumes from its checkpoints and skips the grid points already
-recorded.
+Cost: 10 sizes x 6 seeds: 26 min of recorded wall time on 2 CPU cores.
 
 The paper finds d_opt grows with the data and saturates near 11 after about 500 points.
 The test set stays 1800 points. Writes one results file per size, then fig6_data_amount.png.

@@ -5,8 +5,6 @@ max depth 20 (paper Fig 2, left, and Fig 3).
     python3 experiments/scan_deterministic_depth_spirals.py --quick   # a smoke run
 
 Cost: 22 networks (21 DDNs and one LDN) x 6 seeds: 40 min of recorded wall time on 2 CPU cores.
-The wall times are the records' `wall_seconds`; a rerun resumes from its checkpoints and skips
-the grid points already recorded.
 
 The paper finds that the depths the LDN gives most probability are those where DDNs do best,
 and that the LDN's marginal beats DDNs of every depth; Fig 3 draws the functions of the LDN's

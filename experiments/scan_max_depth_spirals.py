@@ -3,9 +3,7 @@
     python3 experiments/scan_max_depth_spirals.py --out docs/data/spirals/scan_max_depth_spirals
     python3 experiments/scan_max_depth_spirals.py --quick   # a smoke run
 
-Cost: 20 depths x 6 seeds: 78 min of recorded wall time on 2 CPU cores. The wall times are the
-records' `wall_seconds`; a rerun resumes from its checkpoints and skips the grid points already
-recorded.
+Cost: 20 depths x 6 seeds: 78 min of recorded wall time on 2 CPU cores.
 
 The paper finds the learnt depth d_opt and the test log-likelihood stable as D grows.
 Writes one results file per D to --out, then fig2_max_depth.png.

@@ -3,9 +3,7 @@
     python3 experiments/scan_spiral_complexity.py --out docs/data/spirals/scan_spiral_complexity
     python3 experiments/scan_spiral_complexity.py --quick   # a smoke run
 
-Cost: 7 rotations x 6 seeds: 6 min of recorded wall time on 2 CPU cores. The wall times are the
-records' `wall_seconds`; a rerun resumes from its checkpoints and skips the grid points already
-recorded.
+Cost: 7 rotations x 6 seeds: 6 min of recorded wall time on 2 CPU cores.
 
 The paper finds d_opt grows with the rotation, and test performance suffers past 720
 degrees with D=20. Writes one results file per rotation, then fig6_complexity.png.

@@ -4,8 +4,7 @@
     python3 experiments/scan_width_spirals.py --quick   # a smoke run
 
 Cost: 9 widths x 6 seeds: 337 min of recorded wall time on 2 CPU cores shared with other jobs,
-most of it widths 256 and 512. The wall times are the records' `wall_seconds`; a rerun resumes
-from its checkpoints and skips the grid points already recorded.
+most of it widths 256 and 512.
 
 The paper finds d_opt falls quickly as the width grows, with stable test performance for
 mid-range widths. Writes one results file per width, then fig5_width.png.

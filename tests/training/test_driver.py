@@ -65,7 +65,7 @@ def test_both_feeds_resume_exactly(xor, feed, tmp_path):
         _same(a, b)
 
 
-def _calls_of(monkeypatch, name: str, xor, **kwargs) -> int:
+def _calls_of(monkeypatch, name: str, xor, epochs: int, **kwargs) -> int:
     """How many times `jax.<name>` is called while `fit_networks` trains `epochs` epochs."""
     counts, original = [0], getattr(jax, name)
 
@@ -75,7 +75,6 @@ def _calls_of(monkeypatch, name: str, xor, **kwargs) -> int:
 
     with monkeypatch.context() as m:
         m.setattr(jax, name, counting)
-        epochs = kwargs.pop("epochs")
         fit_networks(xor, MLP, TC.replace(max_epochs=epochs, patience=epochs), MEMBERS, progress=False, **kwargs)
     return counts[0]
 
@@ -83,8 +82,8 @@ def _calls_of(monkeypatch, name: str, xor, **kwargs) -> int:
 def test_device_epochs_touch_the_host_only_at_chunk_boundaries(xor, monkeypatch):
     """On the device an epoch's batches come from data placed once: training 5 epochs in chunks
     of 5 transfers and dispatches no more than one epoch does, the host feed one batch per step."""
-    def puts(**kwargs):
-        return _calls_of(monkeypatch, "device_put", xor, **kwargs)
+    def puts(epochs: int, **kwargs) -> int:
+        return _calls_of(monkeypatch, "device_put", xor, epochs, **kwargs)
 
     assert puts(epochs=5, chunk_epochs=5) == puts(epochs=1, chunk_epochs=5)
     steps = -(-int(0.9 * xor.n_train) // TC.batch_size)
@@ -95,7 +94,7 @@ def test_a_device_chunk_reads_the_host_twice(xor, monkeypatch):
     """A device-fed chunk of epochs reads back its metrics and its stop flags, one read each:
     training 5 one-epoch chunks costs 4 x 2 reads more than training one."""
     def gets(epochs: int) -> int:
-        return _calls_of(monkeypatch, "device_get", xor, epochs=epochs, chunk_epochs=1)
+        return _calls_of(monkeypatch, "device_get", xor, epochs, chunk_epochs=1)
 
     assert gets(5) - gets(1) == 4 * 2
 

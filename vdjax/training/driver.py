@@ -142,7 +142,7 @@ def drive(
     limit = max_epochs if stop_after_epochs is None else min(max_epochs, stop_after_epochs)
     if active.size:  # a checkpoint of finished networks (killed before their results were written) has none
         net = place(net, active)
-    # The flags before each chunk are the previous chunk's host read (one device read per chunk).
+    # The stop flags before a chunk are those the previous chunk read back: they cross to the host once per chunk.
     was_done, was_nonfinite = to_host((net.done, net.nonfinite)) if active.size else (None, None)
     try:
         while active.size and epoch < limit:
