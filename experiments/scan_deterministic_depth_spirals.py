@@ -26,16 +26,17 @@ def main(argv=None):
     _common.start()
     import numpy as np
 
-    from vdjax.data import spirals_dataset
     from vdjax.studies.experiment import depth_probs, input_grid
     from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
-    from vdjax.studies.sweeps import load_variables, run_grid, spirals_point
+    from vdjax.studies.sweeps import load_variables, record_dataset, run_grid, spirals_point
 
     top = min(args.max_depth, 6) if args.quick else args.max_depth
     ldn_train = _common.protocol(args)
     ddn_train = ldn_train.replace(method="ddn")
-    ldn = spirals_point(f"ldn_max_depth={top:03d}", {"max_depth": top}, max_depth=top, train=ldn_train)
-    ddns = [spirals_point(f"ddn_depth={d:03d}", {"depth": d}, max_depth=d, train=ddn_train) for d in range(top + 1)]
+    opts = _common.point_options(args)
+    ldn = spirals_point(f"ldn_max_depth={top:03d}", {"max_depth": top}, max_depth=top, train=ldn_train, **opts)
+    ddns = [spirals_point(f"ddn_depth={d:03d}", {"depth": d}, max_depth=d, train=ddn_train, **opts)
+            for d in range(top + 1)]
     (ldn_rec,) = run_grid([ldn], args.out, _common.seeds(args))
     ddn_recs = run_grid(ddns, args.out, _common.seeds(args))
 
@@ -47,8 +48,9 @@ def main(argv=None):
                          title=f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth")
 
     # Fig 3: the functions of the LDN's single depths (top) and of one deep DDN's intermediate layers
-    # (bottom: the output block applied to that single network's activations after d blocks).
-    data = spirals_dataset(ldn.data)
+    # (bottom: the output block applied to that single network's activations after d blocks), over
+    # the training points of the LDN's first seed (the DDN's first seed drew the same data).
+    data = record_dataset(ldn_rec, 0)
     gx, gy, pts = input_grid(data.x_train, 80)
     ldn_maps = depth_probs(ldn.model, load_variables(args.out, ldn.name)[0], pts)
     deep = ddns[-1]

@@ -22,6 +22,21 @@ def test_spirals_are_seeded():
     assert not np.allclose(a.x_train, c.x_train)
 
 
+def test_spirals_draws_give_each_seed_its_own_draw():
+    from vdjax.data.spirals import spirals_draws
+
+    config = SpiralsConfig(rotation=540.0, n_train=100, seed=7)  # its own seed is not used
+    draws = spirals_draws(config, [0, 1])
+    for seed, d in zip((0, 1), draws):
+        want = spirals_dataset(SpiralsConfig(rotation=540.0, n_train=100, seed=seed))
+        np.testing.assert_array_equal(d.x_train, want.x_train)
+        np.testing.assert_array_equal(d.y_test, want.y_test)
+    assert not np.allclose(draws[0].x_train, draws[1].x_train)
+    for bad in (None, -1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            SpiralsConfig(seed=bad)
+
+
 def test_spiral_arms_have_the_requested_rotation():
     from vdjax.data.spirals import make_spirals
 

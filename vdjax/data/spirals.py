@@ -4,7 +4,9 @@ Each arm draws angles `t = sqrt(u) * rotation` (u ~ U[0, 1), so points are dense
 the outer end), places the point `(t cos t, t sin t)`, adds `noise * U[0, 1)` to each
 coordinate (uniform, as the reference generator does although the paper says Gaussian) and
 rotates the whole arm by `360 deg * arm / n_arms`. The label is the arm. The reference code
-ignored its `random_state`; here every draw comes from one `numpy` generator seeded by `seed`.
+ignored its `random_state` (numpy's global RNG, never seeded), so each of its runs trained and
+tested on a new draw; here every draw comes from one `numpy` generator seeded by `seed`, and
+`spirals_draws` gives repeats their own draws (one seed each) as the reference's reruns had.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ class SpiralsConfig:
     rotation: float = 720.0  # degrees of rotation of each arm
     noise: float = 0.2
     n_train: int = 200  # the rest of the points form the test set
-    seed: int = 0
+    seed: int = 0  # seeds the draw: the points, their noise and the train/test split
 
     def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.n_arms < 2:
             raise ValueError(f"n_arms must be >= 2, got {self.n_arms}")
         if self.n_points < self.n_arms:
@@ -75,3 +79,9 @@ def spirals_dataset(config: SpiralsConfig = SpiralsConfig()) -> Dataset:
         y_test=y[config.n_train :],
         num_classes=config.n_arms,
     )
+
+
+def spirals_draws(config: SpiralsConfig, seeds: list[int]) -> list[Dataset]:
+    """One data set per seed: `config` drawn with each seed in turn (the sizes, arms, rotation and
+    noise of `config`; its own `seed` is not used). The data of repeats that each draw their own."""
+    return [spirals_dataset(dataclasses.replace(config, seed=int(s))) for s in seeds]

@@ -1,16 +1,17 @@
 """Running and summarising learnt-depth networks on in-memory data sets (spirals).
 
 `run_in_memory` trains every seed with the compiled loop, then evaluates each seed's kept
-parameters: q(d), d_opt (95% rule and expected depth), marginal test metrics of the full and
-the pruned network, and test metrics of every single depth. Experiment scripts and the main
-job call it and only choose configs, files and plots.
+parameters: q(d), d_opt (95% rule, argmax q and expected depth), marginal test metrics of the
+full and the pruned network, and test metrics of every single depth. The seeds share one data
+set or each train and test on their own (`data` a list, one per seed). Experiment scripts and
+the main job call it and only choose configs, files and plots.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import flax.serialization
@@ -40,6 +41,10 @@ class SeedResult:
     epochs: int
     best_loss: float
     nonfinite: bool
+    # Fields added later: records written before them lack them.
+    data_seed: int | None  # the seed of the data this network trained and was tested on (None: not given)
+    d_argmax: int  # argmax q(d): the paper's pruning rule in low-data regimes (the spirals)
+    test_pruned_argmax: dict[str, float]  # marginal over d <= d_argmax after pruning
 
 
 @dataclasses.dataclass
@@ -58,6 +63,9 @@ class RunResult:
         stats["test_error"] = [s.test["error"] for s in self.seeds]
         stats["pruned_log_lik"] = [s.test_pruned["log_lik"] for s in self.seeds]
         stats["pruned_error"] = [s.test_pruned["error"] for s in self.seeds]
+        stats["d_argmax"] = [s.d_argmax for s in self.seeds]
+        stats["argmax_log_lik"] = [s.test_pruned_argmax["log_lik"] for s in self.seeds]
+        stats["argmax_error"] = [s.test_pruned_argmax["error"] for s in self.seeds]
         return {
             "model_config": self.model_config.describe(),
             "train_config": dataclasses.asdict(self.train_config),
@@ -84,6 +92,13 @@ def depth_verdict(d_opt: int, d_expected: int, test: dict[str, Any], test_pruned
             f"{1 - test_pruned['error']:.4f} / {test_pruned['log_lik']:.4f}\n")
 
 
+def d_argmax(q: np.ndarray) -> int:
+    """The most probable depth, argmax q(d) (the shallowest on ties): the paper's pruning rule in
+    low-data regimes such as the spirals, where the 95% rule (`d_opt_95`, the shallowest depth
+    with q(d) >= 0.95 max q) is its rule for medium and big data. Never below the 95% rule's."""
+    return int(np.argmax(np.asarray(q)))
+
+
 def pruned_metrics(
     model_config: Model, variables: dict, q: np.ndarray, depth: int, x: np.ndarray, y: np.ndarray
 ) -> dict[str, float]:
@@ -105,41 +120,63 @@ def epoch_progress(total: int, desc: str = "training", leave: bool = True) -> It
         yield progress
 
 
-def run_in_memory(data: Dataset, model_config: Model, train_config: TrainConfig, seeds: list[int],
-                  **fit_options: Any) -> RunResult:
+def run_in_memory(data: Dataset | Sequence[Dataset], model_config: Model, train_config: TrainConfig,
+                  seeds: list[int], data_seeds: Sequence[int] | None = None, **fit_options: Any) -> RunResult:
     """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them.
 
+    data: one data set that every seed trains and is tested on, or a list of one per seed (same
+    sizes) where seed i trains on `data[i].x_train` and is tested on `data[i].x_test`.
+    data_seeds: what drew each seed's data, recorded as its `data_seed` (None: not recorded).
     `fit_options` go to `vdjax.training.loop.fit` (`chunk_epochs`, `progress`, `checkpoint_dir`: saves
     there between chunks and resumes from it, `checkpoint_every_s`, `metrics_writer`).
     """
-    if model_config.input_shape != data.input_shape or model_config.num_classes != data.num_classes:
-        raise ValueError(
-            f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
-            f"data set {data.name!r} has {data.input_shape} with {data.num_classes}"
-        )
-    result = fit(model_config, train_config, data.x_train, data.y_train, seeds, **fit_options)
+    shared = isinstance(data, Dataset)
+    datasets = [data] * len(seeds) if shared else list(data)
+    if len(datasets) != len(seeds):
+        raise ValueError(f"one data set per seed: {len(seeds)} seeds, {len(datasets)} data sets")
+    if data_seeds is not None and len(data_seeds) != len(seeds):
+        raise ValueError(f"one data seed per seed: {len(seeds)} seeds, {len(data_seeds)} data seeds")
+    for d in datasets:
+        if model_config.input_shape != d.input_shape or model_config.num_classes != d.num_classes:
+            raise ValueError(
+                f"model expects inputs {model_config.input_shape} with {model_config.num_classes} classes, "
+                f"data set {d.name!r} has {d.input_shape} with {d.num_classes}"
+            )
+    if shared:
+        x, y = data.x_train, data.y_train
+    else:
+        if len({d.x_train.shape for d in datasets}) != 1:
+            raise ValueError(f"per-seed data sets must have equal train sizes, got {[d.n_train for d in datasets]}")
+        x, y = np.stack([d.x_train for d in datasets]), np.stack([d.y_train for d in datasets])
+    result = fit(model_config, train_config, x, y, seeds, **fit_options)
     method = train_config.method
     seed_results = []
     for i, seed in enumerate(seeds):
         state = result.best_state(i)
-        test = evaluate(model_config, state, data.x_test, data.y_test, method)
+        own = datasets[i]
+        test = evaluate(model_config, state, own.x_test, own.y_test, method)
         if method == "ldn":
             q = np.asarray(state.q, dtype=np.float64)
         else:
             q = np.eye(model_config.max_depth + 1)[model_config.max_depth]
-        d95, dexp = d_opt_95(q), expected_depth(q)
+        d95, dexp, dmax = d_opt_95(q), expected_depth(q), d_argmax(q)
+        pruned95 = pruned_metrics(model_config, state.variables, q, d95, own.x_test, own.y_test)
         seed_results.append(SeedResult(
             seed=int(seed),
             q=q,
             d_opt=d95,
             d_expected=dexp,
             test=test,
-            test_pruned=pruned_metrics(model_config, state.variables, q, d95, data.x_test, data.y_test),
-            test_pruned_expected=pruned_metrics(model_config, state.variables, q, dexp, data.x_test, data.y_test),
+            test_pruned=pruned95,
+            test_pruned_expected=pruned_metrics(model_config, state.variables, q, dexp, own.x_test, own.y_test),
             best_epoch=int(result.state.best_epoch[i]),
             epochs=int(result.state.epoch[i]),
             best_loss=float(result.state.best_loss[i]),
             nonfinite=bool(result.state.nonfinite[i]),
+            data_seed=None if data_seeds is None else int(data_seeds[i]),
+            d_argmax=dmax,
+            test_pruned_argmax=pruned95 if dmax == d95 else pruned_metrics(model_config, state.variables, q, dmax,
+                                                                           own.x_test, own.y_test),
         ))
     return RunResult(model_config, train_config, seed_results, result, result.seconds)
 

@@ -64,15 +64,32 @@ def stop_reason(seed: dict[str, Any], max_epochs: int) -> str:
 
 def per_seed(record: dict[str, Any], stat: str) -> np.ndarray:
     """One statistic of every seed of a record: d_opt, d_expected, test_log_lik, test_error,
-    pruned_log_lik, pruned_error, pruning_cost (pruned minus marginal LL) or epochs."""
+    pruned_log_lik, pruned_error, pruning_cost (pruned minus marginal LL) or epochs; in records
+    since per-repeat data also d_argmax (argmax q), argmax_log_lik, argmax_error (pruned to
+    d_argmax) and argmax_pruning_cost, and data_seed (`data_seeds` reads it from older ones too)."""
     get = {
         "test_log_lik": lambda s: s["test"]["log_lik"],
         "test_error": lambda s: s["test"]["error"],
         "pruned_log_lik": lambda s: s["test_pruned"]["log_lik"],
         "pruned_error": lambda s: s["test_pruned"]["error"],
         "pruning_cost": lambda s: s["test_pruned"]["log_lik"] - s["test"]["log_lik"],
+        "argmax_log_lik": lambda s: s["test_pruned_argmax"]["log_lik"],
+        "argmax_error": lambda s: s["test_pruned_argmax"]["error"],
+        "argmax_pruning_cost": lambda s: s["test_pruned_argmax"]["log_lik"] - s["test"]["log_lik"],
     }.get(stat, lambda s: s[stat])
     return np.array([get(s) for s in record["seeds"]], np.float64)
+
+
+def data_seeds(record: dict[str, Any]) -> list[int]:
+    """The data seed of every seed of a record: its own `data_seed` where recorded, else (records
+    from before per-repeat data, every seed on one draw) the record's `data_config.seed`."""
+    return [int(s["data_seed"]) if s.get("data_seed") is not None else int(record["data_config"]["seed"])
+            for s in record["seeds"]]
+
+
+def shares_data(record: dict[str, Any]) -> bool:
+    """Whether every seed of a record trained and was tested on the same draw."""
+    return len(set(data_seeds(record))) == 1
 
 
 def mean_std(values: np.ndarray) -> tuple[float, float]:
