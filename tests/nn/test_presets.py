@@ -1,4 +1,5 @@
-"""The paper's presets pinned to saved numbers, and the head's shared BatchNorm statistics."""
+"""The paper's presets pinned to saved numbers (to the rounding of another CPU), and the head's
+shared BatchNorm statistics."""
 
 import sys
 from pathlib import Path
@@ -24,18 +25,48 @@ def saved():
     return flax.serialization.msgpack_restore((DATA / "presets.msgpack").read_bytes())
 
 
+# The fixture was saved on one machine; another CPU reproduces it only to rounding. XLA:CPU compiles
+# for the machine's instruction set: another vector width, or FMA or none, reorders and contracts
+# float32 sums, so a value moves by a few ulps of the largest terms summed into it, times the
+# reduction's depth. Each leaf is therefore compared with an absolute tolerance of N float32 eps
+# times its own largest |value| (a leaf of exact zeros must stay exact zeros):
+# - initial variables and eval logits, N = 8: initialisers are elementwise (one rounding of
+#   `lo + u * (hi - lo)`, fused or not) and the eval pass sums at most 36 products per output;
+# - train-mode logits and the state after one SGD step, N = 200: batch statistics and gradients sum
+#   over up to 512 positions (8 images x an 8x8 map), and BatchNorm divides by a batch's sigma.
+# Measured against the fixture on an AVX-512 machine under --xla_cpu_max_isa=AVX2, AVX and SSE4_2,
+# with jax 0.10.2 and 0.12: at most 2.6 eps and 53 eps. A changed initialiser, init scale, layer
+# order, BatchNorm epsilon or update rule moves the eval logits or the step by far more.
+EPS = float(np.finfo(np.float32).eps)
+FORWARD_ULPS, TRAINED_ULPS = 8, 200  # ~1e-6 and ~2.4e-5 of the leaf's largest |value|
+TRAINED = ("train_logits", "step_params", "step_batch_stats", "step_loss")
+
+
+def assert_leaf_close(got, want, ulps: int, name: str):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    if not np.issubdtype(want.dtype, np.floating):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        return
+    scale = float(np.max(np.abs(want), initial=0.0))
+    np.testing.assert_allclose(got, want, rtol=0, atol=ulps * EPS * scale, err_msg=name)
+
+
+@pytest.mark.float_sensitive
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the fixture's floats are XLA:CPU's")
 @pytest.mark.parametrize("arch", sorted(PRESETS))
-def test_presets_init_outputs_and_train_step_are_bit_identical_to_the_saved_ones(arch, saved):
-    """Same key -> the same parameter paths and values, outputs and one SGD step, bit for bit."""
+def test_presets_init_outputs_and_train_step_match_the_saved_ones(arch, saved):
+    """Same key -> the same parameter paths, and the same values, outputs and one SGD step up to
+    the rounding of another CPU's kernels (the tolerances above)."""
     want, got = saved[arch], jax.device_get(record(PRESETS[arch]))
     paths = lambda t: [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]]  # noqa: E731
     assert paths(got) == paths(want)
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(want)[0], jax.tree_util.tree_leaves(got)):
-        np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
+        name = jax.tree_util.keystr(path)
+        assert_leaf_close(b, a, TRAINED_ULPS if path[0].key in TRAINED else FORWARD_ULPS, name)
     # ... and the saved parameters give the saved outputs.
     x, variables = want["x"], want["variables"]
-    np.testing.assert_array_equal(LDN(PRESETS[arch]).apply(variables, x), want["eval_logits"])
+    assert_leaf_close(LDN(PRESETS[arch]).apply(variables, x), want["eval_logits"], FORWARD_ULPS, "eval from saved")
 
 
 def test_presets_are_networks():

@@ -1,7 +1,7 @@
 """Writes `presets.msgpack`: the paper's MLP and CNN at a fixed key (init variables, eval and train
 outputs, and the state after one train step), which `tests/nn/test_presets.py` pins the presets to.
 
-Run from the repository root: `PYTHONPATH=. python3 tests/data/make_preset_fixture.py` (CPU).
+Run from the repository root: `PYTHONPATH=. python3 tests/nn/data/make_preset_fixture.py` (CPU).
 """
 
 from pathlib import Path
