@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from vdjax.data import spirals_dataset
 from vdjax.training.loop import fit
@@ -68,10 +69,17 @@ def test_jsonl_rows_are_readable_while_the_file_is_open(tmp_path):
     assert json.loads((tmp_path / "tb" / "metrics.jsonl").read_text()) == {"step": 5, "x": 0.5}
 
 
+@pytest.mark.float_sensitive
 def test_the_main_job_streams_its_metrics(tmp_path):
+    """Where the seed stops (patience 100 or --quick's 300 epochs) moves with the CPU's floats:
+    the stream is checked against what the run itself reports, not against a stopping epoch."""
     from vdjax.cli.main import main
 
     assert main(["spirals", "--quick", "--max-depth", "2", "--no-plots", "--out", str(tmp_path / "out"),
                  "--metrics-dir", str(tmp_path / "metrics")]) == 0
     rows = read_metrics(tmp_path / "metrics" / "metrics.jsonl")
-    assert rows and rows[-1]["step"] == 300 and "seed0/best_train_loss" in rows[-1]
+    seed = json.loads((tmp_path / "out" / "results.json").read_text())["seeds"][0]
+    assert seed["epochs"] == 300 or seed["epochs"] == seed["best_epoch"] + 100 + 1
+    steps = [row["step"] for row in rows]
+    assert steps == sorted(set(steps)) and seed["epochs"] <= steps[-1] <= 300  # one row per chunk, the last one's end
+    assert rows[-1]["seed0/epochs"] == seed["epochs"] and rows[-1]["seed0/best_train_loss"] == seed["best_loss"]
