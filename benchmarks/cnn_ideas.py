@@ -21,7 +21,7 @@ every block rematerialised, and the gradient of a loss on every depth's pooled f
   faster convolution could give.
 
 Every idea is checked against `im2col` (loss and gradients) before it is timed. The library's
-whole train step (`vdjax.training.train`) and, when PyTorch is installed, the PyTorch peer's step are
+whole train step (`vdjax.training.step`) and, when PyTorch is installed, the PyTorch peer's step are
 timed in the same rounds. Rounds interleave the variants; each time is a median over rounds.
 """
 

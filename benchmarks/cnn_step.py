@@ -16,7 +16,8 @@ import numpy as np
 from vdjax.cli import validate
 from vdjax.training.cost import median_seconds
 from vdjax.nn.models import ModelConfig
-from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
+from vdjax.training.config import TrainConfig
+from vdjax.training.step import init_state, make_optimizer, make_train_step
 
 
 def train_step_call(cfg: ModelConfig, batch: int) -> tuple[float, Callable[[], None]]:

@@ -29,12 +29,14 @@ from cnn_step import time_train_step  # noqa: E402
 from vdjax.cli import validate  # noqa: E402
 from vdjax.training.cost import median_seconds  # noqa: E402
 from vdjax.data import spirals_dataset  # noqa: E402
-from vdjax.training.loop import fit  # noqa: E402
+from vdjax.training.runner import fit  # noqa: E402
 from vdjax.nn.models import ModelConfig  # noqa: E402
-from vdjax.depth.prune import forward_fn, prune  # noqa: E402
+from vdjax.depth.prune import prune  # noqa: E402
+from vdjax.nn.models import forward_fn  # noqa: E402
 from report import benchmark_markdown  # noqa: E402
 from vdjax.runtime import use_all_cpu_cores  # noqa: E402
-from vdjax.training.train import TrainConfig, init_state, make_optimizer  # noqa: E402
+from vdjax.training.config import TrainConfig  # noqa: E402
+from vdjax.training.step import init_state, make_optimizer  # noqa: E402
 
 try:
     import torch
@@ -84,13 +86,13 @@ def spirals_row(n_seeds, max_depth, max_epochs, patience):
     tc = TrainConfig(max_epochs=max_epochs, patience=patience)
     seeds = list(range(n_seeds))
     t0 = time.perf_counter()
-    r = fit(cfg, tc, data.x_train, data.y_train, seeds)  # chunks of 250 epochs: stopped seeds compacted out
+    r = fit(cfg, tc, data, seeds)  # chunks of 250 epochs: stopped seeds compacted out
     jax.block_until_ready(r.state.best_loss)
     row = {"seeds": n_seeds, "max_depth": max_depth, "max_epochs": max_epochs, "patience": patience,
            "vdjax_s": time.perf_counter() - t0, "vdjax_epochs": [int(e) for e in r.state.epoch],
            "devices": len(jax.devices())}
     t0 = time.perf_counter()
-    fit(cfg, tc, data.x_train, data.y_train, seeds)  # the same again, compiled programs cached
+    fit(cfg, tc, data, seeds)  # the same again, compiled programs cached
     row["vdjax_s_no_compile"] = time.perf_counter() - t0
     if torch is not None:
         x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()

@@ -269,7 +269,7 @@ def torch_sequential_seconds(calls: list[Callable[[], float]], steps: int) -> fl
 def networks_section(s: Settings, budget: Budget, out: dict[str, Any]) -> None:
     """Rates (network-steps/s, medians over interleaved rounds) of K networks in one vdjax
     program and of PyTorch training them one after the other."""
-    from vdjax.training.protocol import take
+    from vdjax.training.runner import _take as take
 
     device, why_not = torch_device()
     d, batch, shape, steps = s.network_depth, s.batch, s.shape, s.network_steps
@@ -352,7 +352,7 @@ def method_config(method: str, s: Settings):
     """The paper's protocol as the reference code runs it (PAPER_IMAGE_PROTOCOL: stopping on the
     test ELBO of the marginal predictive, the reference's patience rule, LDNs at lr 0.1 throughout
     and DDNs dropping it x0.1 after 31 epochs) for `method`, at the slice's batch and epoch cap."""
-    from vdjax.training.trainer import PAPER_IMAGE_PROTOCOL
+    from vdjax.training.config import PAPER_IMAGE_PROTOCOL
 
     return PAPER_IMAGE_PROTOCOL.replace(method=method, batch_size=s.batch, max_epochs=s.slice_max_epochs)
 
@@ -391,12 +391,12 @@ def network_summary(record: dict[str, Any], wall_s: float, limit_s: float) -> di
 def train_network(data, method: str, depth: int, s: Settings, limit_s: float) -> dict[str, Any]:
     """One network with the library's image trainer, stopped by patience, the epoch cap or `limit_s`."""
     from vdjax.studies.image_runs import ImagePoint, cnn_config, network_record
-    from vdjax.training.trainer import fit_networks
+    from vdjax.training.config import RunOptions
+    from vdjax.training.runner import fit
 
     cfg, tc = cnn_config(data, depth, head_norm="shared"), method_config(method, s)
     t0 = time.perf_counter()
-    result = fit_networks(data, cfg, tc, [(method, 0)], progress=False, log=log,
-                          stop_after_seconds=max(limit_s, 0.0))[0]
+    result = fit(cfg, tc, data, [(method, 0)], RunOptions(log=log, stop_after_seconds=max(limit_s, 0.0)))
     record = network_record(data, ImagePoint(method, depth, 0), result, cfg, tc)
     row = network_summary(record, time.perf_counter() - t0, limit_s)
     log(f"  slice {method} D={depth}: {row['epochs']} epochs ({row['stopped']}), test LL {row['test']['log_lik']:.3f}"
@@ -408,7 +408,7 @@ def train_network(data, method: str, depth: int, s: Settings, limit_s: float) ->
 def slice_section(s: Settings, budget: Budget, out: dict[str, Any], data) -> None:
     """LDNs first (the target is about them), then DDNs; each network gets an equal part of the
     time left (its fit stops short of it, leaving room for the test evaluation)."""
-    from vdjax.training.protocol import Batching
+    from vdjax.training.epoch import Batching
 
     batching, tc = Batching.for_size(data.n_train, s.batch), method_config("ldn", s)
     out.update(dataset=data.name, n_train=data.n_train, n_test=int(len(data.x_test)), batch_size=s.batch,

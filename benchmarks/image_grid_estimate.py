@@ -71,8 +71,9 @@ def grid_epoch(train_step: Callable[[str, int], float], eval_image: Callable[[st
 def counted_flops(shape: tuple[int, int, int], depth: int, batch: int) -> tuple[float, float]:
     """XLA's FLOP count of (one train step, one evaluation forward pass) at `batch`, with the
     native convolution (as on a GPU), lowered but not compiled."""
-    from vdjax.depth.prune import forward_fn
-    from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
+    from vdjax.nn.models import forward_fn
+    from vdjax.training.config import TrainConfig
+    from vdjax.training.step import init_state, make_optimizer, make_train_step
 
     cfg = ModelConfig("cnn", depth, 10, shape, conv_impl="xla")
     tc = TrainConfig()

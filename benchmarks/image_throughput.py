@@ -44,8 +44,8 @@ def _configs(depth: int, batch: int, shape: tuple[int, int, int], train_config=N
     """The model, train config and steps per epoch of the trainer's program: the image protocol
     at this batch size unless `train_config` is given (a run's own, with its `n_train`)."""
     from vdjax.nn.models import ModelConfig
-    from vdjax.training.protocol import Batching
-    from vdjax.training.trainer import IMAGE_PROTOCOL
+    from vdjax.training.config import IMAGE_PROTOCOL
+    from vdjax.training.epoch import Batching
 
     tc = train_config or IMAGE_PROTOCOL.replace(batch_size=batch)
     return ModelConfig("cnn", depth, 10, shape), tc, Batching.for_size(n_train, tc.batch_size).n_batches
@@ -58,14 +58,15 @@ def initial_states(depth: int, batch: int, shape: tuple[int, int, int], n: int, 
     initialisation is compiled)."""
     import jax.numpy as jnp
 
-    from vdjax.training.trainer import _compiled_init
+    from vdjax.training.objective import Objective
+    from vdjax.training.runner import _compiled_init
 
     cfg, tc, steps = _configs(depth, batch, shape, train_config, n_train)
-    return _compiled_init(cfg, tc, steps)(jnp.arange(n, dtype=jnp.uint32))
+    return _compiled_init(Objective(cfg, tc, n_train), steps)(jnp.arange(n, dtype=jnp.uint32))
 
 
 class VdjaxProgram:
-    """Networks of one architecture as `fit_networks` trains them: its compiled step, its
+    """Networks of one architecture as `vdjax.fit` trains them on the host feed: its compiled step, its
     placement on the mesh, its host-fed batches."""
 
     def __init__(self, depth: int, batch: int, shape: tuple[int, int, int], net, seed: int = 0,
@@ -75,8 +76,9 @@ class VdjaxProgram:
         import jax
         import numpy as np
 
-        from vdjax.runtime import place
-        from vdjax.training.trainer import _compiled_step, _place
+        from vdjax.runtime import mesh_shardings, place
+        from vdjax.training.feeds import _compiled_step, mesh_for
+        from vdjax.training.objective import Objective
 
         k = int(net.done.shape[0])
         self.k, self.batch, self._jax, self._place = k, batch, jax, place
@@ -86,9 +88,10 @@ class VdjaxProgram:
         self.y = rng.integers(0, 10, POOL).astype(np.int32)
         self.rng = rng
         t0 = time.perf_counter()
-        net, on_nets, self.on_batch = _place(net, k, {"nets": None, "data": 1}, jax.local_devices())
-        self.train, self.done, self.is_ldn = net.train, net.done, place(np.ones(k, bool), on_nets)
-        self.step_fn = _compiled_step(cfg, tc, steps_per_epoch, n_train)
+        on_nets, self.on_batch = mesh_shardings(mesh_for(k, {"nets": None, "data": 1}, jax.local_devices()))
+        net = place(net, on_nets)
+        self.train, self.done, self.methods = net.train, net.done, place(np.zeros(k, np.int32), on_nets)  # all LDNs
+        self.step_fn = _compiled_step(Objective(cfg, tc, n_train), steps_per_epoch, True)
         self.run(1)  # compiles, then a warm-up step
         self.compile_s = time.perf_counter() - t0
 
@@ -97,7 +100,7 @@ class VdjaxProgram:
         t0 = time.perf_counter()
         for _ in range(steps):
             idx = self.rng.integers(0, POOL, (self.k, self.batch))
-            self.train, _ = self.step_fn(self.train, self.done, self.is_ldn, self._place(self.x[idx], self.on_batch),
+            self.train, _ = self.step_fn(self.train, self.done, self.methods, self._place(self.x[idx], self.on_batch),
                                          self._place(self.y[idx], self.on_batch))
         self._jax.block_until_ready(self.train)
         return time.perf_counter() - t0
@@ -110,7 +113,7 @@ class VdjaxProgram:
         self._jax.block_until_ready((x, y))
         t0 = time.perf_counter()
         for _ in range(steps):
-            self.train, _ = self.step_fn(self.train, self.done, self.is_ldn, x, y)
+            self.train, _ = self.step_fn(self.train, self.done, self.methods, x, y)
         self._jax.block_until_ready(self.train)
         return time.perf_counter() - t0
 
@@ -227,7 +230,7 @@ def measure(depth: int, batch: int, shape: tuple[int, int, int], counts: list[in
     import jax
     import numpy as np
 
-    from vdjax.training.protocol import take
+    from vdjax.training.runner import _take as take
 
     peers, times = [], {}
     cores = os.cpu_count() or 1

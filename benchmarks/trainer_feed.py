@@ -112,26 +112,37 @@ def measure(args, variant: str, depth: int) -> dict:
     epoch seconds of one program of an LDN and a DDN at max depth `depth`."""
     counter = Counter()  # before the trainer compiles anything
     ModelConfig = library("nn.models", "models").ModelConfig
-    trainer = library("training.trainer", "trainer")
-    IMAGE_PROTOCOL, fit_networks = trainer.IMAGE_PROTOCOL, trainer.fit_networks
+    fit_networks, IMAGE_PROTOCOL = image_trainer(variant)
 
     data, _ = load(args)
     tc = IMAGE_PROTOCOL.replace(batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs)
     cfg = ModelConfig("cnn", depth, 10, data.input_shape)
-    feed = {} if variant == "before" else {"feed": variant}
     members = [("ldn", 0), ("ddn", 0)]
     counter.on = True  # compiles; what a one-epoch call costs besides its epoch
-    fit_networks(data, cfg, tc.replace(max_epochs=1), members, progress=False, **feed)
+    fit_networks(data, cfg, tc.replace(max_epochs=1), members)
     counter.on = False
     one, row, seconds = counter.take(), {}, []
     for _ in range(args.rounds):
         counter.on = True
-        run = fit_networks(data, cfg, tc, members, progress=False, **feed)[0]
+        history = fit_networks(data, cfg, tc, members)
         counter.on = False
         counts = counter.take()
-        seconds += [h["seconds"] for h in run.history[1:]]
+        seconds += [h["seconds"] for h in history[1:]]
         row.update({kind: (counts[kind] - one[kind]) / (args.epochs - 1) for kind in counts})
-    return {**row, "epoch_s": statistics.median(seconds), "val_loss": [h["val_loss"] for h in run.history]}
+    return {**row, "epoch_s": statistics.median(seconds), "val_loss": [h["val_loss"] for h in history]}
+
+
+def image_trainer(variant: str):
+    """(train(data, cfg, tc, members) -> the first network's history, the image protocol) of
+    the tree's vdjax: `vdjax.fit` with the variant's feed, or the trainer of a tree before it."""
+    if hasattr(vdjax, "RunOptions"):
+        options = vdjax.RunOptions(feed=variant)
+        return (lambda data, cfg, tc, members: vdjax.fit(cfg, tc, data, members, options).histories[0]), \
+            vdjax.IMAGE_PROTOCOL
+    trainer = library("training.trainer", "trainer")
+    feed = {} if variant == "before" else {"feed": variant}
+    return (lambda data, cfg, tc, members: trainer.fit_networks(data, cfg, tc, members, progress=False,
+                                                                **feed)[0].history), trainer.IMAGE_PROTOCOL
 
 
 def spirals(seeds: int, epochs: int) -> dict:
@@ -141,9 +152,13 @@ def spirals(seeds: int, epochs: int) -> dict:
 
     from vdjax.data import spirals_dataset
 
-    fit = library("training.loop", "loop").fit
     ModelConfig = library("nn.models", "models").ModelConfig
-    TrainConfig = library("training.train", "train").TrainConfig
+    if hasattr(vdjax, "RunOptions"):
+        TrainConfig = vdjax.TrainConfig
+        fit = lambda cfg, tc, x, y, seeds: vdjax.fit(cfg, tc, (x, y), seeds)  # noqa: E731
+    else:
+        fit = library("training.loop", "loop").fit
+        TrainConfig = library("training.train", "train").TrainConfig
 
     data, cfg = spirals_dataset(), ModelConfig("mlp", 20, 2, (2,))
     tc = TrainConfig(max_epochs=epochs, patience=epochs)
@@ -194,8 +209,8 @@ def main(argv=None) -> int:
     import jax
 
     from vdjax.io import write_json
-    from vdjax.training.protocol import Batching
     from vdjax.runtime import environment
+    from vdjax.training.epoch import Batching
 
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ def point_options(args) -> dict:
 
 
 def protocol(args):
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import TrainConfig
 
     if args.quick:
         return TrainConfig(max_epochs=args.max_epochs or 300, patience=100)

@@ -22,7 +22,7 @@ class ImagePreset:
     seeds: tuple[int, ...]
     n_train: int | None  # None: the whole training set
     n_test: int | None
-    train: dict  # changes to vdjax.training.trainer.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
+    train: dict  # changes to vdjax.IMAGE_PROTOCOL, or {"paper": True} for PAPER_IMAGE_PROTOCOL
     head_norm: str = "per_depth"
     out: str = "results/images"
     width: int | None = None  # the CNN's outer / inner channels (None: the paper's 64 / 32)
@@ -30,7 +30,7 @@ class ImagePreset:
     ablation: tuple["Ablation", ...] = ()
 
     def train_config(self):
-        from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+        from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
         return PAPER_IMAGE_PROTOCOL if self.train.get("paper") else IMAGE_PROTOCOL.replace(**self.train)
 
@@ -237,7 +237,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import check_available, load_images
     from vdjax.studies.image_runs import ImagePoint, image_figures, run_image_points
-    from vdjax.training.trainer import with_stopping_data
+    from vdjax.training.runner import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test, network = settings(args, cpu_depths)
     validate.unique(seeds, "--seeds")

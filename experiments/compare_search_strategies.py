@@ -53,7 +53,7 @@ def setting(name, args):
     """(data, model config, train config, search config, seeds) for one data set."""
     from vdjax.nn.models import ModelConfig
     from vdjax.baselines.search import SearchConfig
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import TrainConfig
 
     if name == "spirals":
         from vdjax.data import SpiralsConfig, spirals_dataset
@@ -64,7 +64,7 @@ def setting(name, args):
         search = SearchConfig("darts1", steps=args.search_steps or 2000)
         return data, model, train, search, list(range(args.seeds or 3))
     from vdjax.data.images import load_images
-    from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+    from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
 
     data = load_images(name, args.data_dir, n_train=args.n_train, n_test=args.n_test)
     train = PAPER_IMAGE_PROTOCOL if args.paper_protocol else IMAGE_PROTOCOL.replace(

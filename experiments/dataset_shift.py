@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from vdjax.io import save_figure, write_json
     from vdjax.nn.models import ModelConfig
     from vdjax.baselines.shift import auroc, class_split, predictive_entropy, rotate_images
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import TrainConfig
 
     spec = IMAGE_DATASETS["fashion_mnist"]
     wall, t0 = {}, time.perf_counter()
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     wall["load_and_train"], t0 = time.perf_counter() - t0, time.perf_counter()
     key = jax.random.key(args.seed)
     predict = {
-        "ldn": lambda x: ldn_predictive(cfg, trained.ldn.state, x),
+        "ldn": lambda x: ldn_predictive(cfg, trained.ldn, x),
         "ddn": lambda x: ddn_predictive(cfg, trained.ddns[0].state, x),
         "ensemble": lambda x: ensemble_predictive(cfg, [r.state for r in trained.ddns], x),
         "dropout": lambda x: mc_dropout_predictive(trained.dropout_config, trained.dropout.state, x, key, args.samples),
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               "n_test": len(data.x_test), "n_ood": {k: len(v) for k, v in ood_sets.items()}, "paper": args.paper,
               "model_config": repr(cfg), "train_config": repr(tc), "ensemble_size": len(trained.ddns),
               "dropout_rate": args.dropout_rate, "dropout_samples": args.samples,
-              "q": np.asarray(trained.ldn.state.q).tolist(), "rotation": rotation, "ood_auroc": ood,
+              "q": np.asarray(trained.ldn.q).tolist(), "rotation": rotation, "ood_auroc": ood,
               "test_time_seconds": seconds, "training": trained.summary(),
               "wall_seconds": {k: round(v, 1) for k, v in wall.items()}}
     path = write_json(args.out / "shift_fashion_mnist.json", result)

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from vdjax.data.regression import toy_dataset
     from vdjax.io import save_figure, write_json
     from vdjax.nn.models import ModelConfig
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import TrainConfig
 
     s = _dun.settings(args, CPU, PAPER)
     data, sx = toy_dataset(args.dataset, seed=args.seed)
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         "dataset": data.name, "n_train": data.n_train, "n_test": len(data.x_test), "paper": args.paper,
         "model_config": repr(cfg), "train_config": repr(tc), "ensemble_size": len(trained.ddns),
         "dropout_rate": args.dropout_rate, "dropout_samples": args.samples,
-        "q": np.asarray(trained.ldn.state.q).tolist(), "d_opt": d_opt,
+        "q": np.asarray(trained.ldn.q).tolist(), "d_opt": d_opt,
         "test": test, "predictive_std": uncertainty, "regions": regions,
         "test_time_seconds": seconds, "training": trained.summary(),
     }

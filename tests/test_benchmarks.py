@@ -42,7 +42,8 @@ def test_torch_peer_computes_the_same_loss_as_vdjax():
     import torch_ldn
 
     from vdjax.nn.models import LDN, ModelConfig
-    from vdjax.depth.posterior import negative_elbo
+    from vdjax.training.config import TrainConfig
+    from vdjax.training.objective import Objective, negative_elbo
 
     model = torch_ldn.TorchLDN("mlp", 3, 2, 2, 5)
     model.eval()
@@ -54,7 +55,8 @@ def test_torch_peer_computes_the_same_loss_as_vdjax():
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
     alpha = np.array([0.1, -0.2, 0.3, 0.0], np.float32)
     ref = torch_ldn.negative_elbo(torch.from_numpy(theirs), torch.from_numpy(y), torch.from_numpy(alpha), 50)
-    got, _ = negative_elbo(ours, jnp.asarray(y), jnp.asarray(alpha), 50)
+    got = negative_elbo({"model": {}, "depth_logits": jnp.asarray(alpha)}, ours, jnp.asarray(y),
+                        Objective(cfg, TrainConfig(), 50))
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
 
 

@@ -1,33 +1,38 @@
 """vdjax: Variational Depth Search in ResNets (learnt-depth networks) in JAX/Flax.
 
 The public API is this module's `__all__`: build an LDN (`Network` from your own Flax modules,
-or a `ModelConfig` preset), train it (`fit`: the spirals protocol, stopping on the train ELBO;
-`fit_networks`: held-out early stopping, LDNs and DDNs in one program; both on one driver), read its posterior over depth, prune it to `d_opt` and
-predict. Everything else lives in submodules named by what they do.
+or a `ModelConfig` preset), train it (`fit`, with a `TrainConfig` protocol: stopping on the train
+ELBO as the paper's spirals, or on a held-out split as its images; `RunOptions` for
+checkpoints, budgets, meshes and progress), read its posterior over depth, prune it to `d_opt`
+and predict. Everything else lives in submodules named by what they do.
 """
 
 from vdjax.data import load_images, spirals_dataset
-from vdjax.studies.experiment import run_in_memory
-from vdjax.training.loop import fit
-from vdjax.training.metrics_writer import create_writer
-from vdjax.nn.models import LDN, Model, ModelConfig, Network
-from vdjax.depth.posterior import depth_posterior, log_prior, negative_elbo
-from vdjax.depth.prune import (PrunedLDN, d_opt_95, eval_logits, expected_depth, fold_posterior, predict_log_probs, prune,
-                         select_depth)
+from vdjax.depth.posterior import depth_posterior, log_prior
+from vdjax.depth.prune import PrunedLDN, d_opt_95, expected_depth, fold_posterior, predict_log_probs, prune, select_depth
+from vdjax.nn.models import LDN, Model, ModelConfig, Network, eval_logits
 from vdjax.studies import load_results
-from vdjax.training.train import TrainConfig, TrainState, evaluate, init_state, make_optimizer, make_train_step
-from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, fit_networks
+from vdjax.studies.experiment import run_in_memory
+from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, SPIRALS_PROTOCOL, RunOptions, TrainConfig
+from vdjax.training.metrics_writer import create_writer
+from vdjax.training.objective import Objective, evaluate, negative_elbo
+from vdjax.training.runner import FitResult, fit
+from vdjax.training.step import TrainState, init_state, make_optimizer, make_train_step
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitResult",
     "IMAGE_PROTOCOL",
     "LDN",
     "Model",
     "ModelConfig",
     "Network",
+    "Objective",
     "PAPER_IMAGE_PROTOCOL",
     "PrunedLDN",
+    "RunOptions",
+    "SPIRALS_PROTOCOL",
     "TrainConfig",
     "TrainState",
     "create_writer",
@@ -37,7 +42,6 @@ __all__ = [
     "evaluate",
     "expected_depth",
     "fit",
-    "fit_networks",
     "fold_posterior",
     "init_state",
     "load_images",

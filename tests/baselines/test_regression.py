@@ -29,7 +29,9 @@ from vdjax.depth.likelihoods import (
     to_original_scale,
 )
 from vdjax.nn.models import LDN, ModelConfig
-from vdjax.training.train import TrainConfig, init_state, loss_fn, make_optimizer
+from vdjax.training.config import TrainConfig
+from vdjax.training.objective import Objective
+from vdjax.training.step import init_state, loss_fn, make_optimizer
 
 
 def test_mixture_log_likelihood_matches_hand_computation():
@@ -87,9 +89,9 @@ def test_gaussian_elbo_gradients_are_finite_and_reach_the_noise_and_q():
     state = init_state(jax.random.key(0), cfg, make_optimizer(tc, 1))
     assert float(state.params["log_noise"]) == 0.0 and state.rng is not None
     x, y = jax.random.normal(jax.random.key(1), (16, 1)), jnp.linspace(-2, 2, 16)
-    grad = jax.jit(lambda p, s, k: jax.grad(loss_fn, has_aux=True)(p, s, x, y, model_config=cfg, train_config=tc,
-                                                                    n_train=16, dropout_key=k)[0])
-    grads = grad(state.params, state.batch_stats, jax.random.key(2))
+    # The dropout stream's key is the state's (`rng`): a step samples with fold_in(rng, step).
+    grad = jax.jit(lambda p, s: jax.grad(loss_fn, has_aux=True)(p, s, x, y, Objective(cfg, tc, 16))[0])
+    grads = grad(state.params, state.replace(rng=jax.random.key_data(jax.random.key(2))))
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert float(jnp.abs(grads["log_noise"])) > 0 and float(jnp.abs(grads["depth_logits"]).sum()) > 0
@@ -211,9 +213,10 @@ def test_regression_ldn_learns_and_baselines_predict(trained):
 
 def test_ensemble_members_differ_and_train_as_one_program(trained):
     _, tr = trained
-    assert {r.networks for r in [tr.ldn, *tr.ddns]} == {3}
-    a, b = (r.state.params["model"]["input"]["kernel"] for r in tr.ddns)
+    in_program = ["ldn"] + [f"ddn_{i}" for i in range(len(tr.ddns))]
+    assert len(in_program) == 3 and {tr.training[k]["networks_in_program"] for k in in_program} == {3}
+    a, b = (s.params["model"]["input"]["kernel"] for s in tr.ddns)
     assert not np.allclose(a, b)
-    p = ddn_predictive(tr.model_config, tr.ddns[0].state, np.zeros((3, 1), np.float32))
+    p = ddn_predictive(tr.model_config, tr.ddns[0], np.zeros((3, 1), np.float32))
     assert isinstance(p, Predictive) and p.outputs.shape == (1, 3, 1)
     assert dataclasses.replace(p, stds=None).likelihood == "categorical"

@@ -189,7 +189,7 @@ def test_search_config_validation():
 
 def test_compare_runs_every_kind_of_strategy_and_summarises():
     from vdjax.studies.search_compare import compare, markdown_table, summary_table
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import TrainConfig
 
     data = spirals_dataset(SpiralsConfig(n_points=500, n_train=100))
     model = ModelConfig("mlp", 3, 2, (2,), width=8)
@@ -227,7 +227,7 @@ def test_compare_on_images_uses_the_image_trainer():
 
     from vdjax.data.images import load_images
     from vdjax.studies.search_compare import compare
-    from vdjax.training.trainer import IMAGE_PROTOCOL
+    from vdjax.training.config import IMAGE_PROTOCOL
 
     data = load_images("fashion_mnist", real_fashion_dir(), source="files", n_train=64, n_test=32)
     model = ModelConfig("cnn", 1, 10, (28, 28, 1))

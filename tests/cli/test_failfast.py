@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vdjax import fit
 from vdjax.cli import validate
 from vdjax.data import spirals_dataset
 from vdjax.io import SCHEMA_VERSION, read_json, write_json, write_text
-from vdjax.training.loop import fit
 from vdjax.nn.models import ModelConfig
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -46,7 +46,7 @@ def no_training(monkeypatch):
 def test_the_guard_catches_training(no_training):
     """The guard itself: starting any training run trips it."""
     with pytest.raises(AssertionError, match="initialised before the bad input"):
-        fit(TINY, SHORT, SPIRALS.x_train, SPIRALS.y_train, [0])
+        fit(TINY, SHORT, (SPIRALS.x_train, SPIRALS.y_train), [0])
 
 
 @pytest.fixture
@@ -278,12 +278,12 @@ LIBRARY_CASES = {
 
 @pytest.mark.parametrize("bad, error, message", LIBRARY_CASES.values(), ids=LIBRARY_CASES.keys())
 def test_fit_rejects_bad_input_before_compiling(bad, error, message, monkeypatch):
-    import vdjax.training.loop
+    import vdjax.training.runner
 
-    monkeypatch.setattr(vdjax.training.loop, "_compiled_init", lambda *a: pytest.fail("compiled before checking"))
+    monkeypatch.setattr(vdjax.training.runner, "_compiled_init", lambda *a: pytest.fail("compiled before checking"))
     args = {"x": SPIRALS.x_train, "y": SPIRALS.y_train, "seeds": [0], **bad}
     with pytest.raises(error, match=message):
-        fit(TINY, SHORT, args["x"], args["y"], args["seeds"])
+        fit(TINY, SHORT, (args["x"], args["y"]), args["seeds"])
 
 
 def test_a_failed_write_goes_to_the_fallback_and_says_where(tmp_path, monkeypatch, capsys):

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from vdjax.nn.models import ModelConfig
-from vdjax.depth.posterior import kl_categorical, log_prior, negative_elbo, per_depth_nll
-from vdjax.training.train import TrainConfig, init_state, loss_fn, make_optimizer, make_train_step
+from vdjax.depth.posterior import kl_categorical, log_prior, per_depth_nll
+from vdjax.training.config import TrainConfig
+from vdjax.training.objective import Objective, negative_elbo
+from vdjax.training.step import init_state, loss_fn, make_optimizer, make_train_step
 
 
 def np_log_softmax(a, axis=-1):
@@ -47,7 +49,11 @@ def test_negative_elbo_equals_hand_computation():
     prior /= prior.sum()
     kl = np.sum(q * np.log(q / prior))
     expected = np.sum(q * ce) + kl / n_train
-    loss, aux = negative_elbo(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(alpha), n_train)
+    # What training minimises (`vdjax.negative_elbo`, the objective's loss), on these outputs.
+    objective = Objective(ModelConfig("mlp", 2, 4, (2,)), TrainConfig(), n_train)
+    params = {"model": {}, "depth_logits": jnp.asarray(alpha)}
+    loss = negative_elbo(params, jnp.asarray(logits), jnp.asarray(labels), objective)
+    _, aux = objective.loss(params, jnp.asarray(logits), jnp.asarray(labels))
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     np.testing.assert_allclose(aux["nll_per_depth"], ce, rtol=1e-5)
     np.testing.assert_allclose(aux["kl"], kl, rtol=1e-5)
@@ -61,18 +67,14 @@ def test_gradients_reach_every_weight_and_the_depth_logits(arch, shape):
     state = init_state(jax.random.key(0), cfg, make_optimizer(tc, 1))
     x = jax.random.normal(jax.random.key(1), (16, *shape))
     y = jax.random.randint(jax.random.key(2), (16,), 0, 3)
-    grads = jax.grad(lambda p: loss_fn(p, state.batch_stats, x, y, model_config=cfg, train_config=tc, n_train=16)[0])(
-        state.params
-    )
+    grads = jax.grad(lambda p: loss_fn(p, state, x, y, Objective(cfg, tc, 16))[0])(state.params)
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]
     for path, g in flat:
         assert np.all(np.isfinite(g)), path
         assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
     # The DDN loss ignores the depth logits.
     ddn = tc.replace(method="ddn")
-    g_ddn = jax.grad(lambda p: loss_fn(p, state.batch_stats, x, y, model_config=cfg, train_config=ddn, n_train=16)[0])(
-        state.params
-    )
+    g_ddn = jax.grad(lambda p: loss_fn(p, state, x, y, Objective(cfg, ddn, 16))[0])(state.params)
     assert float(jnp.abs(g_ddn["depth_logits"]).max()) == 0.0
 
 

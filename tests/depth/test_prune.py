@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 
 from vdjax.depth.metrics import marginal_log_probs
-from vdjax.nn.models import LDN, ModelConfig
 from vdjax.depth.prune import (
     d_opt_95,
-    eval_logits,
     expected_depth,
     fold_posterior,
     predict_log_probs,
@@ -15,7 +13,9 @@ from vdjax.depth.prune import (
     prune_variables,
     select_depth,
 )
-from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
+from vdjax.nn.models import LDN, ModelConfig, eval_logits
+from vdjax.training.config import TrainConfig
+from vdjax.training.step import init_state, make_optimizer, make_train_step
 
 
 def test_d_opt_95_is_the_shallowest_depth_near_the_maximum():

@@ -1,5 +1,5 @@
 """LDNs from user-supplied Flax modules: the README's example, and blocks with BatchNorm, dropout
-and no normalisation through every trainer, pruning and prediction."""
+and no normalisation through both training regimes, pruning and prediction."""
 
 import re
 from pathlib import Path
@@ -12,10 +12,8 @@ import pytest
 
 import vdjax
 from vdjax.baselines.dun import ddn_predictive, ensemble_predictive, mc_dropout_predictive
-from vdjax.data import SpiralsConfig, spirals_dataset
-from vdjax.training.loop import fit
 from vdjax.baselines.search import SearchConfig, search
-from vdjax.training.trainer import fit_networks
+from vdjax.data import SpiralsConfig, spirals_dataset
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 WIDTH = 8
@@ -91,7 +89,7 @@ def spirals():
 def test_block_trains_prunes_and_predicts(block, spirals):
     net = network(block)
     before = vdjax.init_state(jax.random.key(0), net, vdjax.make_optimizer(vdjax.TrainConfig(), 1))
-    state = fit(net, vdjax.TrainConfig(max_epochs=5), spirals.x_train, spirals.y_train, seeds=[0]).best_state(0)
+    state = vdjax.fit(net, vdjax.TrainConfig(max_epochs=5), (spirals.x_train, spirals.y_train), [0]).best_state(0)
     assert int(state.step) == 5
     moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), before.params["model"], state.params["model"])
     assert any(jax.tree_util.tree_leaves(moved))
@@ -112,22 +110,23 @@ def test_block_trains_prunes_and_predicts(block, spirals):
 def test_image_trainer_and_baselines_take_a_network(spirals):
     net = network(BatchNormBlock(WIDTH), head=BatchNormHead(2))
     train = vdjax.TrainConfig(max_epochs=2, batch_size=32, stop_on="val")
-    ldn, ddn_a, ddn_b = fit_networks(spirals, net, train, [("ldn", 0), ("ddn", 1), ("ddn", 2)], progress=False)
-    assert ldn.epochs == 2 and ldn.state.batch_stats["head"]["BatchNorm_0"]["mean"].shape == (4, WIDTH)
+    run = vdjax.fit(net, train, spirals, [("ldn", 0), ("ddn", 1), ("ddn", 2)])
+    ldn, ddn_a, ddn_b = (run.best_state(i) for i in range(3))
+    assert run.summary(0)["epochs"] == 2 and ldn.batch_stats["head"]["BatchNorm_0"]["mean"].shape == (4, WIDTH)
     x = spirals.x_test[:50]
-    assert ddn_predictive(net, ddn_a.state, x).outputs.shape == (1, 50, 2)
-    ensemble = ensemble_predictive(net, [ddn_a.state, ddn_b.state], x)
+    assert ddn_predictive(net, ddn_a, x).outputs.shape == (1, 50, 2)
+    ensemble = ensemble_predictive(net, [ddn_a, ddn_b], x)
     assert ensemble.outputs.shape == (2, 50, 2)
 
     dropout_net = network(DropoutBlock(WIDTH))
     with pytest.raises(ValueError, match="dropout_model"):
         vdjax.baselines.dun.fit_methods(spirals, net, train, ensemble_size=1, progress=False)
-    dropped = fit_networks(spirals, dropout_net, train, [("ddn", 0)], progress=False)[0]
-    samples = mc_dropout_predictive(dropout_net, dropped.state, x, jax.random.key(0), n_samples=3)
+    dropped = vdjax.fit(dropout_net, train, spirals, [("ddn", 0)]).best_state(0)
+    samples = mc_dropout_predictive(dropout_net, dropped, x, jax.random.key(0), n_samples=3)
     assert samples.outputs.shape == (3, 50, 2)
     assert not np.allclose(samples.outputs[0], samples.outputs[1])  # dropout is on at prediction
     with pytest.raises(ValueError, match="dropout"):
-        mc_dropout_predictive(net, ddn_a.state, x, jax.random.key(0))
+        mc_dropout_predictive(net, ddn_a, x, jax.random.key(0))
 
 
 def test_nas_search_takes_a_network(spirals):

@@ -14,7 +14,7 @@ import numpy as np
 from vdjax.cli.main import main
 from vdjax.nn.models import ModelConfig
 from vdjax.studies.spirals_study import headline_band, per_seed
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SIX_SEEDS = ROOT / "docs/data/spirals/six_seeds/results.json"

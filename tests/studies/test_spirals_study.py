@@ -15,7 +15,7 @@ from vdjax.data import SpiralsConfig, spirals_dataset
 from vdjax.nn.models import ModelConfig
 from vdjax.studies import spirals_study as st
 from vdjax.studies import sweeps
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import TrainConfig
 
 
 def seed(d_opt, ll, pruned_ll=None, error=0.05, q=None, per_depth_error=None, epochs=1000):
@@ -123,9 +123,9 @@ def test_per_repeat_records_train_and_test_each_seed_on_its_own_draw(tmp_path, m
     shapes = []
     real_fit = experiment.fit
 
-    def spy(model_config, train_config, x, y, seeds, **kw):
-        shapes.append(np.shape(x))
-        return real_fit(model_config, train_config, x, y, seeds, **kw)
+    def spy(model_config, train_config, data, seeds, options):
+        shapes.append(np.shape(data[0]))
+        return real_fit(model_config, train_config, data, seeds, options)
 
     monkeypatch.setattr(experiment, "fit", spy)
     point = sweeps.spirals_point("w=0004", {"width": 4}, width=4, max_depth=3, train=TINY)

@@ -19,9 +19,10 @@ from vdjax.io import read_json
 from vdjax.nn.mfvi import MFVILinear, gaussian_kl, preactivation_moments, softplus_std, weight_kl
 from vdjax.nn import models
 from vdjax.nn.models import LDN, ModelConfig
-from vdjax.training.protocol import config_key
-from vdjax.training.train import TrainConfig, init_state, make_optimizer
-from vdjax.training.trainer import fit_networks
+from vdjax.training.checkpoints import config_key
+from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.training.runner import fit
+from vdjax.training.step import init_state, make_optimizer
 from vdjax.studies.uci_benchmark import SUITE_METHODS, mean_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,14 +166,14 @@ def test_mfvi_trains_to_a_better_log_likelihood_than_at_init():
     cfg = ModelConfig("mlp", 2, 1, (1,), width=16, likelihood="gaussian", weights="mfvi")
     tc = TrainConfig(learning_rate=0.005, momentum=0.9, batch_size=128, max_epochs=25, patience=25, stop_on="val",
                      prior_decay=1.0)
-    result = fit_networks(data, cfg, tc, [("ddn", 0)], progress=False, log=lambda s: None)[0]
+    result = fit(cfg, tc, data, [("ddn", 0)], RunOptions(log=lambda s: None)).best_state(0)
     start = init_state(jax.random.key(0), cfg, make_optimizer(tc, 1))
     assert start.rng is not None and "kernel_rho" in start.params["model"]["input"]
     key = jax.random.key(5)
     ll = [regression_metrics(mfvi_predictive(cfg, s, data.x_test, key), data.y_test, data.target_scale)["log_lik"]
-          for s in (start, result.state)]
+          for s in (start, result)]
     assert np.isfinite(ll).all() and ll[1] > ll[0] + 0.3, ll
-    pred = mfvi_predictive(cfg, result.state, data.x_test, key, n_samples=6)
+    pred = mfvi_predictive(cfg, result, data.x_test, key, n_samples=6)
     assert pred.outputs.shape == (6, len(data.x_test), 1) and np.std(pred.outputs, axis=0).mean() > 1e-4
 
 
@@ -181,16 +182,17 @@ def test_several_splits_train_as_one_program_each_on_its_own_data():
     cfg = ModelConfig("mlp", 1, 1, sets[0].input_shape, width=8, likelihood="gaussian")
     tc = TrainConfig(learning_rate=0.005, momentum=0.9, batch_size=128, max_epochs=2, patience=5, stop_on="val",
                      prior_decay=1.0)
-    together = fit_networks(sets, cfg, tc, [[("ddn", 0)], [("ddn", 0)]], progress=False, log=lambda s: None)
-    alone = fit_networks(sets[1], cfg, tc, [("ddn", 0)], progress=False, log=lambda s: None)[0]
-    assert [len(g) for g in together] == [1, 1] and together[1][0].networks == 2
+    quiet = RunOptions(log=lambda s: None)
+    together = fit(cfg, tc, sets, [[("ddn", 0)], [("ddn", 0)]], quiet)
+    alone = fit(cfg, tc, sets[1], [("ddn", 0)], quiet)
+    first, second = together.index("ddn", 0, 0), together.index("ddn", 0, 1)
+    assert together.data_of == [0, 1] and together.summary(second)["networks_in_program"] == 2
     # Split 1 in the program of two trains as it does alone (same seed, data and order), to rounding.
-    np.testing.assert_allclose([h["val_loss"] for h in together[1][0].history],
-                               [h["val_loss"] for h in alone.history], rtol=1e-4)
-    assert together[0][0].history[0]["val_loss"] != together[1][0].history[0]["val_loss"]
+    np.testing.assert_allclose([h["val_loss"] for h in together.histories[second]],
+                               [h["val_loss"] for h in alone.histories[0]], rtol=1e-4)
+    assert together.histories[first][0]["val_loss"] != together.histories[second][0]["val_loss"]
     with pytest.raises(ValueError, match="equal sizes"):
-        fit_networks([sets[0], load_uci_benchmark("yacht", 0, gap=True)], cfg, tc, [[("ddn", 0)]] * 2,
-                     progress=False)
+        fit(cfg, tc, [sets[0], load_uci_benchmark("yacht", 0, gap=True)], [[("ddn", 0)]] * 2)
 
 
 def test_mean_rank_is_duns():

@@ -1,13 +1,14 @@
-"""The one driver under both image feeds: batches from the host or epochs on the device."""
+"""The one runner under both image feeds: batches from the host or epochs on the device."""
 
 import chex
 import jax
 import numpy as np
 import pytest
 
+from vdjax import RunOptions, fit
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.trainer import IMAGE_PROTOCOL, fit_networks
+from vdjax.training.config import IMAGE_PROTOCOL
 
 MLP = ModelConfig("mlp", 3, 2, (2,), width=8)
 TC = IMAGE_PROTOCOL.replace(batch_size=16, max_epochs=5, patience=5, lr_drop_epoch=None, learning_rate=0.05)
@@ -23,17 +24,21 @@ def xor():
 
 
 def _same(a, b):
-    assert (a.epochs, a.best_epoch, a.stopped) == (b.epochs, b.best_epoch, b.stopped)
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in a.history] == \
-        [{k: v for k, v in h.items() if k != "seconds"} for h in b.history]
-    chex.assert_trees_all_equal(a.state.params, b.state.params)
+    """Every network of two `FitResult`s: the same record and kept parameters, bit for bit."""
+    assert a.members == b.members
+    for i in range(a.n_networks):
+        assert [a.summary(i)[k] for k in ("epochs", "best_epoch", "stopped")] == \
+            [b.summary(i)[k] for k in ("epochs", "best_epoch", "stopped")]
+        assert [{k: v for k, v in h.items() if k != "seconds"} for h in a.histories[i]] == \
+            [{k: v for k, v in h.items() if k != "seconds"} for h in b.histories[i]]
+        chex.assert_trees_all_equal(a.best_state(i).params, b.best_state(i).params)
 
 
 def test_a_batch_iterator_feeds_the_host_path(xor):
     """`batches` replaces the host's own data order: given that very order (numpy, drawn from
     (seed, epoch)) it trains bit for bit as the default host feed; given another, other numbers."""
     from vdjax.data.core import split_validation
-    from vdjax.training.protocol import Batching
+    from vdjax.training.epoch import Batching
 
     data = split_validation(xor, 0.1, seed=0)
     batching = Batching.for_size(data.n_train, TC.batch_size)
@@ -45,28 +50,26 @@ def test_a_batch_iterator_feeds_the_host_path(xor):
             idx = np.stack([o[-1 - b if flip else b] for o in orders])
             yield data.x_train[idx], data.y_train[idx]
 
-    default = fit_networks(data, MLP, TC, MEMBERS, progress=False, feed="host")
-    mine = fit_networks(data, MLP, TC, MEMBERS, progress=False, batches=batches)
-    for a, b in zip(default, mine):
-        _same(a, b)
-    other = fit_networks(data, MLP, TC, MEMBERS, progress=False, batches=lambda e, a: batches(e, a, flip=True))
-    assert other[0].history[0]["train_loss"] != default[0].history[0]["train_loss"]
+    default = fit(MLP, TC, data, MEMBERS, RunOptions(feed="host"))
+    mine = fit(MLP, TC, data, MEMBERS, RunOptions(batches=batches))
+    _same(default, mine)
+    other = fit(MLP, TC, data, MEMBERS, RunOptions(batches=lambda e, a: batches(e, a, flip=True)))
+    assert other.histories[0][0]["train_loss"] != default.histories[0][0]["train_loss"]
 
 
 @pytest.mark.parametrize("feed", ["host", "device"])
 def test_both_feeds_resume_exactly(xor, feed, tmp_path):
-    whole = fit_networks(xor, MLP, TC, MEMBERS, progress=False, feed=feed)
-    part = fit_networks(xor, MLP, TC, MEMBERS, progress=False, feed=feed, checkpoint_dir=tmp_path,
-                        stop_after_epochs=2)
-    assert [r.epochs for r in part] == [2, 2] and all(r.stopped == "interrupted" for r in part)
-    resumed = fit_networks(xor, MLP, TC, MEMBERS, progress=False, feed=feed, checkpoint_dir=tmp_path)
-    for a, b in zip(resumed, whole):
-        assert a.resumed_from == 2
-        _same(a, b)
+    whole = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed))
+    part = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed, checkpoint_dir=tmp_path, stop_after_epochs=2))
+    assert [part.summary(i)["epochs"] for i in range(2)] == [2, 2]
+    assert all(part.stopped(i) == "interrupted" for i in range(2))
+    resumed = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed, checkpoint_dir=tmp_path))
+    assert resumed.resumed_from == 2
+    _same(resumed, whole)
 
 
 def _calls_of(monkeypatch, name: str, xor, epochs: int, **kwargs) -> int:
-    """How many times `jax.<name>` is called while `fit_networks` trains `epochs` epochs."""
+    """How many times `jax.<name>` is called while `fit` trains `epochs` epochs."""
     counts, original = [0], getattr(jax, name)
 
     def counting(*a, **k):
@@ -75,7 +78,7 @@ def _calls_of(monkeypatch, name: str, xor, epochs: int, **kwargs) -> int:
 
     with monkeypatch.context() as m:
         m.setattr(jax, name, counting)
-        fit_networks(xor, MLP, TC.replace(max_epochs=epochs, patience=epochs), MEMBERS, progress=False, **kwargs)
+        fit(MLP, TC.replace(max_epochs=epochs, patience=epochs), xor, MEMBERS, RunOptions(**kwargs))
     return counts[0]
 
 
@@ -104,11 +107,12 @@ def test_device_and_host_feeds_learn_alike(xor):
     kept epoch's held-out objective well below the first, no validation errors) and the kept
     objectives of the two feeds are close."""
     tc = TC.replace(max_epochs=40, patience=40)
-    runs = {feed: fit_networks(xor, MLP, tc, MEMBERS, progress=False, feed=feed) for feed in ("host", "device")}
-    kept = {feed: [r.history[r.best_epoch] for r in rs] for feed, rs in runs.items()}
+    runs = {feed: fit(MLP, tc, xor, MEMBERS, RunOptions(feed=feed)) for feed in ("host", "device")}
+    kept = {feed: [r.histories[i][int(r.host.best_epoch[i])] for i in range(r.n_networks)]
+            for feed, r in runs.items()}
     for feed, rows in kept.items():
-        for r, row in zip(runs[feed], rows):
-            assert row["val_loss"] < 0.5 * r.history[0]["val_loss"] and row["val_error"] < 0.1, feed
+        for history, row in zip(runs[feed].histories, rows):
+            assert row["val_loss"] < 0.5 * history[0]["val_loss"] and row["val_error"] < 0.1, feed
     for host, device in zip(kept["host"], kept["device"]):
         assert abs(host["val_loss"] - device["val_loss"]) < 0.1
 
@@ -117,10 +121,12 @@ def test_device_and_host_feeds_learn_alike(xor):
 def test_the_history_records_q_every_epoch(xor, feed):
     """Every epoch's row holds the network's weights over depths: the LDN's q(d), a distribution
     that moves and ends as the kept state's when the last epoch is kept; the DDN's one-hot."""
-    ldn, ddn = fit_networks(xor, MLP, TC, MEMBERS, progress=False, feed=feed)
-    qs = np.array([h["q"] for h in ldn.history])
+    run = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed))
+    ldn, ddn = (run.histories[run.index(m, s)] for m, s in MEMBERS)
+    qs = np.array([h["q"] for h in ldn])
     assert qs.shape == (TC.max_epochs, MLP.max_depth + 1)
     np.testing.assert_allclose(qs.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(qs[0], qs[-1])
-    np.testing.assert_allclose(qs[ldn.best_epoch], np.asarray(ldn.state.q), rtol=1e-6)
-    assert all(h["q"] == [0.0] * MLP.max_depth + [1.0] for h in ddn.history)
+    i = run.index("ldn", 0)
+    np.testing.assert_allclose(qs[int(run.host.best_epoch[i])], np.asarray(run.best_state(i).q), rtol=1e-6)
+    assert all(h["q"] == [0.0] * MLP.max_depth + [1.0] for h in ddn)

@@ -1,4 +1,4 @@
-"""Image data readers, the image trainer (early stopping, checkpoints, resume) and image runs."""
+"""Image data readers, held-out training (early stopping, checkpoints, resume) and image runs."""
 
 import dataclasses
 import gzip
@@ -18,8 +18,10 @@ from vdjax.data.images import (
     read_idx,
     read_svhn_mat,
 )
+from vdjax import FitResult, RunOptions, fit
 from vdjax.nn.models import ModelConfig
-from vdjax.training.trainer import IMAGE_PROTOCOL, CheckpointError, fit_dataset
+from vdjax.training.checkpoints import CheckpointError
+from vdjax.training.config import IMAGE_PROTOCOL
 
 from helpers import FASHION_DIR, REQUIRE_REAL, fake_mnist, real_fashion_dir, write_idx  # noqa: E402,F401
 
@@ -121,7 +123,7 @@ def test_real_fashion_mnist():
     assert abs(float(data.x_train.mean())) < 0.01 and abs(float(data.x_train.std()) - 1.0) < 0.01
 
 
-# ---------------------------------------------------------------------------- trainer
+# ---------------------------------------------------------------------------- held-out training
 
 
 @pytest.fixture(scope="module")
@@ -139,43 +141,54 @@ def tiny_images():
 TINY = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=3, lr_drop_epoch=2)
 
 
+def fit_one(data, cfg, tc, seed: int = 0, **options) -> FitResult:
+    """One network of `tc.method` with seed `seed` (network 0 of the result)."""
+    return fit(cfg, tc, data, [(tc.method, seed)], RunOptions(**options))
+
+
+def record(r: FitResult, i: int = 0) -> tuple[int, int, str]:
+    """(epochs, best epoch, why it stopped) of network `i`."""
+    summary = r.summary(i)
+    return summary["epochs"], summary["best_epoch"], summary["stopped"]
+
+
 def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
-    whole = fit_dataset(tiny_images, cfg, TINY, seed=5, progress=False)
-    part = fit_dataset(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
-    assert part.stopped == "interrupted" and part.epochs == 1
-    resumed = fit_dataset(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, progress=False)
-    assert resumed.resumed_from == 1 and resumed.epochs == whole.epochs == 3
-    assert resumed.best_epoch == whole.best_epoch
-    chex.assert_trees_all_equal(resumed.state.params, whole.state.params)
-    chex.assert_trees_all_equal(resumed.state.batch_stats, whole.state.batch_stats)
-    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+    whole = fit_one(tiny_images, cfg, TINY, seed=5)
+    part = fit_one(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path, stop_after_epochs=1)
+    assert part.stopped(0) == "interrupted" and part.summary(0)["epochs"] == 1
+    resumed = fit_one(tiny_images, cfg, TINY, seed=5, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 1 and resumed.summary(0)["epochs"] == whole.summary(0)["epochs"] == 3
+    assert resumed.summary(0)["best_epoch"] == whole.summary(0)["best_epoch"]
+    chex.assert_trees_all_equal(resumed.best_state(0).params, whole.best_state(0).params)
+    chex.assert_trees_all_equal(resumed.best_state(0).batch_stats, whole.best_state(0).batch_stats)
+    assert [h["val_loss"] for h in resumed.histories[0]] == [h["val_loss"] for h in whole.histories[0]]
     # The kept parameters are the best epoch's, not the last one's, whenever those differ.
-    assert whole.history[whole.best_epoch]["val_loss"] == min(h["val_loss"] for h in whole.history)
+    history = whole.histories[0]
+    assert history[whole.summary(0)["best_epoch"]]["val_loss"] == min(h["val_loss"] for h in history)
 
 
 def test_a_time_budget_stops_before_an_epoch_that_would_pass_it(tiny_images):
-    from vdjax.training.trainer import fit_networks
-
     cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
-    run = fit_networks(tiny_images, cfg, TINY, [("ldn", 5)], progress=False, stop_after_seconds=0.0)[0]
-    assert run.stopped == "interrupted" and run.epochs == len(run.history) == 1  # the first epoch always runs
+    run = fit(cfg, TINY, tiny_images, [("ldn", 5)], RunOptions(stop_after_seconds=0.0))
+    # The first epoch always runs.
+    assert run.stopped(0) == "interrupted" and run.summary(0)["epochs"] == len(run.histories[0]) == 1
 
 
 def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
-    fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
+    fit_one(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, stop_after_epochs=1)
     with pytest.raises(CheckpointError, match="different run"):
-        fit_dataset(tiny_images, cfg, TINY, seed=1, checkpoint_dir=tmp_path, progress=False)
+        fit_one(tiny_images, cfg, TINY, seed=1, checkpoint_dir=tmp_path)
     # The same data set name and sizes, other images (as a subset drawn with another seed).
     other = dataclasses.replace(tiny_images, x_train=tiny_images.x_train[::-1].copy())
     with pytest.raises(CheckpointError, match="different run"):
-        fit_dataset(other, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False)
+        fit_one(other, cfg, TINY, seed=0, checkpoint_dir=tmp_path)
     for f in tmp_path.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        fit_dataset(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path, progress=False)
+        fit_one(tiny_images, cfg, TINY, seed=0, checkpoint_dir=tmp_path)
     assert any(tmp_path.rglob("*")), "the corrupt checkpoint must be left in place"
 
 
@@ -183,36 +196,41 @@ def test_checkpoint_of_another_run_or_corrupt_is_refused(tiny_images, tmp_path):
 def test_early_stopping_watches_the_chosen_split(tiny_images, stop_on):
     """The default watches a validation split held out of the training set; the paper's
     protocol watches the test ELBO. The history holds only the watched split's objective."""
-    from vdjax.training.trainer import heldout_objective, with_stopping_data
+    from vdjax.training.epoch import heldout_outputs
+    from vdjax.training.objective import Objective
+    from vdjax.training.runner import with_stopping_data
 
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
     tc = TINY.replace(max_epochs=50, patience=1, learning_rate=0.5, stop_on=stop_on)  # stops by patience
-    run = fit_dataset(tiny_images, cfg, tc, seed=0, progress=False)
-    losses = [h[f"{stop_on}_loss"] for h in run.history]
+    run = fit_one(tiny_images, cfg, tc, seed=0)
+    history = run.histories[0]
+    epochs, best_epoch, stopped = record(run)
+    losses = [h[f"{stop_on}_loss"] for h in history]
     other = {"val": "test", "test": "val"}[stop_on]
-    assert not any(f"{other}_loss" in h for h in run.history)
-    assert run.stopped == "patience"
-    assert run.epochs < 50 and run.best_epoch == int(np.nanargmin(losses))
-    assert run.epochs - 1 - run.best_epoch == 1
+    assert not any(f"{other}_loss" in h for h in history)
+    assert stopped == "patience"
+    assert epochs < 50 and best_epoch == int(np.nanargmin(losses))
+    assert epochs - 1 - best_epoch == 1
     # The kept state's objective on the watched split is the best one in the history.
     data = with_stopping_data(tiny_images, tc)
     x, y = (data.x_val, data.y_val) if stop_on == "val" else (data.x_test, data.y_test)
-    kept = heldout_objective(cfg, tc, run.state, x, y, data.n_train, split=stop_on)
-    assert kept[f"{stop_on}_loss"] == pytest.approx(np.nanmin(losses), rel=1e-5)
+    objective, kept = Objective(cfg, tc, data.n_train), run.best_state(0)
+    loss = objective.heldout(kept.params, heldout_outputs(objective, kept, jax.numpy.asarray(x)), y, tc.method)["loss"]
+    assert float(loss) == pytest.approx(np.nanmin(losses), rel=1e-5)
     assert data.n_train + data.n_val == tiny_images.n_train and (data.n_val > 0) == (stop_on == "val")
 
 
 def test_nonfinite_loss_stops_and_keeps_best(tiny_images):
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        run = fit_dataset(tiny_images, cfg, TINY.replace(max_epochs=20, learning_rate=1e30), seed=0, progress=False)
-    assert run.stopped == "nonfinite"
-    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(run.state.params))
+        run = fit_one(tiny_images, cfg, TINY.replace(max_epochs=20, learning_rate=1e30), seed=0)
+    assert run.stopped(0) == "nonfinite"
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(run.best_state(0).params))
 
 
 def test_model_and_data_mismatch(tiny_images):
     with pytest.raises(ValueError, match="model expects"):
-        fit_dataset(tiny_images, ModelConfig("cnn", 1, 10, (32, 32, 3)), TINY, progress=False)
+        fit_one(tiny_images, ModelConfig("cnn", 1, 10, (32, 32, 3)), TINY)
 
 
 # ---------------------------------------------------------------------------- image runs
@@ -338,10 +356,8 @@ SLOW = TINY.replace(learning_rate=0.02)  # see the tolerances below
 @pytest.fixture(scope="module")
 def program_run(tiny_images):
     """Three networks (two LDNs, a DDN) of one max depth trained as one vmapped program."""
-    from vdjax.training.trainer import fit_networks
-
     cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
-    return cfg, fit_networks(tiny_images, cfg, SLOW, MEMBERS, progress=False)
+    return cfg, fit(cfg, SLOW, tiny_images, MEMBERS)
 
 
 def test_networks_in_one_program_match_single_runs(tiny_images, program_run):
@@ -352,46 +368,50 @@ def test_networks_in_one_program_match_single_runs(tiny_images, program_run):
     that to ~2e-3 in some weights and losses (measured), so the runs use lr 0.02, which keeps
     the growth small, and are compared by what they report: stop epochs exactly, the per-epoch
     losses and q(d) at rtol 1e-3. (Each mode alone is deterministic: reruns are bit-identical.)"""
-    from vdjax.training.train import init_state, make_optimizer, make_train_step
-    from vdjax.training.trainer import _compiled_init, _compiled_step
+    from vdjax.training.feeds import _compiled_step
+    from vdjax.training.objective import Objective, method_index
+    from vdjax.training.runner import _compiled_init
+    from vdjax.training.step import init_state, make_optimizer, make_train_step
 
-    cfg, runs = program_run
-    for (method, seed), multi in zip(MEMBERS, runs):
-        single = fit_dataset(tiny_images, cfg, SLOW.replace(method=method), seed=seed, progress=False)
-        assert (multi.epochs, multi.best_epoch, multi.stopped) == (single.epochs, single.best_epoch, single.stopped)
-        assert multi.networks == 3 and single.networks == 1
+    cfg, program = program_run
+    for i, (method, seed) in enumerate(MEMBERS):
+        single = fit_one(tiny_images, cfg, SLOW.replace(method=method), seed=seed)
+        assert record(program, i) == record(single)
+        assert program.summary(i)["networks_in_program"] == 3 and single.summary(0)["networks_in_program"] == 1
         for key in ("train_loss", "val_loss", "val_log_lik"):
-            np.testing.assert_allclose([h[key] for h in multi.history], [h[key] for h in single.history], rtol=1e-3)
-        np.testing.assert_allclose(multi.state.q, single.state.q, rtol=1e-3, atol=1e-6)
+            np.testing.assert_allclose([h[key] for h in program.histories[i]], [h[key] for h in single.histories[0]],
+                                       rtol=1e-3)
+        np.testing.assert_allclose(program.best_state(i).q, single.best_state(0).q, rtol=1e-3, atol=1e-6)
     # One step of the program against the single-network step, from the same initialisation.
     x, y = tiny_images.x_train[:32], tiny_images.y_train[:32]
-    net = _compiled_init(cfg, TINY, 3)(np.array([0, 0, 3], np.uint32))
+    objective = Objective(cfg, TINY, 118)
+    net = _compiled_init(objective, 3)(np.array([0, 0, 3], np.uint32))
     single = init_state(jax.random.key(0), cfg, make_optimizer(TINY, 3))
     chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda a: a[0], net.train.params), single.params)
-    multi, loss = _compiled_step(cfg, TINY, 3, 118)(net.train, net.done, np.array([True, False, True]),
-                                                    np.stack([x] * 3), np.stack([y] * 3))
+    multi, loss = _compiled_step(objective, 3, per_network_method=True)(
+        net.train, net.done, method_index(["ldn", "ddn", "ldn"]), np.stack([x] * 3), np.stack([y] * 3))
     alone, metrics = make_train_step(cfg, TINY, make_optimizer(TINY, 3), 118)(single, x, y)
     assert float(loss[0]) == float(metrics["loss"])
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a: a[0], multi.params), alone.params, atol=1e-6)
     # The DDN's depth logits got no gradient; the LDNs' did.
-    assert np.all(np.asarray(runs[1].state.params["depth_logits"]) == 0)
-    assert not np.all(np.asarray(runs[0].state.params["depth_logits"]) == 0)
+    assert np.all(np.asarray(program.best_state(1).params["depth_logits"]) == 0)
+    assert not np.all(np.asarray(program.best_state(0).params["depth_logits"]) == 0)
 
 
 def test_killed_program_resumes_exactly(tiny_images, program_run, tmp_path):
-    from vdjax.training.trainer import fit_networks
-
     cfg, whole = program_run
-    part = fit_networks(tiny_images, cfg, SLOW, MEMBERS, checkpoint_dir=tmp_path, progress=False, stop_after_epochs=1)
-    assert all(r.stopped == "interrupted" and r.epochs == 1 for r in part)
-    resumed = fit_networks(tiny_images, cfg, SLOW, MEMBERS, checkpoint_dir=tmp_path, progress=False)
-    for a, b in zip(resumed, whole):
-        assert a.resumed_from == 1 and (a.epochs, a.best_epoch, a.stopped) == (b.epochs, b.best_epoch, b.stopped)
-        assert a.history == [{**h, "seconds": g["seconds"]} for h, g in zip(b.history, a.history)]
-        chex.assert_trees_all_equal(a.state.params, b.state.params)
-        chex.assert_trees_all_equal(a.state.batch_stats, b.state.batch_stats)
+    part = fit(cfg, SLOW, tiny_images, MEMBERS, RunOptions(checkpoint_dir=tmp_path, stop_after_epochs=1))
+    assert all(part.stopped(i) == "interrupted" and part.summary(i)["epochs"] == 1 for i in range(len(MEMBERS)))
+    resumed = fit(cfg, SLOW, tiny_images, MEMBERS, RunOptions(checkpoint_dir=tmp_path))
+    assert resumed.resumed_from == 1 and resumed.members == whole.members
+    for i in range(len(MEMBERS)):
+        a, b = resumed.histories[i], whole.histories[i]
+        assert record(resumed, i) == record(whole, i)
+        assert a == [{**h, "seconds": g["seconds"]} for h, g in zip(b, a)]
+        chex.assert_trees_all_equal(resumed.best_state(i).params, whole.best_state(i).params)
+        chex.assert_trees_all_equal(resumed.best_state(i).batch_stats, whole.best_state(i).batch_stats)
     with pytest.raises(CheckpointError, match="different run"):  # other members: another run
-        fit_networks(tiny_images, cfg, SLOW, MEMBERS[:2], checkpoint_dir=tmp_path, progress=False)
+        fit(cfg, SLOW, tiny_images, MEMBERS[:2], RunOptions(checkpoint_dir=tmp_path))
 
 
 _MESH_SCRIPT = """
@@ -399,7 +419,7 @@ import json, sys
 import numpy as np, jax
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.trainer import IMAGE_PROTOCOL, fit_networks
+from vdjax import IMAGE_PROTOCOL, RunOptions, fit
 a = np.load(sys.argv[1])
 data = Dataset("fashion_mnist", a["x"], a["y"], a["xt"], a["yt"], 10)
 tc = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=2, lr_drop_epoch=None, learning_rate=0.02)
@@ -407,12 +427,13 @@ cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
 members = [("ldn", 0), ("ddn", 1)]
 out = {"devices": len(jax.devices())}
 for name, mesh in (("one", {"nets": 1, "data": 1}), ("mesh", {"nets": 2, "data": 2})):
-    runs = fit_networks(data, cfg, tc, members, progress=False, mesh=mesh)
-    out[name] = [{"val_loss": [h["val_loss"] for h in r.history], "q": np.asarray(r.state.q).tolist(),
-                  "kernel": np.asarray(r.state.params["model"]["input"]["kernel"]).ravel()[:50].tolist()}
-                 for r in runs]
+    run = fit(cfg, tc, data, members, RunOptions(mesh=mesh))
+    kept = [run.best_state(i) for i in range(len(members))]
+    out[name] = [{"val_loss": [h["val_loss"] for h in history], "q": np.asarray(s.q).tolist(),
+                  "kernel": np.asarray(s.params["model"]["input"]["kernel"]).ravel()[:50].tolist()}
+                 for history, s in zip(run.histories, kept)]
     if name == "mesh":
-        out["sharding"] = str(runs[0].state.params["model"]["input"]["kernel"].sharding)
+        out["sharding"] = str(kept[0].params["model"]["input"]["kernel"].sharding)
 print("RESULT" + json.dumps(out))
 """
 
@@ -474,15 +495,13 @@ def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
 
 def test_impossible_mesh_is_refused_before_compiling(tiny_images):
     from vdjax.runtime import parse_mesh
-    from vdjax.training.trainer import fit_networks
 
     cfg = ModelConfig("cnn", 1, 10, (28, 28, 1))
     four = [("ldn", 0), ("ddn", 0), ("ldn", 1), ("ddn", 1)]
     with pytest.raises(ValueError, match="needs 4 devices, 2 present"):  # the tests run on 2 CPU devices
-        fit_networks(tiny_images, cfg, TINY, four, progress=False, mesh={"nets": 4, "data": 1})
+        fit(cfg, TINY, tiny_images, four, RunOptions(mesh={"nets": 4, "data": 1}))
     with pytest.raises(ValueError, match="cannot be split evenly"):
-        fit_networks(tiny_images, cfg, TINY, [("ldn", 0), ("ddn", 0), ("ldn", 1)], progress=False,
-                     mesh={"nets": 2, "data": 1})
+        fit(cfg, TINY, tiny_images, [("ldn", 0), ("ddn", 0), ("ldn", 1)], RunOptions(mesh={"nets": 2, "data": 1}))
     with pytest.raises(ValueError, match="nets=N,data=M"):
         parse_mesh("nets=two")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from vdjax.data import spirals_dataset
-from vdjax.training.loop import fit
 from vdjax.training.metrics_writer import JsonlWriter, create_writer, read_metrics
 from vdjax.nn.models import ModelConfig
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.training.runner import fit
 
 
 class Recorder:
@@ -28,12 +28,12 @@ class Recorder:
 def test_the_spirals_loop_writes_every_chunk_as_it_trains():
     data = spirals_dataset()
     rec = Recorder()
-    result = fit(ModelConfig("mlp", 2, 2, (2,), width=4), TrainConfig(max_epochs=60, patience=60),
-                 data.x_train, data.y_train, [3, 5], chunk_epochs=20, metrics_writer=rec)
+    result = fit(ModelConfig("mlp", 2, 2, (2,), width=4), TrainConfig(max_epochs=60, patience=60), data, [3, 5],
+                 RunOptions(chunk_epochs=20, metrics_writer=rec))
     assert [step for step, _ in rec.calls] == [20, 40, 60]  # one write per chunk, while training
     last = rec.calls[-1][1]
-    assert last["seed3/epochs"] == 60 and last["seed5/epochs"] == 60
-    np.testing.assert_allclose([last["seed3/best_train_loss"], last["seed5/best_train_loss"]],
+    assert last["ldn-s3/epochs"] == 60 and last["ldn-s5/epochs"] == 60
+    np.testing.assert_allclose([last["ldn-s3/best_train_loss"], last["ldn-s5/best_train_loss"]],
                                np.asarray(result.state.best_loss), rtol=1e-6)
 
 
@@ -41,18 +41,17 @@ def test_the_image_trainer_writes_every_epoch_of_every_network(tmp_path):
     from helpers import fake_mnist
 
     from vdjax.data import load_images
-    from vdjax.training.trainer import fit_networks
 
     fake_mnist(tmp_path, 64, 16)
     data = load_images("fashion_mnist", tmp_path, source="files")
     rec = Recorder()
     tc = TrainConfig(batch_size=16, max_epochs=3, patience=3, stop_on="val", val_fraction=0.25)
-    results = fit_networks(data, ModelConfig("cnn", 1, 10, data.input_shape, width=4, bottleneck=2), tc,
-                           [("ldn", 0), ("ddn", 0)], progress=False, metrics_writer=rec)
+    result = fit(ModelConfig("cnn", 1, 10, data.input_shape, width=4, bottleneck=2), tc, data,
+                 [("ldn", 0), ("ddn", 0)], RunOptions(metrics_writer=rec))
     assert [step for step, _ in rec.calls] == [0, 1, 2]
     for (epoch, scalars) in rec.calls:
-        for name, result in zip(("ldn-s0", "ddn-s0"), results):
-            row = result.history[epoch]
+        for name, history in zip(("ldn-s0", "ddn-s0"), result.histories):
+            row = history[epoch]
             assert scalars[f"{name}/train_loss"] == row["train_loss"] and scalars[f"{name}/val_loss"] == row["val_loss"]
 
 
@@ -82,4 +81,4 @@ def test_the_main_job_streams_its_metrics(tmp_path):
     assert seed["epochs"] == 300 or seed["epochs"] == seed["best_epoch"] + 100 + 1
     steps = [row["step"] for row in rows]
     assert steps == sorted(set(steps)) and seed["epochs"] <= steps[-1] <= 300  # one row per chunk, the last one's end
-    assert rows[-1]["seed0/epochs"] == seed["epochs"] and rows[-1]["seed0/best_train_loss"] == seed["best_loss"]
+    assert rows[-1]["ldn-s0/epochs"] == seed["epochs"] and rows[-1]["ldn-s0/best_train_loss"] == seed["best_loss"]

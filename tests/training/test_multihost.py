@@ -28,27 +28,29 @@ if span:
     assert process_share(2, index, f"localhost:{port}", span=True) == (0, 1)
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.trainer import IMAGE_PROTOCOL, fit_networks
+from vdjax import IMAGE_PROTOCOL, RunOptions, fit
 rng = np.random.default_rng(0)
 x, xt = rng.normal(size=(96, 2)).astype(np.float32), rng.normal(size=(32, 2)).astype(np.float32)
 data = Dataset("tiny", x, (x[:, 0] > 0).astype(np.int32), xt, (xt[:, 0] > 0).astype(np.int32), 2)
 tc = IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=3, lr_drop_epoch=None, learning_rate=0.05)
 cfg = ModelConfig("mlp", 3, 2, (2,), width=8)
 members, mesh = [("ldn", 0), ("ldn", 1)], {"nets": 1, "data": 2}
-kwargs = dict(checkpoint_dir=out + "/ckpt" if span else None, progress=False, mesh=mesh, span_processes=span,
-              log=lambda s: None)
+options = RunOptions(checkpoint_dir=out + "/ckpt" if span else None, mesh=mesh, span_processes=span,
+                     log=lambda s: None)
 if span:
-    part = fit_networks(data, cfg, tc, members, stop_after_epochs=1, **kwargs)
-    assert [r.epochs for r in part] == [1, 1]
-runs = fit_networks(data, cfg, tc, members, **kwargs)
+    part = fit(cfg, tc, data, members, options.replace(stop_after_epochs=1))
+    assert [part.summary(i)["epochs"] for i in range(2)] == [1, 1]
+run = fit(cfg, tc, data, members, options)
+kept = [run.best_state(i) for i in range(2)]
 print("RESULT" + json.dumps({
     "process": jax.process_index(), "processes": jax.process_count(),
-    "devices": [len(jax.local_devices()), len(jax.devices())], "resumed": [r.resumed_from for r in runs],
-    "runs": [{"q": np.asarray(r.state.q).tolist(), "best_epoch": r.best_epoch, "epochs": r.epochs,
-              "stopped": r.stopped, "history": [{k: v for k, v in h.items() if k != "seconds"} for h in r.history],
-              "params": [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(r.state.params)],
-              "batch_stats": [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(r.state.batch_stats)]}
-             for r in runs]}))
+    "devices": [len(jax.local_devices()), len(jax.devices())], "resumed": [run.resumed_from] * 2,
+    "runs": [{"q": np.asarray(s.q).tolist(), "best_epoch": run.summary(i)["best_epoch"],
+              "epochs": run.summary(i)["epochs"], "stopped": run.stopped(i),
+              "history": [{k: v for k, v in h.items() if k != "seconds"} for h in run.histories[i]],
+              "params": [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(s.params)],
+              "batch_stats": [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(s.batch_stats)]}
+             for i, s in enumerate(kept)]}))
 """
 
 

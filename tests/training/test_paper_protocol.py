@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
+from vdjax import RunOptions, fit
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.train import TrainConfig, heldout_metrics
-from vdjax.training.trainer import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
+from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, TrainConfig
+from vdjax.training.objective import Objective, method_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 
@@ -44,15 +45,27 @@ def test_marginal_objective_is_the_nll_of_the_q_marginal_predictive():
     expected = q @ -np.mean(np.log(p_y), axis=1) + kl / n_train
     assert marginal < expected - 1e-3  # Jensen: the options differ
 
-    def loss(objective: str, is_ldn: bool) -> float:
-        tc = IMAGE_PROTOCOL.replace(stop_objective=objective)
-        return float(heldout_metrics(logits, y, depth_logits, np.array(is_ldn), n_train, tc)["loss"])
+    model = ModelConfig("mlp", 2, 4, (2,))  # D+1 = 3 depths, 4 classes
+    params = {"model": {}, "depth_logits": depth_logits}
 
-    assert loss("marginal", True) == pytest.approx(marginal, rel=1e-6)
-    assert loss("expected", True) == pytest.approx(expected, rel=1e-6)
+    def heldout(tc: TrainConfig, method: str) -> dict:
+        """The held-out metrics of `method`, named statically and as the traced per-network
+        index of a program of several methods: the same numbers."""
+        objective = Objective(model, tc, n_train)
+        named = objective.heldout(params, logits, y, method)
+        indexed = jax.jit(lambda m: objective.heldout(params, logits, y, m))(method_index([method])[0])
+        for key in named:
+            assert float(indexed[key]) == pytest.approx(float(named[key]), rel=1e-6), key
+        return named
+
+    def loss(objective: str, method: str) -> float:
+        return float(heldout(IMAGE_PROTOCOL.replace(stop_objective=objective), method)["loss"])
+
+    assert loss("marginal", "ldn") == pytest.approx(marginal, rel=1e-6)
+    assert loss("expected", "ldn") == pytest.approx(expected, rel=1e-6)
     ddn = -np.mean(np.log(p_y[-1]))
-    assert loss("marginal", False) == loss("expected", False) == pytest.approx(ddn, rel=1e-6)
-    ddn_marginal = heldout_metrics(logits, y, depth_logits, np.array(False), n_train, PAPER_IMAGE_PROTOCOL)
+    assert loss("marginal", "ddn") == loss("expected", "ddn") == pytest.approx(ddn, rel=1e-6)
+    ddn_marginal = heldout(PAPER_IMAGE_PROTOCOL, "ddn")
     assert -float(ddn_marginal["log_lik"]) == pytest.approx(ddn, rel=1e-6)
 
 
@@ -65,21 +78,23 @@ def test_marginal_objective_needs_a_held_out_split():
 
 
 def _effective_lrs(train_config: TrainConfig, steps_per_epoch: int, epochs: int) -> np.ndarray:
-    """[steps, networks] learning rate of an LDN and a DDN in one program of the image trainer,
-    read off each step's update: params_new - params_old = -lr * momentum trace."""
-    from vdjax.training.trainer import _compiled_init, _compiled_step
+    """[steps, networks] learning rate of an LDN and a DDN in one program of the host-fed image
+    runner, read off each step's update: params_new - params_old = -lr * momentum trace."""
+    from vdjax.training.feeds import _compiled_step
+    from vdjax.training.runner import _compiled_init
 
-    net = _compiled_init(MLP, train_config, steps_per_epoch)(np.array([0, 1], np.uint32))
-    step = _compiled_step(MLP, train_config, steps_per_epoch, 64)
+    objective = Objective(MLP, train_config, 64)
+    net = _compiled_init(objective, steps_per_epoch)(np.array([0, 1], np.uint32))
+    step = _compiled_step(objective, steps_per_epoch, per_network_method=True)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, train_config.batch_size, 2)).astype(np.float32)
     y = rng.integers(0, 2, (2, train_config.batch_size))
-    is_ldn, done = np.array([True, False]), np.array([False, False])
+    methods, done = method_index(["ldn", "ddn"]), np.array([False, False])
     leaf = lambda s: np.asarray(s.params["model"]["head"]["Linear_0"]["kernel"])  # noqa: E731
     lrs, train = [], net.train
     for _ in range(steps_per_epoch * epochs):
         before = leaf(train)
-        train, _ = step(train, done, is_ldn, x, y)
+        train, _ = step(train, done, methods, x, y)
         trace = np.asarray(train.opt_state[0].trace["model"]["head"]["Linear_0"]["kernel"])
         ratio = (before - leaf(train)) / np.where(np.abs(trace) > 1e-4, trace, np.nan)
         lrs.append(np.nanmedian(ratio.reshape(2, -1), axis=1))
@@ -103,25 +118,25 @@ def test_reference_schedule_drops_the_ddn_rate_only_in_one_program():
 def test_networks_with_their_own_schedules_match_single_runs():
     """An LDN and a DDN with different schedules trained as one program end where each one
     trained alone ends: the rate follows the network, not the program."""
-    from vdjax.training.trainer import fit_networks
-
     rng = np.random.default_rng(1)
     x = rng.normal(size=(96, 2)).astype(np.float32)
     y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
     data = Dataset("xor", x[:64], y[:64], x[64:], y[64:], 2)
     tc = PAPER_IMAGE_PROTOCOL.replace(batch_size=32, max_epochs=6, lr_drop_epoch=3, patience=100)
     members = [("ldn", 0), ("ddn", 1)]
-    program = fit_networks(data, MLP, tc, members, progress=False)
-    for member, multi in zip(members, program):
-        single = fit_networks(data, MLP, tc, [member], progress=False)[0]
-        assert (multi.epochs, multi.best_epoch) == (single.epochs, single.best_epoch)
+    program = fit(MLP, tc, data, members)
+    for i, member in enumerate(members):
+        single = fit(MLP, tc, data, [member])
+        assert [program.summary(i)[k] for k in ("epochs", "best_epoch")] == \
+            [single.summary(0)[k] for k in ("epochs", "best_epoch")]
         for key in ("train_loss", "test_loss"):
-            np.testing.assert_allclose([h[key] for h in multi.history], [h[key] for h in single.history], rtol=1e-5)
+            np.testing.assert_allclose([h[key] for h in program.histories[i]], [h[key] for h in single.histories[0]],
+                                       rtol=1e-5)
     # The drop changed the DDN's course only: with no drop for anyone the LDN is unchanged.
-    flat = fit_networks(data, MLP, tc.replace(lr_drop_methods=()), members, progress=False)
-    np.testing.assert_allclose([h["test_loss"] for h in flat[0].history],
-                               [h["test_loss"] for h in program[0].history], rtol=1e-5)
-    assert [h["test_loss"] for h in flat[1].history][4:] != [h["test_loss"] for h in program[1].history][4:]
+    flat = fit(MLP, tc.replace(lr_drop_methods=()), data, members)
+    np.testing.assert_allclose([h["test_loss"] for h in flat.histories[0]],
+                               [h["test_loss"] for h in program.histories[0]], rtol=1e-5)
+    assert [h["test_loss"] for h in flat.histories[1]][4:] != [h["test_loss"] for h in program.histories[1]][4:]
 
 
 # ---------------------------------------------------------------------------- patience
@@ -140,13 +155,19 @@ def reference_stop(losses: list[float], early_stop: int) -> tuple[int, int]:
 
 
 def _trainer_stop(losses: list[float], train_config: TrainConfig) -> tuple[int, int]:
-    """(epochs run, best epoch) of the image trainer's epoch-end update fed `losses`."""
-    from vdjax.training.trainer import _compiled_end, _compiled_init
+    """(epochs run, best epoch) of the runner's epoch-end update (`finish_epoch`, compiled for
+    the host feed) fed `losses` as the stopping criterion. On a held-out split the criterion is
+    computed from the held-out data; on the train ELBO it is the loss given, so the sequence is
+    fed there: the patience update and its rule are the same in both regimes."""
+    from vdjax.training.epoch import EpochData
+    from vdjax.training.feeds import _compiled_finish
+    from vdjax.training.runner import _compiled_init
 
-    net = _compiled_init(MLP, train_config, 1)(np.array([0], np.uint32))
-    end = _compiled_end(train_config)
+    objective = Objective(MLP, train_config.replace(stop_on="train"), 1)
+    net = _compiled_init(objective, 1)(np.array([0], np.uint32))
+    finish = _compiled_finish(objective, False, False)
     for loss in losses:
-        net = end(net, np.array([loss], np.float32))
+        net, _ = finish(net, None, EpochData(), np.array([loss], np.float32))
     return int(net.epoch[0]), int(net.best_epoch[0])
 
 

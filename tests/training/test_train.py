@@ -4,16 +4,23 @@ import chex
 import numpy as np
 import pytest
 
-from vdjax.training.checkpoints import CheckpointError
+from vdjax import RunOptions, fit
 from vdjax.data import SpiralsConfig, spirals_dataset
-from vdjax.studies.experiment import run_in_memory
-from vdjax.training.loop import Batching, fit
 from vdjax.nn.models import ModelConfig
 from vdjax.runtime import seed_devices
-from vdjax.training.train import TrainConfig
+from vdjax.studies.experiment import run_in_memory
+from vdjax.training.checkpoints import CheckpointError
+from vdjax.training.config import TrainConfig
+from vdjax.training.epoch import Batching
 
 SPIRALS = spirals_dataset()
+XY = (SPIRALS.x_train, SPIRALS.y_train)
 MLP = ModelConfig("mlp", 6, 2, (2,))
+
+
+def one_call(tc: TrainConfig) -> RunOptions:
+    """Every epoch in one compiled call."""
+    return RunOptions(chunk_epochs=tc.max_epochs)
 
 
 def test_batching_uses_equal_batches():
@@ -27,8 +34,8 @@ SHORT = TrainConfig(max_epochs=60, patience=60)
 
 def test_same_seed_same_result_and_seeds_differ():
     tc = SHORT
-    a = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=None)
-    b = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=25)  # no seed stops: chunks change nothing
+    a = fit(MLP, tc, XY, [0, 1], one_call(tc))
+    b = fit(MLP, tc, XY, [0, 1], RunOptions(chunk_epochs=25))  # no seed stops: chunks change nothing
     np.testing.assert_array_equal(a.state.history, b.state.history)
     np.testing.assert_array_equal(a.best_state(0).q, b.best_state(0).q)
     assert not np.allclose(a.best_state(0).q, a.best_state(1).q)
@@ -39,11 +46,11 @@ def test_a_seed_alone_matches_itself_among_others_only_in_a_batch_of_one():
     """Same settings, same machine: bit for bit. Among other seeds, bit for bit only if its
     device's vmapped batch is one seed too (2 seeds on 2 devices); in bigger batches other
     kernels round differently, and SGD amplifies it."""
-    alone = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
-    again = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, [1], chunk_epochs=None)
+    alone = fit(MLP, SHORT, XY, [1], one_call(SHORT))
+    again = fit(MLP, SHORT, XY, [1], one_call(SHORT))
     np.testing.assert_array_equal(alone.state.history, again.state.history)
     for seeds in ([0, 1], [0, 1, 2, 3]):
-        among = fit(MLP, SHORT, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=None)
+        among = fit(MLP, SHORT, XY, seeds, one_call(SHORT))
         ours, theirs = np.asarray(alone.state.history[0]), np.asarray(among.state.history[1])
         if len(seeds) == seed_devices(len(seeds)):  # one seed per device
             np.testing.assert_array_equal(ours, theirs)
@@ -54,7 +61,7 @@ def test_a_seed_alone_matches_itself_among_others_only_in_a_batch_of_one():
 
 def test_early_stopping_keeps_the_best_parameters():
     tc = TrainConfig(max_epochs=400, patience=20, learning_rate=0.5)
-    r = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0], chunk_epochs=None)
+    r = fit(MLP, tc, XY, [0], one_call(tc))
     hist = r.state.history[0]
     epochs, best = int(r.state.epoch[0]), int(r.state.best_epoch[0])
     ran = hist[:epochs]
@@ -69,7 +76,7 @@ def test_minibatch_epochs_and_per_seed_data():
     x = np.stack([d.x_train for d in data])
     y = np.stack([d.y_train for d in data])
     tc = TrainConfig(max_epochs=20, patience=20, batch_size=256)
-    r = fit(MLP, tc, x, y, [0, 0], chunk_epochs=None)
+    r = fit(MLP, tc, (x, y), [0, 0], one_call(tc))
     assert r.state.history.shape == (2, 20) and np.all(np.isfinite(r.state.history))
     # Same network seed, different data: different runs.
     assert not np.allclose(r.state.history[0], r.state.history[1])
@@ -77,8 +84,8 @@ def test_minibatch_epochs_and_per_seed_data():
 
 def test_divergence_stops_the_seed_and_keeps_its_best_parameters():
     tc = TrainConfig(max_epochs=200, patience=200, learning_rate=1e6)
-    with pytest.warns(RuntimeWarning, match=r"non-finite loss at epoch \d+ \(seed0\)"):  # the driver says so
-        r = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0], chunk_epochs=None)
+    with pytest.warns(RuntimeWarning, match=r"non-finite loss at epoch \d+ \(ldn-s0\)"):  # the runner says so
+        r = fit(MLP, tc, XY, [0], one_call(tc))
     assert bool(r.state.nonfinite[0]) and int(r.state.epoch[0]) < 200
     state = r.best_state(0)
     assert all(np.all(np.isfinite(a)) for a in __import__("jax").tree_util.tree_leaves(state.params))
@@ -87,13 +94,13 @@ def test_divergence_stops_the_seed_and_keeps_its_best_parameters():
 def test_fit_rejects_bad_inputs():
     tc = TrainConfig(max_epochs=5)
     with pytest.raises(ValueError, match="NaN"):
-        fit(MLP, tc, np.full((10, 2), np.nan), np.zeros(10, int), [0])
+        fit(MLP, tc, (np.full((10, 2), np.nan), np.zeros(10, int)), [0])
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
-        fit(MLP, tc, np.zeros((10, 2)), np.full(10, 5), [0])
+        fit(MLP, tc, (np.zeros((10, 2)), np.full(10, 5)), [0])
     with pytest.raises(ValueError, match="shape"):
-        fit(MLP, tc, np.zeros((10, 3)), np.zeros(10, int), [0])
+        fit(MLP, tc, (np.zeros((10, 3)), np.zeros(10, int)), [0])
     with pytest.raises(ValueError, match="seeds"):
-        fit(MLP, tc, np.zeros((10, 2)), np.zeros(10, int), [])
+        fit(MLP, tc, (np.zeros((10, 2)), np.zeros(10, int)), [])
     with pytest.raises(ValueError):
         TrainConfig(momentum=1.5)
     with pytest.raises(ValueError):
@@ -104,7 +111,7 @@ def test_spirals_ldn_learns_and_finds_a_moderate_depth():
     """The paper's setting (D=20, w=20, 200 points) on a shortened schedule."""
     cfg = ModelConfig("mlp", 20, 2, (2,))
     tc = TrainConfig(max_epochs=2000, patience=500)
-    run = run_in_memory(SPIRALS, cfg, tc, seeds=[0, 1], chunk_epochs=None)
+    run = run_in_memory(SPIRALS, cfg, tc, seeds=[0, 1], options=one_call(tc))
     for s in run.seeds:
         assert 1 - s.test["error"] > 0.9  # chance is 0.5
         assert 1 - s.test_pruned["error"] > 0.9
@@ -122,14 +129,14 @@ COMPACTING = TrainConfig(max_epochs=300, patience=10, learning_rate=1.0)
 
 @pytest.fixture(scope="module")
 def chunked():
-    return fit(MLP, COMPACTING, SPIRALS.x_train, SPIRALS.y_train, list(range(6)), chunk_epochs=10)
+    return fit(MLP, COMPACTING, XY, list(range(6)), RunOptions(chunk_epochs=10))
 
 
 def test_compacting_stopped_seeds_keeps_every_seed_in_place(chunked):
     """Stopped seeds leave the vmapped batch between chunks (a smaller batch runs other float
     kernels, so chaotic runs may drift after that point, as in any rebatching)."""
     tc = COMPACTING
-    whole = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, list(range(6)), chunk_epochs=None)
+    whole = fit(MLP, tc, XY, list(range(6)), one_call(tc))
     epochs = np.asarray(whole.state.epoch)
     early = epochs <= 20
     assert early.sum() >= 3 and epochs.max() > 100  # so chunks of 10 compact at epoch 20
@@ -164,11 +171,11 @@ def test_fit_resumes_from_its_checkpoint_exactly(chunked, tmp_path):
     assert int(np.sum(np.asarray(whole.state.epoch) <= 20)) >= 3  # compacted at epoch 20, before the kill
     t0 = time.perf_counter()
     with pytest.raises(_Killed):
-        fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10, progress=_kill_after(40),
-            checkpoint_dir=tmp_path, checkpoint_every_s=0)
+        fit(MLP, tc, XY, seeds, RunOptions(chunk_epochs=10, progress=_kill_after(40), checkpoint_dir=tmp_path,
+                                           checkpoint_every_s=0))
     t1, seen = time.perf_counter(), []
-    resumed = fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, seeds, chunk_epochs=10,
-                  progress=lambda done, total: seen.append(done), checkpoint_dir=tmp_path)
+    resumed = fit(MLP, tc, XY, seeds, RunOptions(chunk_epochs=10, progress=lambda done, total: seen.append(done),
+                                                 checkpoint_dir=tmp_path, log=lambda s: None))
     t2 = time.perf_counter()
     assert seen[0] == 50  # it went on from the checkpoint at epoch 40, not from the start
     # Its training time counts the killed call up to its last checkpoint as well as this one.
@@ -187,8 +194,8 @@ def test_fit_refuses_a_checkpoint_of_another_run(tmp_path, monkeypatch):
 
     tc = TrainConfig(max_epochs=40, patience=40)
     with pytest.raises(_Killed):
-        fit(MLP, tc, SPIRALS.x_train, SPIRALS.y_train, [0, 1], chunk_epochs=10, progress=_kill_after(20),
-            checkpoint_dir=tmp_path, checkpoint_every_s=0)
+        fit(MLP, tc, XY, [0, 1], RunOptions(chunk_epochs=10, progress=_kill_after(20), checkpoint_dir=tmp_path,
+                                            checkpoint_every_s=0))
     saved = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     for other, differ in (({"seeds": [0, 2]}, "seeds"), ({"y": 1 - SPIRALS.y_train}, "data"),
                           ({"tc": tc.replace(learning_rate=0.5)}, "train_config"), ({"chunk": 20}, "chunk_epochs"),
@@ -196,8 +203,8 @@ def test_fit_refuses_a_checkpoint_of_another_run(tmp_path, monkeypatch):
         if "devices" in other:
             monkeypatch.setattr(jax, "local_device_count", lambda: other["devices"])
         with pytest.raises(CheckpointError, match=rf"different run \({differ} differ\).*rerun with its settings"):
-            fit(MLP, other.get("tc", tc), SPIRALS.x_train, other.get("y", SPIRALS.y_train), other.get("seeds", [0, 1]),
-                chunk_epochs=other.get("chunk", 10), checkpoint_dir=tmp_path)
+            fit(MLP, other.get("tc", tc), (SPIRALS.x_train, other.get("y", SPIRALS.y_train)),
+                other.get("seeds", [0, 1]), RunOptions(chunk_epochs=other.get("chunk", 10), checkpoint_dir=tmp_path))
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == saved
 
 

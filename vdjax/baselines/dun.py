@@ -1,7 +1,7 @@
 """DUN's comparison: an LDN against a DDN, a deep ensemble of DDNs, MC dropout and mean-field VI,
 on one footing.
 
-Training: every method is `vdjax.training.trainer.fit_networks` with one protocol (the same optimiser,
+Training: every method is `vdjax.fit` with one protocol (the same optimiser,
 batch size, epochs and early-stopping rule: stop once the validation objective has not improved
 for `patience` epochs and keep the best parameters). The LDN, the DDN and the ensemble's
 members are one vmapped program: members ('ldn', s0), ('ddn', s1..sM) with the DDN being
@@ -38,8 +38,10 @@ from vdjax.data.core import Dataset, check_inputs
 from vdjax.depth.likelihoods import marginal_metrics, mixture_moments, noise_std, to_original_scale
 from vdjax.depth.metrics import expected_calibration_error, marginal_log_probs
 from vdjax.nn.models import LDN, Model, ModelConfig
-from vdjax.depth.prune import PrunedLDN, eval_logits, last_head_only, prune, select_depth
-from vdjax.training.train import TrainConfig, TrainState
+from vdjax.depth.prune import PrunedLDN, last_head_only, prune, select_depth
+from vdjax.nn.models import eval_logits
+from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.training.step import TrainState
 
 METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")
 
@@ -167,27 +169,22 @@ def _sampled_forward(config: Model):
 
 @dataclasses.dataclass
 class TrainedMethods:
-    """The networks of one comparison: the LDN, the DDNs (member 0 is the DDN, all of them the
-    ensemble), the MC-dropout and the MFVI network (None if not trained)."""
+    """The kept states of one comparison's networks: the LDN, the DDNs (member 0 is the DDN, all
+    of them the ensemble), the MC-dropout and the MFVI network (None if not trained), and how
+    each trained (`FitResult.summary`)."""
 
     model_config: Model
     dropout_config: Model | None
-    ldn: Any  # vdjax.training.trainer.TrainResult
-    ddns: list
-    dropout: Any | None
+    ldn: TrainState
+    ddns: list[TrainState]
+    dropout: TrainState | None
+    training: dict[str, dict[str, Any]]
     mfvi_config: Model | None = None
-    mfvi: Any | None = None
+    mfvi: TrainState | None = None
 
     def summary(self) -> dict:
         """How each network trained: kept epoch, epochs run, why it stopped, program wall time."""
-        rows = {"ldn": self.ldn, **{f"ddn_{i}": r for i, r in enumerate(self.ddns)}}
-        if self.dropout is not None:
-            rows["dropout"] = self.dropout
-        if self.mfvi is not None:
-            rows["mfvi"] = self.mfvi
-        return {k: {"best_epoch": r.best_epoch, "epochs": r.epochs, "stopped": r.stopped,
-                    "program_seconds": round(r.train_seconds, 2), "networks_in_program": r.networks}
-                for k, r in rows.items()}
+        return self.training
 
 
 def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_config: TrainConfig,
@@ -202,7 +199,7 @@ def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_co
     a preset `model_config` with weights='mfvi' and prior std `mfvi_prior_std` (None skips it).
     Several data sets of one size (`data` a sequence; set j's seed is `seed[j]`, or seed + 100 j)
     train in the same three programs; one `TrainedMethods` per set comes back."""
-    from vdjax.training.trainer import fit_networks
+    from vdjax.training.runner import fit
 
     if ensemble_size < 1:
         raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
@@ -211,21 +208,31 @@ def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_co
     seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [seed + 100 * j for j in range(len(sets))]
     if len(seeds) != len(sets):
         raise ValueError(f"{len(sets)} data sets need as many seeds, got {seeds}")
+    options = RunOptions(progress=progress, log=log)
 
-    def fit(config: Model, members: Callable[[int], list]) -> list[list]:
-        if several:
-            return fit_networks(sets, config, train_config, [members(s) for s in seeds], progress=progress, log=log)
-        return [fit_networks(sets[0], config, train_config, members(seeds[0]), progress=progress, log=log)]
+    def run(config: Model, members: Callable[[int], list]) -> list[list[tuple]]:
+        """Per data set, (kept state, training summary) of each of its networks."""
+        result = fit(config, train_config, sets if several else sets[0],
+                     [members(s) for s in seeds] if several else members(seeds[0]), options)
+        per_set: list[list[tuple]] = [[] for _ in sets]
+        for i, j in enumerate(result.data_of):
+            per_set[j].append((result.best_state(i), result.summary(i)))
+        return per_set
 
     dropout_config = dropout_model or _preset_variant(model_config, "dropout_model", dropout_rate,
                                                       dropout_rate=dropout_rate)
     mfvi_config = mfvi_model or _preset_variant(model_config, "mfvi_model", mfvi_prior_std, weights="mfvi",
                                                 prior_std=mfvi_prior_std)
-    main = fit(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(ensemble_size)])
-    dropout = fit(dropout_config, lambda s: [("ddn", s)]) if dropout_config else [[None]] * len(sets)
-    mfvi = fit(mfvi_config, lambda s: [("ddn", s)]) if mfvi_config else [[None]] * len(sets)
-    out = [TrainedMethods(model_config, dropout_config, m[0], m[1:], d[0], mfvi_config, v[0])
-           for m, d, v in zip(main, dropout, mfvi)]
+    main = run(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(ensemble_size)])
+    none = [[(None, None)]] * len(sets)
+    dropout = run(dropout_config, lambda s: [("ddn", s)]) if dropout_config else none
+    mfvi = run(mfvi_config, lambda s: [("ddn", s)]) if mfvi_config else none
+    out = []
+    for m, d, v in zip(main, dropout, mfvi):
+        training = {"ldn": m[0][1], **{f"ddn_{i}": r[1] for i, r in enumerate(m[1:])}}
+        training.update({k: r[0][1] for k, r in (("dropout", d), ("mfvi", v)) if r[0][0] is not None})
+        out.append(TrainedMethods(model_config, dropout_config, m[0][0], [r[0] for r in m[1:]], d[0][0], training,
+                                  mfvi_config, v[0][0]))
     return out if several else out[0]
 
 
@@ -246,18 +253,18 @@ def method_predictives(trained: TrainedMethods, x: np.ndarray, key: jax.Array, n
     `timing_repeats` after a compiling warm-up), measured in the same process one after another."""
     cfg = trained.model_config
     # Pruning happens once, before deployment: what is timed is the pruned network's prediction.
-    deployed = {rule: prune_by_rule(cfg, trained.ldn.state, rule) for rule in ("95", None)}
+    deployed = {rule: prune_by_rule(cfg, trained.ldn, rule) for rule in ("95", None)}
     makers: dict[str, Callable[[], Predictive]] = {
-        "ldn": lambda: pruned_predictive(cfg, trained.ldn.state, deployed["95"], x),
-        "ldn_full": lambda: pruned_predictive(cfg, trained.ldn.state, deployed[None], x),
-        "ddn": lambda: ddn_predictive(cfg, trained.ddns[0].state, x),
-        "ensemble": lambda: ensemble_predictive(cfg, [r.state for r in trained.ddns], x),
+        "ldn": lambda: pruned_predictive(cfg, trained.ldn, deployed["95"], x),
+        "ldn_full": lambda: pruned_predictive(cfg, trained.ldn, deployed[None], x),
+        "ddn": lambda: ddn_predictive(cfg, trained.ddns[0], x),
+        "ensemble": lambda: ensemble_predictive(cfg, trained.ddns, x),
     }
     if trained.dropout is not None:
-        makers["dropout"] = lambda: mc_dropout_predictive(trained.dropout_config, trained.dropout.state, x, key,
+        makers["dropout"] = lambda: mc_dropout_predictive(trained.dropout_config, trained.dropout, x, key,
                                                           n_dropout_samples)
     if trained.mfvi is not None:
-        makers["mfvi"] = lambda: mfvi_predictive(trained.mfvi_config, trained.mfvi.state, x, jax.random.fold_in(key, 1),
+        makers["mfvi"] = lambda: mfvi_predictive(trained.mfvi_config, trained.mfvi, x, jax.random.fold_in(key, 1),
                                                  n_mfvi_samples)
     preds = {k: make() for k, make in makers.items()}
     seconds = {k: time_call(make, timing_repeats) for k, make in makers.items()}

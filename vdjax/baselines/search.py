@@ -340,7 +340,7 @@ def _smash_scores(model_config: Model, state: SearchState, x_val, y_val) -> np.n
     """Validation log-likelihood of every depth under the shared weights (eval mode), from one
     forward pass over the whole validation set."""
     from vdjax.depth.metrics import per_depth_metrics
-    from vdjax.depth.prune import eval_logits
+    from vdjax.nn.models import eval_logits
 
     logits = eval_logits(model_config, {"params": state.params, "batch_stats": state.batch_stats}, x_val,
                          batch_size=len(x_val))

@@ -56,7 +56,7 @@ def spirals_main(args: argparse.Namespace) -> int:
     from vdjax.io import write_bytes, write_json
     from vdjax.nn.models import ModelConfig
     from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
-    from vdjax.training.train import TrainConfig
+    from vdjax.training.config import RunOptions, TrainConfig
 
     seeds = validate.unique(args.seeds, "--seeds")
     data = spirals_dataset(SpiralsConfig(rotation=args.rotation, n_train=args.n_train, seed=args.data_seed))
@@ -74,7 +74,8 @@ def spirals_main(args: argparse.Namespace) -> int:
     writer = create_writer(args.metrics_dir) if args.metrics_dir is not None else None
     try:
         with epoch_progress(train_config.max_epochs) as progress:
-            run = run_in_memory(data, model_config, train_config, seeds, progress=progress, metrics_writer=writer)
+            run = run_in_memory(data, model_config, train_config, seeds,
+                                options=RunOptions(progress=progress, metrics_writer=writer))
     finally:
         if writer is not None:
             writer.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from vdjax.io import not_directories, unique  # noqa: F401 (the checks every command makes)
-from vdjax.training.protocol import MAX_SEED  # noqa: F401 (re-exported for the command lines)
+from vdjax.training.config import MAX_SEED
 
 DEBUG_ENV = "VDJAX_DEBUG"
 

@@ -48,18 +48,6 @@ def per_depth_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.mean(picked, axis=1)
 
 
-def negative_elbo(
-    logits: jax.Array,
-    labels: jax.Array,
-    depth_logits: jax.Array,
-    n_train: int,
-    prior_decay: float = 0.85,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The LDN loss per training point and its parts (expected NLL, KL, per-depth NLL)."""
-    chex.assert_shape(depth_logits, (logits.shape[0],))
-    return elbo_from_nll(per_depth_nll(logits, labels), depth_logits, n_train, prior_decay)
-
-
 def elbo_from_nll(nll: jax.Array, depth_logits: jax.Array, n_train: int,
                   prior_decay: float = 0.85) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The negative ELBO from the per-depth NLLs [D+1] of any likelihood (`vdjax.depth.likelihoods`)."""
@@ -69,11 +57,6 @@ def elbo_from_nll(nll: jax.Array, depth_logits: jax.Array, n_train: int,
     kl = kl_categorical(log_q, log_prior(nll.shape[0] - 1, prior_decay))
     loss = expected_nll + kl / n_train
     return loss, {"expected_nll": expected_nll, "kl": kl, "nll_per_depth": nll}
-
-
-def ddn_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """A deterministic-depth network's loss: cross-entropy at its last (only) depth."""
-    return ddn_from_nll(per_depth_nll(logits, labels))
 
 
 def ddn_from_nll(nll: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -8,7 +8,7 @@ draw of eps [B, out] gives every example its own weight sample at the cost of tw
 products, and the gradient's variance is lower than with one shared weight draw per batch.
 
 The KL divergence to the prior is closed-form (`weight_kl`); the training loss adds it divided
-by the number of training points (`vdjax.training.train.loss_fn`), the per-point negative ELBO, as the
+by the number of training points (`vdjax.training.objective.Objective.loss`), the per-point negative ELBO, as the
 LDN's KL over depths. Parameters are named `kernel`/`bias` (the means, PyTorch's init as
 `vdjax.nn.layers.Linear`) and `kernel_rho`/`bias_rho` (std = softplus(rho)).
 """

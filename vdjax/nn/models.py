@@ -57,7 +57,7 @@ class ModelConfig:
     weights: 'point' (the default) or 'mfvi': every linear layer of the MLP has a factorised
       Gaussian posterior (`vdjax.nn.mfvi`), sampled in training and, when asked, at prediction,
       with the KL to the prior N(0, prior_std^2) in the loss. Run ids name both fields only when
-      they differ from their defaults (`vdjax.training.protocol.config_key`), so every other network's
+      they differ from their defaults (`vdjax.training.checkpoints.config_key`), so every other network's
       checkpoints keep their ids.
     """
 

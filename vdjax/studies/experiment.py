@@ -19,11 +19,12 @@ import jax
 import numpy as np
 
 from vdjax.data import Dataset
-from vdjax.training.loop import FitResult, fit
 from vdjax.depth.metrics import predictive_metrics
-from vdjax.nn.models import Model
-from vdjax.depth.prune import d_opt_95, eval_logits, expected_depth, predict_log_probs, prune
-from vdjax.training.train import TrainConfig, evaluate
+from vdjax.depth.prune import d_opt_95, expected_depth, predict_log_probs, prune
+from vdjax.nn.models import Model, eval_logits
+from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.training.objective import evaluate
+from vdjax.training.runner import FitResult, fit
 
 
 @dataclasses.dataclass
@@ -121,14 +122,14 @@ def epoch_progress(total: int, desc: str = "training", leave: bool = True) -> It
 
 
 def run_in_memory(data: Dataset | Sequence[Dataset], model_config: Model, train_config: TrainConfig,
-                  seeds: list[int], data_seeds: Sequence[int] | None = None, **fit_options: Any) -> RunResult:
+                  seeds: list[int], data_seeds: Sequence[int] | None = None,
+                  options: RunOptions = RunOptions()) -> RunResult:
     """Trains `len(seeds)` networks in one compiled, seed-vmapped program and evaluates them.
 
     data: one data set that every seed trains and is tested on, or a list of one per seed (same
     sizes) where seed i trains on `data[i].x_train` and is tested on `data[i].x_test`.
     data_seeds: what drew each seed's data, recorded as its `data_seed` (None: not recorded).
-    `fit_options` go to `vdjax.training.loop.fit` (`chunk_epochs`, `progress`, `checkpoint_dir`: saves
-    there between chunks and resumes from it, `checkpoint_every_s`, `metrics_writer`).
+    options: how `vdjax.fit` runs (checkpoints to resume from, chunking, progress, metrics stream).
     """
     shared = isinstance(data, Dataset)
     datasets = [data] * len(seeds) if shared else list(data)
@@ -148,7 +149,7 @@ def run_in_memory(data: Dataset | Sequence[Dataset], model_config: Model, train_
         if len({d.x_train.shape for d in datasets}) != 1:
             raise ValueError(f"per-seed data sets must have equal train sizes, got {[d.n_train for d in datasets]}")
         x, y = np.stack([d.x_train for d in datasets]), np.stack([d.y_train for d in datasets])
-    result = fit(model_config, train_config, x, y, seeds, **fit_options)
+    result = fit(model_config, train_config, (x, y), seeds, options)
     method = train_config.method
     seed_results = []
     for i, seed in enumerate(seeds):
@@ -169,10 +170,10 @@ def run_in_memory(data: Dataset | Sequence[Dataset], model_config: Model, train_
             test=test,
             test_pruned=pruned95,
             test_pruned_expected=pruned_metrics(model_config, state.variables, q, dexp, own.x_test, own.y_test),
-            best_epoch=int(result.state.best_epoch[i]),
-            epochs=int(result.state.epoch[i]),
-            best_loss=float(result.state.best_loss[i]),
-            nonfinite=bool(result.state.nonfinite[i]),
+            best_epoch=int(result.host.best_epoch[i]),
+            epochs=int(result.host.epoch[i]),
+            best_loss=float(result.host.best_loss[i]),
+            nonfinite=bool(result.host.nonfinite[i]),
             data_seed=None if data_seeds is None else int(data_seeds[i]),
             d_argmax=dmax,
             test_pruned_argmax=pruned95 if dmax == d95 else pruned_metrics(model_config, state.variables, q, dmax,

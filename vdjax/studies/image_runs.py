@@ -1,7 +1,7 @@
 """Image experiments: one trained network per (data set, method, depth, seed), one results file each.
 
 `run_image_points` trains (or resumes) the LDNs and DDNs of one max depth as one program with
-`vdjax.training.trainer.fit_networks`, then evaluates each on the test set and writes `<out>/<data set>/<method>_D<depth>_s<seed>.json` and
+`vdjax.fit`, then evaluates each on the test set and writes `<out>/<data set>/<method>_D<depth>_s<seed>.json` and
 the kept parameters beside it (`.msgpack`), atomically; a finished point is skipped on rerun.
 
 An LDN record holds q(d), d_opt by the 95% rule and by expected depth, test log-likelihood,
@@ -27,18 +27,11 @@ from vdjax.io import read_json, write_bytes, write_json
 from vdjax.depth.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
 from vdjax.training.metrics_writer import MetricsWriter
 from vdjax.nn.models import Model, ModelConfig
-from vdjax.depth.prune import (
-    d_opt_95,
-    eval_logits,
-    expected_depth,
-    forward_fn,
-    last_head_only,
-    prune,
-    pruned_log_probs,
-)
+from vdjax.depth.prune import d_opt_95, expected_depth, last_head_only, prune, pruned_log_probs
+from vdjax.nn.models import eval_logits, forward_fn
 from vdjax.runtime import environment
-from vdjax.training.train import TrainConfig
-from vdjax.training.trainer import TrainResult, fit_networks, with_stopping_data
+from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.training.runner import FitResult, fit, with_stopping_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +88,7 @@ def run_image_points(
     bottleneck: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
-    checkpoint; `mesh` and `span_processes` as `fit_networks`), writes a record per network (DDNs
+    checkpoint; `mesh` and `span_processes` as `vdjax.training.config.RunOptions`), writes a record per network (DDNs
     first, so that each LDN record holds its DDN's metrics and speed-up) and returns every
     point's record.
 
@@ -120,11 +113,12 @@ def run_image_points(
         whole = _process0_view(np.array((checkpoints / "+".join(p.name for p in points)).exists()), span_processes)
         program = points if whole else todo
         ckpt_dir = checkpoints / "+".join(p.name for p in program)
-        results = fit_networks(data, model_config, train_config, [(p.method, p.seed) for p in program],
-                               checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
-                               span_processes=span_processes, metrics_writer=metrics_writer)
+        result = fit(model_config, train_config, data, [(p.method, p.seed) for p in program],
+                     RunOptions(checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
+                                span_processes=span_processes, metrics_writer=metrics_writer))
         if span_processes and jax.process_index() != 0:
             return []
+        results = [result.select([i]) for i in range(len(program))]
         for point, result in sorted(zip(program, results), key=lambda pr: pr[0].method != "ddn"):
             if point in todo:
                 written[point] = _write_record(data, point, result, model_config,
@@ -145,12 +139,13 @@ def _process0_view(flags: np.ndarray, span_processes: bool) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))) > 0
 
 
-def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
+def network_record(data: Dataset, point: ImagePoint, result: FitResult, model_config: Model,
                    train_config: TrainConfig) -> dict[str, Any]:
-    """One trained network evaluated on the test set: how it trained and, for an LDN, q(d), d_opt
+    """One trained network (`result` of it alone) evaluated on the test set: how it trained and, for an LDN, q(d), d_opt
     and the full, 95%-pruned and expected-depth predictives (log-likelihood, error, ECE with
     reliability tables); for a DDN its own predictive."""
-    variables = jax.device_get(result.state.variables)
+    state, trained = result.best_state(0), result.summary(0)
+    variables = jax.device_get(state.variables)
     record: dict[str, Any] = {
         "dataset": data.name,
         "n_train": data.n_train,
@@ -162,18 +157,18 @@ def network_record(data: Dataset, point: ImagePoint, result: TrainResult, model_
         "seed": point.seed,
         "model_config": model_config.describe(),
         "train_config": dataclasses.asdict(train_config),
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs,
-        "stopped": result.stopped,
-        "networks_in_program": result.networks,
-        "train_seconds": float(sum(h["seconds"] for h in result.history)),
-        "history": result.history,
+        "best_epoch": trained["best_epoch"],
+        "epochs": trained["epochs"],
+        "stopped": trained["stopped"],
+        "networks_in_program": trained["networks_in_program"],
+        "train_seconds": float(sum(h["seconds"] for h in result.histories[0])),
+        "history": result.histories[0],
         "backend": jax.default_backend(),
-        "environment": {**environment(), "seeds_in_batch": result.networks},  # what the numbers depend on
+        "environment": {**environment(), "seeds_in_batch": trained["networks_in_program"]},  # what the numbers depend on
     }
     logits = eval_logits(model_config, variables, data.x_test)
     per_depth = per_depth_metrics(logits, data.y_test)
-    q = (np.asarray(jax.nn.softmax(np.asarray(result.state.params["depth_logits"])), np.float64)
+    q = (np.asarray(jax.nn.softmax(np.asarray(state.params["depth_logits"])), np.float64)
          if point.method == "ldn" else None)
     if data.x_val is not None:  # how precisely the stopping split measured what it watched
         record["validation"] = validation_log_lik(eval_logits(model_config, variables, data.x_val), data.y_val, q)
@@ -198,14 +193,15 @@ def validation_log_lik(logits: np.ndarray, labels: np.ndarray, q: np.ndarray | N
     return {"n": int(len(labels)), "log_lik": float(ll.mean()), "log_lik_se": float(ll.std(ddof=1) / np.sqrt(len(ll)))}
 
 
-def _write_record(data: Dataset, point: ImagePoint, result: TrainResult, model_config: Model,
+def _write_record(data: Dataset, point: ImagePoint, result: FitResult, model_config: Model,
                   train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
     """Evaluates one trained network on the test set (with, for an LDN, the DDN of its depth and
     seed where that is trained); writes its parameters, then its record, and returns where the
     record went (a fallback location if `out` has become unwritable)."""
     path = record_path(out, data.name, point)
-    variables = jax.device_get(result.state.variables)
-    depth_logits = np.asarray(result.state.params["depth_logits"])
+    state = result.best_state(0)
+    variables = jax.device_get(state.variables)
+    depth_logits = np.asarray(state.params["depth_logits"])
     record = network_record(data, point, result, model_config, train_config)
     ddn_path = record_path(out, data.name, dataclasses.replace(point, method="ddn"))
     if point.method == "ldn" and ddn_path.exists():

@@ -27,9 +27,10 @@ from vdjax.training.cost import Cost, clock
 from vdjax.data.core import Dataset
 from vdjax.depth.metrics import predictive_metrics
 from vdjax.nn.models import Model
-from vdjax.depth.prune import d_opt_95, eval_logits, pruned_log_probs
+from vdjax.depth.prune import d_opt_95, pruned_log_probs
+from vdjax.nn.models import eval_logits
 from vdjax.baselines.search import STRATEGIES, SearchConfig, search
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import RunOptions, TrainConfig
 
 ALL = ("ldn", "grid", *STRATEGIES)
 EVAL_BATCH = 1024  # points per evaluation pass (`eval_logits`, the image trainer's early-stopping test)
@@ -54,19 +55,17 @@ def train_network(data: Dataset, model_config: Model, train_config: TrainConfig,
     stopping watches the train ELBO (spirals), the epoch loop with early stopping on held-out data
     otherwise (images)."""
     with clock() as wall:
-        if train_config.stop_on == "train":
-            from vdjax.training.loop import fit
+        from vdjax.training.runner import fit, with_stopping_data
 
-            state = fit(model_config, train_config, data.x_train, data.y_train, [seed], chunk_epochs=None).best_state(0)
+        if train_config.stop_on == "train":
+            run = fit(model_config, train_config, data, [seed], RunOptions(chunk_epochs=train_config.max_epochs))
             evaluated = 0  # early stopping watches the training loss the steps compute anyway
         else:
-            from vdjax.training.trainer import fit_dataset, with_stopping_data
-
-            run = fit_dataset(data, model_config, train_config, seed, progress=False, log=lambda s: None)
-            state = run.state
+            run = fit(model_config, train_config, data, [seed], RunOptions(log=lambda s: None))
             stop_on, held = train_config.stop_on, with_stopping_data(data, train_config)
-            n_held = {"val": held.n_val, "test": len(held.x_test)}.get(stop_on, 0)  # 'train': no extra pass
-            evaluated = sum(f"{stop_on}_loss" in row for row in run.history) * (eval_passes(n_held) if n_held else 0)
+            n_held = {"val": held.n_val, "test": len(held.x_test)}[stop_on]
+            evaluated = sum(f"{stop_on}_loss" in row for row in run.histories[0]) * eval_passes(n_held)
+        state = run.best_state(0)
         variables = jax.device_get(state.variables)
     # The train state counts its optimiser steps, one gradient evaluation each.
     cost = Cost.zero().add(forward=evaluated, gradient=int(state.step))

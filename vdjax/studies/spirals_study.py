@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vdjax.training import protocol
+from vdjax.training.epoch import stop_reason as network_stop_reason
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 
@@ -57,8 +57,8 @@ SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spi
 
 
 def stop_reason(seed: dict[str, Any], max_epochs: int) -> str:
-    """Why one finished network stopped (`protocol.stop_reason`), the epoch cap named 'cap'."""
-    reason = protocol.stop_reason(True, seed["nonfinite"], seed["epochs"], max_epochs)
+    """Why one finished network stopped (`vdjax.training.epoch.stop_reason`), the epoch cap named 'cap'."""
+    reason = network_stop_reason(True, seed["nonfinite"], seed["epochs"], max_epochs)
     return "cap" if reason == "max_epochs" else reason
 
 

@@ -28,7 +28,7 @@ from vdjax.data.spirals import spirals_draws
 from vdjax.studies.experiment import epoch_progress, run_in_memory
 from vdjax.io import not_directories, read_json, unique, write_bytes, write_json
 from vdjax.nn.models import ModelConfig
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import RunOptions, TrainConfig
 
 
 DataSeeds = Literal["per_repeat", "shared"]
@@ -128,8 +128,9 @@ def run_grid(points: Iterable[GridPoint], out: str | Path, seeds: list[int],
         started = time.monotonic()
         with epoch_progress(point.train.max_epochs, f"[{i}/{len(points)}] {point.name}", leave=False) as progress:
             run = run_in_memory(point.datasets(seeds), point.model, point.train, seeds,
-                                data_seeds=point.data_seed_of(seeds), chunk_epochs=chunk_epochs, progress=progress,
-                                checkpoint_dir=checkpoint, checkpoint_every_s=checkpoint_every_s)
+                                data_seeds=point.data_seed_of(seeds),
+                                options=RunOptions(chunk_epochs=chunk_epochs, progress=progress,
+                                                   checkpoint_dir=checkpoint, checkpoint_every_s=checkpoint_every_s))
         record = run.summary()
         data_config = dataclasses.asdict(point.data)
         if point.data_seeds == "per_repeat":

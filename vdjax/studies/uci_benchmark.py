@@ -26,8 +26,8 @@ import numpy as np
 from vdjax.baselines.dun import fit_methods, method_predictives, regression_metrics
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.protocol import Batching
-from vdjax.training.train import TrainConfig
+from vdjax.training.config import TrainConfig
+from vdjax.training.epoch import Batching
 
 SUITE_METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")  # ranked; 'ldn_full' is reported beside them
 KINDS = ("standard", "gap")
@@ -99,7 +99,7 @@ def run_splits(datasets: Sequence[Dataset], splits: Sequence[int], config: Suite
             rows[i] = {"split": int(splits[i]), "dataset": data.name, "n_train": data.n_train,
                        "n_test": len(data.x_test), "target_scale": data.target_scale, "max_epochs": tc.max_epochs,
                        "splits_in_program": len(group), "d_opt": int(preds["ldn"].outputs.shape[0] - 1),
-                       "q": np.asarray(tr.ldn.state.q).tolist(), "test": test, "test_time_seconds": seconds,
+                       "q": np.asarray(tr.ldn.q).tolist(), "test": test, "test_time_seconds": seconds,
                        "cost_vs_ddn": {m: s / seconds["ddn"] for m, s in seconds.items()},
                        "training": tr.summary()}
     return [rows[i] for i in range(len(datasets))]

@@ -3,12 +3,15 @@
 One Orbax `CheckpointManager` step per save, keeping only the latest. Every save carries a
 `run_id` (whatever must match for resuming to be exact: data, configs, seeds), and `restore`
 refuses a checkpoint whose id differs or that cannot be read, leaving it in place, so a
-wrong `--out` or a damaged file never silently restarts or corrupts a run.
+wrong `--out` or a damaged file never silently restarts or corrupts a run. `SaveCadence`
+decides when a save is due.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -100,3 +103,49 @@ def _differences(saved: Any, wanted: Any) -> str:
         return "data, config or seeds"
     keys = [k for k in wanted if saved.get(k) != wanted[k]] + [k for k in saved if k not in wanted]
     return ", ".join(keys) or "data, config or seeds"
+
+
+def config_key(config: Any) -> str:
+    """A config's repr naming only the fields that differ from their defaults, so that a field a
+    later version adds, left at its default, keeps earlier checkpoints resumable."""
+    if not dataclasses.is_dataclass(config):
+        return repr(config)
+    changed = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or type(value) is not type(default) or value != default:
+            changed.append(f"{f.name}={value!r}")
+    return f"{type(config).__name__}({', '.join(changed)})"
+
+
+def run_id(model_config: Any, train_config: Any, *arrays: np.ndarray, name: str | None = None,
+           **networks_and_layout: Any) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configs, the data themselves (two subsets of
+    the same size drawn with other seeds are different runs), and what the caller names: the
+    networks (seeds, methods) and what sets their floats (devices, chunking, versions)."""
+    rid = {"model_config": config_key(model_config), "train_config": config_key(train_config),
+           "data": [name, fingerprint(*arrays)] if name is not None else fingerprint(*arrays)}
+    return {**rid, **networks_and_layout}
+
+
+class SaveCadence:
+    """When to checkpoint: at most every `every_s` seconds (0: whenever asked), and with at most
+    5% of the time spent saving (a 6-seed width-512 spirals state is 380 MB, 2.6 s to save)."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self.last = time.monotonic()
+        self.cost = 0.0
+
+    def due(self) -> bool:
+        if self.every_s == 0:
+            return True
+        waited = time.monotonic() - self.last
+        return waited >= self.every_s and waited >= 20 * self.cost
+
+    def saved(self, started: float) -> None:
+        """Call after a save that began at `started` (time.monotonic())."""
+        self.last = time.monotonic()
+        self.cost = self.last - started

@@ -1,7 +1,8 @@
 """Live training metrics: scalars streamed while a run trains, not only written at its end.
 
-A writer takes `write(step, {name: value})` calls from the trainers (`vdjax.training.trainer.fit_networks`
-after every epoch, `vdjax.training.loop.fit` after every chunk of epochs) and makes each visible at once:
+A writer takes `write(step, {name: value})` calls from `vdjax.fit` (every network's row after every
+epoch on a held-out split; after every chunk of epochs on the train ELBO, its epochs and best
+train loss) and makes each visible at once:
 `JsonlWriter` appends a JSON line per call (readable while the run goes on, by `tail -f` or a
 notebook's `read_metrics`), and `TensorBoardWriter` writes TensorBoard event files where
 `tensorboardX` or PyTorch's `torch.utils.tensorboard` is installed. `create_writer(folder)` gives

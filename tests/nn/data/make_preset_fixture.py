@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from vdjax.nn.models import LDN, ModelConfig
-from vdjax.training.train import TrainConfig, init_state, make_optimizer, make_train_step
+from vdjax.training.config import TrainConfig
+from vdjax.training.step import init_state, make_optimizer, make_train_step
 
 PRESETS = {
     "mlp": ModelConfig("mlp", 3, 2, (2,), width=8),
