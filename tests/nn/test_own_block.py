@@ -27,9 +27,10 @@ def readme_example(name: str) -> str:
     return part.group(1)
 
 
-def test_readme_own_block_example_learns_prunes_and_predicts():
+@pytest.mark.parametrize("example", ["own-block-nnx", "own-block"])
+def test_readme_own_block_example_learns_prunes_and_predicts(example):
     scope: dict = {}
-    exec(compile(readme_example("own-block"), "README.md:own-block", "exec"), scope)
+    exec(compile(readme_example(example), f"README.md:{example}", "exec"), scope)
     state, pruned, d_opt, data = scope["state"], scope["pruned"], scope["d_opt"], scope["data"]
     assert scope["accuracy"] > 0.8  # chance is 0.5
     np.testing.assert_allclose(float(jnp.sum(state.q)), 1.0, rtol=1e-6)

@@ -31,8 +31,10 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from vdjax.nn.mfvi import RNG_STREAM as WEIGHTS_STREAM
+from vdjax.nn.nnx import kind_of
 
 Likelihood = Literal["categorical", "gaussian"]
 Heads = Literal["all", "last"]
@@ -112,8 +114,7 @@ class Network:
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         for name in ("stem", "block", "head") + (("pool",) if self.pool is not None else ()):
-            if not isinstance(getattr(self, name), nn.Module):
-                raise TypeError(f"{name} must be a Flax module instance, got {getattr(self, name)!r}")
+            check_module(name, getattr(self, name))
         check_common(max_depth=self.max_depth, num_classes=self.num_classes, input_shape=self.input_shape,
                      likelihood=self.likelihood, heads=self.heads, head_norm=self.head_norm, unroll=self.unroll,
                      remat=self.remat)
@@ -139,6 +140,19 @@ class Network:
     def rng_stream(self) -> str | None:
         """The PRNG stream a training step needs: 'dropout', MFVI's 'weights', or None."""
         return noise_stream(self.uses_dropout, self.weights)
+
+
+def check_module(name: str, value: Any) -> None:
+    """A Linen module instance, NNX ones through `vdjax.nn.nnx.nnx_module`; anything else gets one line."""
+    if isinstance(value, nn.Module):
+        return
+    if isinstance(value, nnx.Module) or (isinstance(value, type) and issubclass(value, nnx.Module)):
+        instance = isinstance(value, nnx.Module)
+        cls, what = (type(value), "an nnx.Module instance") if instance else (value, "an nnx.Module class")
+        raise TypeError(f"{name} is {what}; pass vdjax.nn.nnx.nnx_module({cls.__name__}, *args, **kwargs) so that "
+                        f"vdjax can create max_depth independent copies")
+    raise TypeError(f"{name} must be a Flax module (a Linen instance, or vdjax.nn.nnx.nnx_module(...) for NNX), got "
+                    f"{kind_of(value)}")
 
 
 def mode_keywords(module: nn.Module, train: bool, deterministic: bool) -> dict[str, bool]:
