@@ -389,7 +389,15 @@ def _suite_setting(summary: dict[str, Any], kind: str) -> str:
     run = {"quick": "the `--quick` run", "cpu_default": "the CPU default", "paper": "the `--paper` run"}
     return (f"{run.get(summary['suite']['mode'], summary['suite']['mode'])}: {len(part['sets'])} sets, "
             f"{'/'.join(map(str, splits))} {kind} split(s) each, width {hp['width']}, D = {hp['max_depth']}, "
-            f"at most {hp['max_epochs']} epochs (patience {hp['patience']}), fixed untuned hyperparameters")
+            f"{_epoch_cap(hp)} (patience {hp['patience']}), fixed untuned hyperparameters")
+
+
+def _epoch_cap(hp: dict[str, Any]) -> str:
+    """The suite's epoch cap as `SuiteConfig.epochs_for` sets it: per set when steps are capped."""
+    if hp.get("max_steps") is None:
+        return f"at most {hp['max_epochs']} epochs"
+    return (f"an epoch cap per set of min({hp['max_epochs']}, ⌈{hp['max_steps']} / batches per epoch⌉), "
+            f"so about {hp['max_steps']} gradient steps on the larger sets")
 
 
 def _suite_grid(summary: dict[str, Any], kind: str, cell: Callable[[dict[str, Any]], str], rank: bool) -> str:
