@@ -397,7 +397,7 @@ def _epoch_cap(hp: dict[str, Any]) -> str:
     if hp.get("max_steps") is None:
         return f"at most {hp['max_epochs']} epochs"
     return (f"an epoch cap per set of min({hp['max_epochs']}, ⌈{hp['max_steps']} / batches per epoch⌉), "
-            f"so about {hp['max_steps']} gradient steps on the larger sets")
+            f"so at most about {hp['max_steps']} gradient steps per network")
 
 
 def _suite_grid(summary: dict[str, Any], kind: str, cell: Callable[[dict[str, Any]], str], rank: bool) -> str:
