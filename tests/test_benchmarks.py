@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
+@pytest.mark.one_stack
 def test_compare_quick_mode_fills_every_table(tmp_path):
     import compare
 
@@ -95,6 +96,7 @@ def test_torch_peer_cnn_is_the_reference_network(shape):
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.one_stack
 def test_image_throughput_quick_mode_fills_its_table(tmp_path):
     import json
 
@@ -139,6 +141,7 @@ def test_every_cnn_idea_computes_the_library_block_stack():
         np.testing.assert_allclose(conv(x, k), conv_im2col(x, k), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.one_stack
 def test_trainer_feed_quick_mode_fills_its_table(tmp_path):
     """The before/after benchmark runs both trees; today's host feed computes the numbers of the
     trainer before the driver, bit for bit, and the spirals loop too."""

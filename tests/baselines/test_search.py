@@ -187,6 +187,7 @@ def test_search_config_validation():
         SearchConfig("proxyless", num_eval_samples=1)
 
 
+@pytest.mark.one_stack
 def test_compare_runs_every_kind_of_strategy_and_summarises():
     from vdjax.studies.search_compare import compare, markdown_table, summary_table
     from vdjax.training.config import TrainConfig

@@ -52,6 +52,7 @@ def test_dataset_shift(tmp_path):
     assert (tmp_path / "shift_fashion_mnist.png").stat().st_size > 1000
 
 
+@pytest.mark.one_stack
 def test_compare_search_strategies(tmp_path):
     import compare_search_strategies
 

@@ -6,6 +6,7 @@ narrow enough that a broken method (a flat q(d), an untrained network, pruning t
 function) fails.
 """
 
+import pytest
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def _config(cls, record: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
 
 
+@pytest.mark.float_sensitive
 def test_the_main_job_lands_inside_the_committed_six_seed_band(tmp_path):
     six = json.loads(SIX_SEEDS.read_text())
     assert len(six["seeds"]) == 6 and six["train_config"]["max_epochs"] == 8000
@@ -43,6 +45,7 @@ def test_the_main_job_lands_inside_the_committed_six_seed_band(tmp_path):
     assert -(q * np.log(q)).sum() < 0.97 * np.log(len(q))
 
 
+@pytest.mark.float_sensitive
 def test_the_band_rejects_a_broken_method():
     """A network that learnt nothing (chance accuracy, d_opt 0) falls outside the band."""
     band = headline_band(json.loads(SIX_SEEDS.read_text()))

@@ -1,6 +1,7 @@
 """The images notebook executes top to bottom (on quick results), so it cannot rot. One file per
 notebook: test files are spread over the pytest workers."""
 
+import pytest
 from pathlib import Path
 
 import nbformat
@@ -9,6 +10,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.one_stack
 def test_images_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     """Runs both image scripts (tiny grid, real Fashion-MNIST) through the notebook, then every figure."""
     from helpers import real_fashion_dir

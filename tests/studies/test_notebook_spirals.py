@@ -1,6 +1,7 @@
 """The spirals notebook executes top to bottom, on quick results and on the committed records,
 so it cannot rot. One file per notebook: test files are spread over the pytest workers."""
 
+import pytest
 from pathlib import Path
 
 import nbformat
@@ -27,6 +28,7 @@ def _outputs(nb, kind: str) -> list[str]:
             if kind in o.get("data", {})]
 
 
+@pytest.mark.one_stack
 def test_spirals_notebook_runs_top_to_bottom_on_quick_results(tmp_path, monkeypatch):
     monkeypatch.setenv("VDJAX_QUICK_ARGS", "--quick --repeats 1 --max-epochs 50")
     nb = _run(monkeypatch, tmp_path / "figures", tmp_path / "results")

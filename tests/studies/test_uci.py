@@ -211,6 +211,7 @@ def _script():
     return module
 
 
+@pytest.mark.one_stack
 def test_the_quick_suite_runs_every_method_on_the_committed_data(tmp_path):
     script = _script()
     assert script.main(["--quick", "--sets", "yacht", "--splits", "1", "--max-epochs", "3", "--no-progress",

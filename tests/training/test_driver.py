@@ -58,6 +58,7 @@ def test_a_batch_iterator_feeds_the_host_path(xor):
 
 
 @pytest.mark.parametrize("feed", ["host", "device"])
+@pytest.mark.float_sensitive
 def test_both_feeds_resume_exactly(xor, feed, tmp_path):
     whole = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed))
     part = fit(MLP, TC, xor, MEMBERS, RunOptions(feed=feed, checkpoint_dir=tmp_path, stop_after_epochs=2))

@@ -152,6 +152,7 @@ def record(r: FitResult, i: int = 0) -> tuple[int, int, str]:
     return summary["epochs"], summary["best_epoch"], summary["stopped"]
 
 
+@pytest.mark.float_sensitive
 def test_killed_run_resumes_to_the_same_result(tiny_images, tmp_path):
     cfg = ModelConfig("cnn", 2, 10, (28, 28, 1))
     whole = fit_one(tiny_images, cfg, TINY, seed=5)
@@ -398,6 +399,7 @@ def test_networks_in_one_program_match_single_runs(tiny_images, program_run):
     assert not np.all(np.asarray(program.best_state(0).params["depth_logits"]) == 0)
 
 
+@pytest.mark.float_sensitive
 def test_killed_program_resumes_exactly(tiny_images, program_run, tmp_path):
     cfg, whole = program_run
     part = fit(cfg, SLOW, tiny_images, MEMBERS, RunOptions(checkpoint_dir=tmp_path, stop_after_epochs=1))
@@ -506,6 +508,7 @@ def test_impossible_mesh_is_refused_before_compiling(tiny_images):
         parse_mesh("nets=two")
 
 
+@pytest.mark.one_stack
 def test_the_study_preset_trains_its_ablation_and_summarises_it(tmp_path, monkeypatch):
     """`--study` at toy size: the grid, then each ablation variant into <out>/ablation/<name>
     with its one change (shared head statistics: LDN and DDN; marginal stopping: the LDN), and

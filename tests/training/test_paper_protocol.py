@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from vdjax import RunOptions, fit
+from vdjax import fit
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
 from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, TrainConfig

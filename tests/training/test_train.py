@@ -165,6 +165,7 @@ def _kill_after(epochs: int):
     return progress
 
 
+@pytest.mark.float_sensitive
 def test_fit_resumes_from_its_checkpoint_exactly(chunked, tmp_path):
     """Killed between chunks (after a compaction) and resumed: the same result, bit for bit."""
     tc, seeds, whole = COMPACTING, list(range(6)), chunked
@@ -208,6 +209,7 @@ def test_fit_refuses_a_checkpoint_of_another_run(tmp_path, monkeypatch):
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == saved
 
 
+@pytest.mark.float_sensitive
 def test_run_grid_resumes_a_killed_point_and_then_deletes_its_checkpoint(tmp_path, monkeypatch):
     import contextlib
 

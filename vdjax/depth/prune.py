@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdjax.depth.metrics import marginal_log_probs
-from vdjax.nn.models import Model, eval_logits, forward_fn
+from vdjax.nn.models import Model, eval_logits
 
 Rule = Literal["95", "expected"]
 
