@@ -100,9 +100,9 @@ def main(argv=None) -> int:
     key = jax.random.key(args.seed)
     predict = {
         "ldn": lambda x: ldn_predictive(cfg, trained.ldn, x),
-        "ddn": lambda x: ddn_predictive(cfg, trained.ddns[0].state, x),
-        "ensemble": lambda x: ensemble_predictive(cfg, [r.state for r in trained.ddns], x),
-        "dropout": lambda x: mc_dropout_predictive(trained.dropout_config, trained.dropout.state, x, key, args.samples),
+        "ddn": lambda x: ddn_predictive(cfg, trained.ddns[0], x),
+        "ensemble": lambda x: ensemble_predictive(cfg, trained.ddns, x),
+        "dropout": lambda x: mc_dropout_predictive(trained.dropout_config, trained.dropout, x, key, args.samples),
     }
     black = (0.0 - spec.mean[0]) / spec.std[0]  # the normalised value of an empty pixel, for the corners
     rotation, h_in = {m: [] for m in predict}, {}
