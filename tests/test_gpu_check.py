@@ -19,6 +19,10 @@ from vdjax.cli import validate  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import report  # noqa: E402
 
+# A benchmark script's dry run: .ci/run's second stack leaves it out (the library calls it makes are
+# tested on their own there).
+pytestmark = pytest.mark.one_stack
+
 SECTIONS = ("environment", "cnn_step", "networks_per_program", "slice", "time_split")
 
 

@@ -223,6 +223,7 @@ def test_compare_runs_every_kind_of_strategy_and_summarises():
     assert darts2_line.endswith(f"| {300 + darts2['final']['gradient_evaluations']} | 0 | 100 |")
 
 
+@pytest.mark.one_stack
 def test_compare_on_images_uses_the_image_trainer():
     from helpers import real_fashion_dir
 

@@ -13,6 +13,10 @@ from vdjax.cli import validate
 
 from helpers import real_fashion_dir  # noqa: E402  (skips, or fails in CI, without the files)
 
+# Whole study scripts: .ci/run's second stack leaves them out (the library calls they make are tested
+# on their own there).
+pytestmark = pytest.mark.one_stack
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
@@ -52,7 +56,6 @@ def test_dataset_shift(tmp_path):
     assert (tmp_path / "shift_fashion_mnist.png").stat().st_size > 1000
 
 
-@pytest.mark.one_stack
 def test_compare_search_strategies(tmp_path):
     import compare_search_strategies
 

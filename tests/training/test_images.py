@@ -467,6 +467,7 @@ def test_mesh_of_forced_host_devices_equals_one_device(tiny_images, tmp_path):
         np.testing.assert_allclose(mesh["kernel"], one["kernel"], rtol=1e-3, atol=5e-4)
 
 
+@pytest.mark.one_stack
 def test_grid_split_over_two_processes_trains_every_network_once(tmp_path):
     """Two processes share a grid (2 max depths x LDN and DDN) and one results directory: every
     network is trained by exactly one of them, and a second launch trains nothing."""
