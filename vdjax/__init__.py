@@ -8,9 +8,10 @@ and predict. Everything else lives in submodules named by what they do.
 """
 
 from vdjax.data import load_images, spirals_dataset
+from vdjax.depth.early_exit import EarlyExit, early_exit, exit_depths
 from vdjax.depth.posterior import depth_posterior, log_prior
 from vdjax.depth.prune import PrunedLDN, d_opt_95, expected_depth, fold_posterior, predict_log_probs, prune, select_depth
-from vdjax.nn.models import LDN, Model, ModelConfig, Network, eval_logits
+from vdjax.nn.models import LDN, Model, ModelConfig, Network, Stage, eval_logits
 from vdjax.studies import load_results
 from vdjax.studies.experiment import run_in_memory
 from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL, SPIRALS_PROTOCOL, RunOptions, TrainConfig
@@ -22,6 +23,7 @@ from vdjax.training.step import TrainState, init_state, make_optimizer, make_tra
 __version__ = "0.1.0"
 
 __all__ = [
+    "EarlyExit",
     "FitResult",
     "IMAGE_PROTOCOL",
     "LDN",
@@ -33,13 +35,16 @@ __all__ = [
     "PrunedLDN",
     "RunOptions",
     "SPIRALS_PROTOCOL",
+    "Stage",
     "TrainConfig",
     "TrainState",
     "create_writer",
     "d_opt_95",
     "depth_posterior",
+    "early_exit",
     "eval_logits",
     "evaluate",
+    "exit_depths",
     "expected_depth",
     "fit",
     "fold_posterior",

@@ -8,8 +8,12 @@ from typing import Literal, Sequence
 import numpy as np
 
 
-def check_inputs(x: np.ndarray, input_shape: Sequence[int], name: str = "x") -> np.ndarray:
-    """Returns `x` as float32 after checking its per-example shape, dtype and finiteness.
+Inputs = Literal["real", "tokens"]
+
+
+def check_inputs(x: np.ndarray, input_shape: Sequence[int], name: str = "x", inputs: Inputs = "real") -> np.ndarray:
+    """Returns `x` as float32 (real inputs) or int32 (`inputs='tokens'`, ids >= 0 for an
+    embedding) after checking its per-example shape, dtype and finiteness.
 
     Done on the host, before anything is traced: inside `jit` a bad shape becomes an
     obscure broadcasting error and a NaN silently poisons every parameter.
@@ -22,6 +26,12 @@ def check_inputs(x: np.ndarray, input_shape: Sequence[int], name: str = "x") -> 
         raise ValueError(
             f"{name} must have shape [batch, {', '.join(map(str, expected))}], got {list(x.shape)}"
         )
+    if inputs == "tokens":
+        if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.all(x == np.round(x))):
+            raise TypeError(f"{name} must be integer token ids, got non-integer {x.dtype} values")
+        if x.size and x.min() < 0:
+            raise ValueError(f"{name} must be token ids >= 0, found {x.min()}")
+        return x.astype(np.int32, copy=False)
     x = x.astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x)))
@@ -29,16 +39,20 @@ def check_inputs(x: np.ndarray, input_shape: Sequence[int], name: str = "x") -> 
     return x
 
 
-def check_labels(y: np.ndarray, num_classes: int, batch: int | None = None, name: str = "y") -> np.ndarray:
-    """Returns integer labels as int32 after checking they are 1-D and in [0, num_classes)."""
+def check_labels(y: np.ndarray, num_classes: int, batch: int | None = None, name: str = "y",
+                 target_shape: Sequence[int] = ()) -> np.ndarray:
+    """Returns integer labels as int32 after checking their shape, [batch, *target_shape] (one
+    label per example, or one per position: [batch, T] for a sequence), and range [0, num_classes)."""
     y = np.asarray(y)
     if y.dtype.kind not in "iu":
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
         else:
             raise TypeError(f"{name} must be integer class labels, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D [batch], got shape {list(y.shape)}")
+    target_shape = tuple(int(s) for s in target_shape)
+    if y.ndim != 1 + len(target_shape) or tuple(y.shape[1:]) != target_shape:
+        want = "1-D [batch]" if not target_shape else f"[batch, {', '.join(map(str, target_shape))}] (one per position)"
+        raise ValueError(f"{name} must be {want}, got shape {list(y.shape)}")
     if batch is not None and y.shape[0] != batch:
         raise ValueError(f"{name} has {y.shape[0]} labels for {batch} inputs")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
@@ -70,9 +84,11 @@ class Dataset:
     split held out of the training set (`split_validation`; `validation` says how it was drawn).
 
     `input_shape` is the per-example shape (e.g. (2,) for spirals, (28, 28, 1) for MNIST).
-    targets: 'class' (integer labels, `num_classes` of them) or 'real' (regression: float
-    targets, standardised; `num_classes` is 1, the one output; `target_scale` = (loc, scale)
-    maps them back to the data's units, y = loc + scale * y_standardised).
+    targets: 'class' (integer labels, `num_classes` of them; one per example [N], or one per
+    position [N, *target_shape], e.g. the next token at every position of a sequence) or 'real'
+    (regression: float targets, standardised; `num_classes` is 1, the one output; `target_scale` =
+    (loc, scale) maps them back to the data's units, y = loc + scale * y_standardised).
+    inputs: 'real' (float features) or 'tokens' (integer ids, kept int32 for an embedding).
     """
 
     name: str
@@ -86,8 +102,11 @@ class Dataset:
     validation: dict | None = None
     targets: Literal["class", "real"] = "class"
     target_scale: tuple[float, float] = (0.0, 1.0)
+    inputs: Inputs = "real"
 
     def __post_init__(self):
+        if self.inputs not in ("real", "tokens"):
+            raise ValueError(f"inputs must be 'real' or 'tokens', got {self.inputs!r}")
         if self.targets not in ("class", "real"):
             raise ValueError(f"targets must be 'class' or 'real', got {self.targets!r}")
         if self.targets == "real" and self.num_classes != 1:
@@ -102,8 +121,9 @@ class Dataset:
                 continue
             if x is None or y is None:
                 raise ValueError("x_val and y_val must be given together")
-            object.__setattr__(self, f"x_{split}", check_inputs(x, shape, f"x_{split}"))
-            y = (check_labels(y, self.num_classes, len(x), f"y_{split}") if self.targets == "class"
+            object.__setattr__(self, f"x_{split}", check_inputs(x, shape, f"x_{split}", self.inputs))
+            y = (check_labels(y, self.num_classes, len(x), f"y_{split}", np.shape(self.y_train)[1:])
+                 if self.targets == "class"
                  else check_targets(y, len(x), f"y_{split}"))
             object.__setattr__(self, f"y_{split}", y)
 
@@ -116,6 +136,11 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Targets per example: () for one label, (T,) for one per position of a sequence."""
+        return tuple(self.y_train.shape[1:]) if self.targets == "class" else ()
+
+    @property
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
 
@@ -126,15 +151,17 @@ def split_validation(data: Dataset, fraction: float = 0.1, seed: int = 0) -> Dat
     Each class gives round(fraction * its count) examples, so the validation set has the
     training set's class balance (Fashion-MNIST: 600 of each class's 6000). The split belongs
     to the data, not to a network: every network of a study sees the same one. Regression
-    targets have no classes: the split is a plain seeded random one.
+    targets have no classes, and per-position targets no one class per example: for them the
+    split is a plain seeded random one.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     if data.x_val is not None:
         raise ValueError(f"{data.name} already has a validation split ({data.n_val} examples)")
     rng = np.random.default_rng(seed)
-    groups = [np.arange(data.n_train)] if data.targets == "real" else [
-        np.flatnonzero(data.y_train == c) for c in range(data.num_classes)]
+    stratified = data.targets == "class" and not data.target_shape
+    groups = [np.flatnonzero(data.y_train == c) for c in range(data.num_classes)] if stratified else [
+        np.arange(data.n_train)]
     held = [rng.permutation(g) for g in groups]
     val = np.sort(np.concatenate([idx[: int(round(fraction * len(idx)))] for idx in held]))
     if val.size == 0 or val.size == data.n_train:
@@ -143,5 +170,5 @@ def split_validation(data: Dataset, fraction: float = 0.1, seed: int = 0) -> Dat
     return dataclasses.replace(
         data, x_train=data.x_train[train], y_train=data.y_train[train], x_val=data.x_train[val],
         y_val=data.y_train[val],
-        validation={"fraction": fraction, "seed": seed, "stratified": data.targets == "class", "n_val": int(val.size)},
+        validation={"fraction": fraction, "seed": seed, "stratified": stratified, "n_val": int(val.size)},
     )

@@ -40,11 +40,14 @@ def kl_categorical(log_q: jax.Array, log_p: jax.Array) -> jax.Array:
 
 
 def per_depth_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch at every depth: [D+1, B, C], [B] -> [D+1]."""
-    chex.assert_rank(logits, 3)
-    chex.assert_shape(labels, (logits.shape[1],))
+    """Mean over the batch of each example's cross-entropy, at every depth: [D+1, B, C], [B]
+    -> [D+1]. With one label per position ([D+1, B, *P, C], [B, *P]) an example's likelihood is
+    the product over its positions, so its NLL is the sum of its positions' cross-entropies."""
+    chex.assert_shape(labels, (logits.shape[1], *logits.shape[2:-1]))
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, labels[None, :, None], axis=-1)[..., 0]
+    picked = jnp.take_along_axis(log_probs, labels[None, ..., None], axis=-1)[..., 0]
+    if labels.ndim > 1:
+        picked = jnp.sum(picked.reshape(picked.shape[:2] + (-1,)), axis=-1)
     return -jnp.mean(picked, axis=1)
 
 

@@ -50,32 +50,69 @@ def fold_posterior(q: np.ndarray, depth: int) -> np.ndarray:
     return folded
 
 
-def prune_variables(variables: dict[str, Any], depth: int, per_depth_head: bool = True) -> dict[str, Any]:
+def prune_variables(variables: dict[str, Any], depth: int, per_depth_head: bool = True,
+                    config: Model | None = None) -> dict[str, Any]:
     """Keeps blocks 1..depth of the stacked 'blocks' (every leaf has the leading depth axis), the
-    stem, the head, and the head statistics of depths 0..depth (all of them when shared)."""
+    stem, the head, and the head statistics of depths 0..depth (all of them when shared). A staged
+    `config` keeps the stages up to the one of block `depth`, that one cut after its blocks, with
+    its exit's per-depth statistics; later stages go entirely."""
     out = {}
     for collection, tree in variables.items():
         tree = dict(tree)
         if "blocks" in tree:
-            if depth == 0:
-                del tree["blocks"]
-            else:
-                tree["blocks"] = jax.tree_util.tree_map(lambda a: a[:depth], tree["blocks"])
+            tree["blocks"] = _keep_blocks(tree["blocks"], depth)
+        if "backbone" in tree and config is not None and config.stages:
+            tree["backbone"] = _prune_stages(dict(tree["backbone"]), config, depth, collection == "batch_stats")
+        if "blocks" in tree and tree["blocks"] is None:
+            del tree["blocks"]
         if collection == "batch_stats" and "head" in tree and per_depth_head:
             tree["head"] = jax.tree_util.tree_map(lambda a: a[: depth + 1], tree["head"])
         out[collection] = tree
     return out
 
 
+def _keep_blocks(blocks: Any, k: int) -> Any:
+    return None if k == 0 else jax.tree_util.tree_map(lambda a: a[:k], blocks)
+
+
+def _prune_stages(backbone: dict[str, Any], config: Model, depth: int, statistics: bool) -> dict[str, Any]:
+    last, kept = config.stage_of(depth)
+    for s in range(len(config.stages)):
+        name = f"stage_{s}"
+        if name not in backbone:
+            continue
+        if s > last:
+            del backbone[name]
+            continue
+        stage = dict(backbone[name])
+        n = kept if s == last else config.stages[s].max_blocks
+        if "blocks" in stage:
+            stage["blocks"] = _keep_blocks(stage["blocks"], n)
+            if stage["blocks"] is None:
+                del stage["blocks"]
+        if "exit" in stage and statistics:  # exit parameters are shared; statistics have a row per depth read
+            stage["exit"] = jax.tree_util.tree_map(lambda a: a[: n + (s == 0)], stage["exit"])
+        backbone[name] = stage
+    return backbone
+
+
 def last_head_only(config: Model, variables: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
     """The same network computing only its deepest output (a DDN as deployed): the head's
-    per-depth statistics cut to the last row (shared ones kept). Its logits are row -1 of the
-    full network's."""
-    if config.heads == "last" or config.head_norm == "shared":
-        return config.replace(heads="last"), variables
+    per-depth statistics cut to the last row (shared ones kept), and a staged network's last exit
+    statistics too. Its logits are row -1 of the full network's."""
+    if config.heads == "last":
+        return config, variables
     out = {c: dict(t) for c, t in variables.items()}
-    if "head" in out.get("batch_stats", {}):
-        out["batch_stats"]["head"] = jax.tree_util.tree_map(lambda a: a[-1:], out["batch_stats"]["head"])
+    stats = out.get("batch_stats", {})
+    if "head" in stats and config.head_norm == "per_depth":
+        stats["head"] = jax.tree_util.tree_map(lambda a: a[-1:], stats["head"])
+    if config.stages and "backbone" in stats:
+        stats["backbone"] = dict(stats["backbone"])
+        name = f"stage_{len(config.stages) - 1}"
+        if "exit" in stats["backbone"].get(name, {}):
+            stage = dict(stats["backbone"][name])
+            stage["exit"] = jax.tree_util.tree_map(lambda a: a[-1:], stage["exit"])
+            stats["backbone"][name] = stage
     return config.replace(heads="last"), out
 
 
@@ -96,8 +133,8 @@ def prune(config: Model, variables: dict[str, Any], q: np.ndarray, depth: int) -
     """Cuts a trained LDN to `depth` blocks (use `select_depth` for d_opt)."""
     _check_depth(depth, config.max_depth)
     return PrunedLDN(
-        config=config.replace(max_depth=depth),
-        variables=prune_variables(variables, depth, config.head_norm == "per_depth"),
+        config=config.truncated(depth),
+        variables=prune_variables(variables, depth, config.head_norm == "per_depth", config),
         q=fold_posterior(q, depth),
     )
 

@@ -28,9 +28,9 @@ import numpy as np
 from vdjax.nn import mfvi
 from vdjax.data.core import check_inputs
 from vdjax.nn.layers import Conv, ConvImpl, Linear, batch_norm, resolve_conv_impl
-from vdjax.nn.network import LDN, HeadNorm, Likelihood, Network, Weights, call, check_common, check_weights, noise_stream
+from vdjax.nn.network import LDN, HeadNorm, Stage, Likelihood, Network, Weights, call, check_common, check_weights, noise_stream
 
-__all__ = ["LDN", "Model", "ModelConfig", "Network", "cnn", "mlp"]
+__all__ = ["LDN", "Model", "ModelConfig", "Network", "Stage", "cnn", "mlp"]
 
 Arch = Literal["mlp", "cnn"]
 DEFAULT_WIDTH = {"mlp": 20, "cnn": 64}
@@ -105,6 +105,22 @@ class ModelConfig:
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+    def truncated(self, depth: int) -> "ModelConfig":
+        """The preset cut after its `depth`-th block (what pruning keeps)."""
+        return self.replace(max_depth=depth)
+
+    @property
+    def stages(self) -> tuple:
+        return ()
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def inputs(self) -> str:
+        return "real"
 
     @property
     def rng_stream(self) -> str | None:
@@ -263,8 +279,9 @@ class CNNHead(nn.Module):
 
 
 def eval_logits(config: Model, variables: dict[str, Any], x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits in evaluation mode, [num_heads, N, classes] (every depth unless heads='last'), in batches."""
-    x = check_inputs(x, config.input_shape)
+    """Logits in evaluation mode, [num_heads, N, *target_shape, classes] (every depth unless
+    heads='last'), in batches."""
+    x = check_inputs(x, config.input_shape, inputs=config.inputs)
     fn = forward_fn(config)
     chunks = [np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return np.concatenate(chunks, axis=1)

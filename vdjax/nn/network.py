@@ -15,6 +15,18 @@ depths' heads, so every block and depth draws its own noise.
 
 `pool`: a parameter-free start of the head (e.g. global average pooling), applied to every a_d
 inside the scan, so the scan emits `[D, batch, features]` rather than whole feature maps.
+`stages`: a multi-stage backbone (a ResNet that downsamples between stages). Each `Stage` has
+its own block, its own number of blocks and a `transition` into it (stride-2 downsampling, a
+change of width) applied once on entry; its own `exit` maps each of its (pooled) activations to
+the head's common input (an adapter to a common width, as DUN's multi-stage ResNet). Depth d
+counts blocks over all stages, so q(d) is one categorical over the whole network, and pruning
+to d cuts after the d-th block: later stages go entirely. Without `stages` the network is one
+stage (`block`, `max_depth`), with the parameter paths it always had.
+
+`target_shape`: predictions per example. () is one per example; (T,) is one per position of a
+sequence (outputs [D+1, B, T, C], targets [B, T]); (H, W) one per pixel. `inputs='tokens'`: the
+inputs are integer ids (kept int32 for an embedding stem).
+
 `head_norm`: 'per_depth' keeps the head's `batch_stats` per depth (vmap, a leading depth axis);
 'shared' applies one head to the depths in order 0..D (scan, statistics carried), as the
 reference PyTorch code calls one output module on every depth: one running mean and variance,
@@ -33,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vdjax.data.core import Inputs
 from vdjax.nn.mfvi import RNG_STREAM as WEIGHTS_STREAM
 from vdjax.nn.nnx import kind_of
 
@@ -82,6 +95,29 @@ def noise_stream(uses_dropout: bool, weights: str) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a multi-stage backbone: `max_blocks` residual blocks `block` (each keeps the
+    shape of its input), entered through `transition` (None: the previous stage's shape), and left
+    at every block through `exit` (None: the pooled activations go to the head as they are)."""
+
+    block: nn.Module
+    max_blocks: int
+    transition: nn.Module | None = None
+    exit: nn.Module | None = None
+
+    def __post_init__(self):
+        for name in ("block", "transition", "exit"):
+            if getattr(self, name) is not None or name == "block":
+                check_module(f"a stage's {name}", getattr(self, name))
+        if isinstance(self.max_blocks, bool) or not isinstance(self.max_blocks, int) or self.max_blocks < 0:
+            raise ValueError(f"a stage's max_blocks must be an integer >= 0, got {self.max_blocks!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: v if isinstance(v, int) else repr(v)
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+
+@dataclasses.dataclass(frozen=True)
 class Network:
     """An LDN's architecture: module templates and the shape of its problem.
 
@@ -93,6 +129,9 @@ class Network:
     heads: 'all' (an LDN: every depth) or 'last' (the deepest only: a DDN or pruned network as
     deployed). unroll / remat: of the block scan ('auto' remat: on for CPU, where recomputing a
     block is cheaper than the scan's saved buffers).
+    stages: a multi-stage backbone (build it with `Network.from_stages`); `block` is then the
+    first stage's and `max_depth` the total number of blocks. target_shape: () one prediction per
+    example, (T,) one per position. inputs: 'real' or 'tokens' (integer ids).
     """
 
     stem: nn.Module
@@ -110,26 +149,83 @@ class Network:
     remat: bool | str = "auto"
     weights: Weights = "point"
     prior_std: float = 1.0
+    stages: tuple[Stage, ...] = ()
+    target_shape: tuple[int, ...] = ()
+    inputs: Inputs = "real"
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "target_shape", tuple(int(s) for s in self.target_shape))
+        object.__setattr__(self, "stages", tuple(self.stages))
         for name in ("stem", "block", "head") + (("pool",) if self.pool is not None else ()):
             check_module(name, getattr(self, name))
         check_common(max_depth=self.max_depth, num_classes=self.num_classes, input_shape=self.input_shape,
                      likelihood=self.likelihood, heads=self.heads, head_norm=self.head_norm, unroll=self.unroll,
                      remat=self.remat)
         check_weights(self.weights, self.prior_std, self.uses_dropout)
+        self._check_stages()
+        if min(self.target_shape, default=1) < 1:
+            raise ValueError(f"target_shape must be positive sizes, got {self.target_shape}")
+        if self.target_shape and self.likelihood != "categorical":
+            raise ValueError("per-position targets (target_shape) need the categorical likelihood")
+        if self.inputs not in ("real", "tokens"):
+            raise ValueError(f"inputs must be 'real' or 'tokens', got {self.inputs!r}")
+
+    def _check_stages(self) -> None:
+        if not self.stages:
+            return
+        if not all(isinstance(s, Stage) for s in self.stages):
+            raise TypeError(f"stages must be vdjax.Stage instances, got {[kind_of(s) for s in self.stages]}")
+        if any(s.max_blocks < 1 for s in self.stages) and len(self.stages) > 1:
+            raise ValueError(f"every stage of a multi-stage network needs max_blocks >= 1, got "
+                             f"{[s.max_blocks for s in self.stages]}")
+        total = sum(s.max_blocks for s in self.stages)
+        if self.max_depth != total or self.block != self.stages[0].block:
+            raise ValueError(f"a staged network's max_depth is its stages' blocks ({total}) and its block the first "
+                             f"stage's; build it with Network.from_stages (got max_depth={self.max_depth})")
+
+    @classmethod
+    def from_stages(cls, stem: nn.Module, stages: tuple[Stage, ...], head: nn.Module, **fields: Any) -> "Network":
+        """A multi-stage network: `stem`, then `stages` in order, the `head` reading every block's
+        exit; `fields` are the other `Network` fields (num_classes, input_shape, pool, ...)."""
+        stages = tuple(stages)
+        if not stages or not all(isinstance(s, Stage) for s in stages):
+            raise TypeError("stages must be a non-empty sequence of vdjax.Stage")
+        return cls(stem=stem, block=stages[0].block, head=head, max_depth=sum(s.max_blocks for s in stages),
+                   stages=stages, **fields)
 
     def replace(self, **changes) -> "Network":
         return dataclasses.replace(self, **changes)
+
+    def truncated(self, depth: int) -> "Network":
+        """The network cut after its `depth`-th block: what pruning to `depth` keeps (a staged
+        network loses every later stage, and the stage of block `depth` keeps its first blocks)."""
+        if not 0 <= depth <= self.max_depth:
+            raise ValueError(f"a network of {self.max_depth} blocks cannot be cut to {depth}")
+        if not self.stages:
+            return self.replace(max_depth=depth)
+        s, kept = self.stage_of(depth)
+        stages = self.stages[:s] + (dataclasses.replace(self.stages[s], max_blocks=kept),)
+        return self.replace(stages=stages, max_depth=depth, block=stages[0].block)
+
+    def stage_of(self, depth: int) -> tuple[int, int]:
+        """(stage index, blocks of it up to and including block `depth`); depth 0 is stage 0's entry."""
+        start = 0
+        for s, stage in enumerate(self.stages or (Stage(self.block, self.max_depth),)):
+            if depth <= start + stage.max_blocks:
+                return s, depth - start
+            start += stage.max_blocks
+        raise ValueError(f"depth {depth} is beyond the network's {self.max_depth} blocks")
 
     def to_network(self) -> "Network":
         return self
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able record of the architecture (modules by their repr)."""
-        return {f.name: repr(v) if isinstance(v, nn.Module) else v
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        out = {f.name: repr(v) if isinstance(v, nn.Module) else v
+               for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        out["stages"] = [s.describe() for s in self.stages]
+        return out
 
     @property
     def num_heads(self) -> int:
@@ -166,7 +262,7 @@ def call(module: nn.Module, x: jax.Array, train: bool, deterministic: bool) -> j
     return module(x, **mode_keywords(module, train, deterministic))
 
 
-def check_block_shape(block: nn.Module, a: jax.Array, train: bool) -> None:
+def check_block_shape(block: nn.Module, a: jax.Array, train: bool, where: str = "") -> None:
     """A residual block must map a_{d-1} to the same shape and dtype; say so before the scan does."""
     def init(a):
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1), WEIGHTS_STREAM: jax.random.key(2)}
@@ -175,9 +271,11 @@ def check_block_shape(block: nn.Module, a: jax.Array, train: bool) -> None:
     out = jax.eval_shape(init, jax.ShapeDtypeStruct(a.shape, a.dtype))
     name = type(block).__name__
     if getattr(out, "shape", None) != a.shape:
-        raise ValueError(f"the residual block {name} maps activations of shape {a.shape} to "
+        entry = f"the shape its stage is entered with, {a.shape}; put a change of shape in the stage's transition" \
+            if where else f"the shape (the stem's output, {a.shape})"
+        raise ValueError(f"the residual block {name}{where} maps activations of shape {a.shape} to "
                          f"{getattr(out, 'shape', type(out).__name__)}; a_d = a_(d-1) + f(a_(d-1)) needs f to keep "
-                         f"the shape (the stem's output, {a.shape})")
+                         f"{entry}")
     if jnp.result_type(a.dtype, out.dtype) != a.dtype:
         raise ValueError(f"the residual block {name} maps {a.dtype} activations to {out.dtype}; a_d = a_(d-1) + "
                          f"f(a_(d-1)) must stay {a.dtype} (the stem's output)")
@@ -190,10 +288,12 @@ class _Step(nn.Module):
     train: bool
     deterministic: bool
     emit: bool = True
+    stage: int = 0
 
     @nn.compact
     def __call__(self, a: jax.Array, _: None) -> tuple[jax.Array, jax.Array | None]:
-        a = a + call(self.network.block.copy(), a, self.train, self.deterministic)
+        block = self.network.stages[self.stage].block if self.network.stages else self.network.block
+        a = a + call(block.copy(), a, self.train, self.deterministic)
         return a, pooled(self.network, a) if self.emit else None
 
 
@@ -214,6 +314,7 @@ class BlockStack(nn.Module):
     deterministic: bool
     remat: bool = False
     emit: bool = True
+    stage: int = 0
 
     @nn.compact
     def __call__(self, a: jax.Array) -> tuple[jax.Array, jax.Array | None]:
@@ -226,7 +327,7 @@ class BlockStack(nn.Module):
             length=self.depth,
             unroll=min(self.network.unroll, max(self.depth, 1)),
         )
-        return scanned(self.network, self.train, self.deterministic, self.emit, name="scan")(a, None)
+        return scanned(self.network, self.train, self.deterministic, self.emit, self.stage, name="scan")(a, None)
 
 
 def apply_heads(head: nn.Module, feats: jax.Array, head_norm: HeadNorm, train: bool, deterministic: bool) -> jax.Array:
@@ -263,7 +364,7 @@ class LDN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, sample_dropout: bool = False,
                  sample_weights: bool = False) -> jax.Array:
-        """Outputs [num_heads, B, num_classes]. Dropout is active in training and with
+        """Outputs [num_heads, B, *target_shape, num_classes]. Dropout is active in training and with
         `sample_dropout` (MC dropout); either needs a 'dropout' PRNG key in `rngs`. MFVI layers
         sample their pre-activations in training and with `sample_weights` (a 'weights' key),
         otherwise they compute with the posterior means. Both flags clear `deterministic`."""
@@ -271,15 +372,85 @@ class LDN(nn.Module):
         chex.assert_shape(x, (None, *net.input_shape))
         deterministic = not (train or sample_dropout or sample_weights)
         a = call(net.stem.copy(name="input"), x, train, deterministic)
+        remat = jax.default_backend() == "cpu" if net.remat == "auto" else bool(net.remat)
+        if net.stages:
+            feats = StagedBackbone(net, train, deterministic, remat, name="backbone")(a)
+        else:
+            feats = self._one_stage(net, a, train, deterministic, remat)
+        outputs = apply_heads(net.head.copy(name="head"), feats, net.head_norm, train, deterministic)
+        want = (net.num_heads, x.shape[0], *net.target_shape, net.num_classes)
+        if outputs.shape != want:
+            raise ValueError(f"the head gives outputs of shape {outputs.shape[1:]} per depth; this network needs "
+                             f"{want[1:]} ([batch, *target_shape, num_classes], target_shape={net.target_shape})")
+        return outputs
+
+    def _one_stage(self, net: Network, a: jax.Array, train: bool, deterministic: bool, remat: bool) -> jax.Array:
         if self.is_initializing() and net.max_depth > 0:
             check_block_shape(net.block, a, train)
         every_depth = net.heads == "all"
         feats = pooled(net, a)[None]
         if net.max_depth > 0:
-            remat = jax.default_backend() == "cpu" if net.remat == "auto" else bool(net.remat)
             stack = BlockStack(net, net.max_depth, train, deterministic, remat, every_depth, name="blocks")
             a, deeper = stack(a)
             feats = jnp.concatenate([feats, deeper], axis=0) if every_depth else pooled(net, a)[None]
-        outputs = apply_heads(net.head.copy(name="head"), feats, net.head_norm, train, deterministic)
-        chex.assert_shape(outputs, (net.num_heads, x.shape[0], net.num_classes))
-        return outputs
+        return feats
+
+
+class StagedBackbone(nn.Module):
+    """The stages of a multi-stage network in order: each entered through its transition, its
+    blocks under one scan, every block's pooled activation through the stage's exit. Returns the
+    head's inputs at depths 0..D stacked [D+1, B, ...] (the deepest only with heads='last').
+
+    Variables per stage `stage_<s>`: 'transition', 'blocks' (stacked [max_blocks, ...]) and 'exit'
+    (parameters shared by the stage's depths, BatchNorm statistics per depth: [max_blocks, ...],
+    [max_blocks + 1, ...] in stage 0, whose exit also reads depth 0)."""
+
+    network: Network
+    train: bool
+    deterministic: bool
+    remat: bool
+
+    @nn.compact
+    def __call__(self, a: jax.Array) -> jax.Array:
+        net, every_depth, feats = self.network, self.network.heads == "all", []
+        for s, stage in enumerate(net.stages):
+            a, out = _StageModule(net, s, self.train, self.deterministic, self.remat, every_depth, name=f"stage_{s}")(a)
+            feats.append(out)
+        if not every_depth:
+            return feats[-1]
+        shapes = {f.shape[1:] for f in feats}
+        if len(shapes) > 1:
+            raise ValueError(f"the stages' exits give the head inputs of shapes {[f.shape[2:] for f in feats]} per "
+                             f"example; every stage's exit must map to one common shape")
+        return jnp.concatenate(feats, axis=0)
+
+
+class _StageModule(nn.Module):
+    network: Network
+    index: int
+    train: bool
+    deterministic: bool
+    remat: bool
+    every_depth: bool
+
+    @nn.compact
+    def __call__(self, a: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        net, stage, first = self.network, self.network.stages[self.index], self.index == 0
+        last = self.index == len(net.stages) - 1
+        if stage.transition is not None:
+            a = call(stage.transition.copy(name="transition"), a, self.train, self.deterministic)
+        if self.is_initializing() and stage.max_blocks > 0:
+            check_block_shape(stage.block, a, self.train, f" of stage {self.index}")
+        feats = pooled(net, a)[None] if first and self.every_depth else None
+        if stage.max_blocks > 0:
+            stack = BlockStack(net, stage.max_blocks, self.train, self.deterministic, self.remat, self.every_depth,
+                               self.index, name="blocks")
+            a, deeper = stack(a)
+            feats = deeper if feats is None else jnp.concatenate([feats, deeper], axis=0)
+        if not self.every_depth:
+            if not last:
+                return a, None
+            feats = pooled(net, a)[None]
+        if stage.exit is not None:
+            feats = apply_heads(stage.exit.copy(name="exit"), feats, "per_depth", self.train, self.deterministic)
+        return a, feats

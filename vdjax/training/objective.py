@@ -138,7 +138,7 @@ def evaluate(model: Model, state: Any, x: np.ndarray, y: np.ndarray, method: str
              batch_size: int = 1024) -> dict[str, Any]:
     """Test metrics of a trained classifier in eval mode: every depth, and the network's
     prediction (the marginal under q for an LDN, the last depth for a DDN)."""
-    y = jnp.asarray(check_labels(y, model.num_classes, len(x)))
+    y = jnp.asarray(check_labels(y, model.num_classes, len(x), target_shape=model.target_shape))
     logits = jnp.asarray(eval_logits(model, state.variables, x, batch_size))
     log_probs = marginal_log_probs(logits, depth_weights(state.params["depth_logits"], method))
     per_depth = per_depth_metrics(logits, y)

@@ -330,17 +330,21 @@ def _arrays(model: Model, data: tuple, networks: Sequence[Any]):
 
 
 def _inputs(model: Model, x: np.ndarray) -> np.ndarray:
-    return check_inputs(x, model.input_shape)
+    return check_inputs(x, model.input_shape, inputs=model.inputs)
 
 
 def _targets(model: Model, y: np.ndarray, n: int) -> np.ndarray:
-    return check_targets(y, n) if model.likelihood == "gaussian" else check_labels(y, model.num_classes, n)
+    return (check_targets(y, n) if model.likelihood == "gaussian"
+            else check_labels(y, model.num_classes, n, target_shape=model.target_shape))
 
 
 def _dataset_arrays(model: Model, config: TrainConfig, d: Dataset) -> dict[str, Any]:
     if model.input_shape != d.input_shape or model.num_classes != d.num_classes:
         raise ValueError(f"model expects inputs {model.input_shape} with {model.num_classes} classes, data set "
                          f"{d.name!r} has {d.input_shape} with {d.num_classes}")
+    if model.target_shape != d.target_shape or model.inputs != d.inputs:
+        raise ValueError(f"model expects {model.inputs} inputs and targets of shape {list(model.target_shape)} per "
+                         f"example, data set {d.name!r} has {d.inputs} inputs and {list(d.target_shape)}")
     d = with_stopping_data(d, config)
     arrays = {"x": d.x_train, "y": d.y_train, "name": d.name}
     if config.held_out:
