@@ -28,6 +28,7 @@ class ImagePreset:
     width: int | None = None  # the CNN's outer / inner channels (None: the paper's 64 / 32)
     bottleneck: int | None = None
     ablation: tuple["Ablation", ...] = ()
+    summary_copy: str | None = None  # where (from the repository root) a complete study's summary also goes
 
     def train_config(self):
         from vdjax.training.config import IMAGE_PROTOCOL, PAPER_IMAGE_PROTOCOL
@@ -64,22 +65,26 @@ learning rate dropped 10x after epoch 5, one seed (its q(d) does not leave unifo
                 datasets=("fashion_mnist",), depths=None, seeds=(0,), n_train=1024, n_test=1000,
                 train={"batch_size": 128, "max_epochs": 8, "lr_drop_epoch": 5}),
     ImagePreset("study", """\
-python3 experiments/scan_max_depth_images.py --study: under two hours on 2 idle CPU cores
-(into results/images_study; --summarize-only --study writes summary.json and the figures again).
+python3 experiments/scan_max_depth_images.py --study: about three hours on 2 idle CPU cores
+(into results/images_study4, and its summary.json also into docs/data/images_study/ once every
+network is trained; --summarize-only --study writes summary.json and the figures again).
 Fashion-MNIST: a seeded subset of 12,000 training images, of which 25% (3,000) is the stratified
 validation split that early stopping watches, and the full 10,000-image test set; max depths 5,
-10, 20 and 30, an LDN and a DDN at each, seeds 0 and 1. The paper's CNN at a quarter of its width
-(channels 16 outer / 8 bottleneck instead of 64 / 32: at full width one step at D = 20 costs
-about 0.8 s here), batch 64 instead of 512 (more SGD steps in the time), SGD lr 0.1 and momentum
-0.5 as the paper, at most 30 epochs (4,230 steps) with the learning rate dropped 10x for both
-methods after epoch 15, patience 10 on the validation ELBO (expected NLL). Ablation at D = 10,
-both seeds: the output block's BatchNorm statistics shared by every depth (LDN and DDN), and
-stopping on the marginal NLL (the LDN: a DDN's two objectives coincide).""",
-                datasets=("fashion_mnist",), depths=(5, 10, 20, 30), seeds=(0, 1), n_train=12000, n_test=None,
-                train={"batch_size": 64, "max_epochs": 30, "patience": 10, "lr_drop_epoch": 15, "val_fraction": 0.25},
-                out="results/images_study", width=16, bottleneck=8,
-                ablation=(Ablation("head_norm=shared", 10, ("ldn", "ddn"), head_norm="shared"),
-                          Ablation("stop_objective=marginal", 10, ("ldn",), train={"stop_objective": "marginal"}))),
+10 and 20, an LDN and a DDN at each, seeds 0-3 (the paper's 4 repeats). The paper's CNN at a
+quarter of its width (channels 16 outer / 8 bottleneck instead of 64 / 32: at full width one step
+at D = 20 costs about 0.8 s here), batch 64 instead of 512 (more SGD steps in the time), SGD lr 0.1
+and momentum 0.5 as the paper, at most 60 epochs (8,460 steps). The reference code's schedules:
+the LDNs' learning rate never drops (schedule=None); the DDNs' drops 10x after 0-based epoch 30
+(schedule=[30]: 31 epochs at 0.1, 0.01 from epoch 31), the reference's epoch itself, not a
+fraction of the shorter cap. Patience 30 as the reference counts it (stop once more than 30
+epochs passed without a better validation ELBO), so every DDN reaches its drop. No ablation:
+the 2-seed ablation of the earlier study (30 epochs, both rates dropped after 15) is in git
+history.""",
+                datasets=("fashion_mnist",), depths=(5, 10, 20), seeds=(0, 1, 2, 3), n_train=12000, n_test=None,
+                train={"batch_size": 64, "max_epochs": 60, "patience": 30, "patience_rule": "exceeded",
+                       "lr_drop_epoch": 31, "lr_drop_methods": ("ddn",), "val_fraction": 0.25},
+                out="results/images_study4", width=16, bottleneck=8,
+                summary_copy="docs/data/images_study/summary.json"),
     ImagePreset("paper", """\
 python3 experiments/scan_max_depth_images.py --paper: GPU work (benchmarks/RESULTS.md estimates
 it). The paper's setting as its reference code (arch_uncert) runs it: MNIST, Fashion-MNIST and
@@ -90,6 +95,9 @@ output-block BatchNorm statistics shared by every depth.""",
                 datasets=("mnist", "fashion_mnist", "svhn"), depths=(*range(0, 51, 5), *range(60, 101, 10)),
                 seeds=(0, 1, 2, 3), n_train=None, n_test=None, train={"paper": True}, head_norm="shared"),
 )}
+SCHEDULE_NOTE = ("the reference code's schedules (arch_uncert): LDNs schedule=None; DDNs schedule=[30] with "
+                 "update_lr(i, 0.1) after 0-based epoch i, i.e. 31 epochs at 0.1. The DDN's drop stays at the "
+                 "reference's epoch, not at the same fraction (31/500) of a shorter epoch cap.")
 STUDY_SEEDS = list(PRESETS["study"].seeds)  # a process may train some of them: the study needs all
 
 CPU_HELP = "\n\nPresets:\n" + "\n\n".join(p.doc for p in PRESETS.values()) + """
@@ -100,13 +108,13 @@ is only used for the report. --paper stops on the test ELBO as the paper did (wh
 the test numbers); --stop-on overrides either. Each difference between the reference's
 protocol and the default is an option, to run either choice under any preset:
   --lr-drop-methods   whose learning rate drops after --lr-drop-epoch epochs: ldn ddn (the
-                      default and --study), ddn (--paper: the reference's schedule=[30]
+                      default), ddn (--paper and --study: the reference's schedule=[30]
                       for DDNs, after 31 epochs, and schedule=None for LDNs) or none
   --stop-objective    the held-out ELBO's NLL: expected, sum_d q(d) NLL_d (default), or
                       marginal, -log sum_d q(d) p(y|x,d) of the predictive (--paper, the
                       reference's test_ELBO); the same for a DDN
   --patience-rule     stop once the epochs since the best one reached --patience (default) or
-                      exceeded it (--paper: the reference's epoch - best_epoch > 30)
+                      exceeded it (--paper and --study: the reference's epoch - best_epoch > 30)
   --head-norm         the output block's BatchNorm running statistics: per_depth, one set per
                       depth (default), or shared, one set for all depths updated D+1 times a
                       step (--paper: the reference's single output module)
@@ -114,7 +122,9 @@ protocol and the default is an option, to run either choice under any preset:
 Data: the original files in --data-dir (or ~/.vdjax/data/<name>, $VDJAX_DATA/<name>, and for
 Fashion-MNIST /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist), else
 TFDS. Each network writes <out>/<data set>/<method>_D<depth>_s<seed>.json (+ .msgpack); a
-finished one is skipped on rerun and a killed one resumes from its last epoch's checkpoint.
+finished one is skipped on rerun and a killed one resumes from its last epoch's checkpoint
+(rerun the same command: a checkpoint is only resumed under the settings that wrote it). Each
+epoch's learning rate is in the record's history (`lr`).
 """
 
 
@@ -123,17 +133,19 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
-    preset.add_argument("--study", action="store_true", help="the CPU image study and its ablation (see above)")
+    preset.add_argument("--study", action="store_true", help="the CPU image study (see above)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="mnist, fashion_mnist, svhn (default: fashion_mnist; --paper: all three)")
     p.add_argument("--depths", type=validate.non_negative_int, nargs="+", default=None,
                    help=f"depths to train (default {cpu_depths}; --paper: {list(PRESETS['paper'].depths)})")
-    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0; --paper: 0 1 2 3)")
+    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None,
+                   help="seeds (default 0; --paper and --study: 0 1 2 3)")
     p.add_argument("--n-train", type=validate.positive_int, default=None,
                    help="train subset size (default 1024; --paper: all)")
     p.add_argument("--n-test", type=validate.positive_int, default=None,
                    help="test subset size (default 1000; --paper: all)")
-    p.add_argument("--max-epochs", type=validate.positive_int, default=None, help="default 8; --paper: 500")
+    p.add_argument("--max-epochs", type=validate.positive_int, default=None,
+                   help="default 8; --study: 60; --paper: 500")
     p.add_argument("--batch-size", type=validate.positive_int, default=None, help="default 128; --paper: 512")
     p.add_argument("--width", type=validate.positive_int, default=None,
                    help="the CNN's outer channels (default and --paper: 64, the paper's; --study: 16)")
@@ -150,20 +162,20 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                    help="NLL of the held-out ELBO: of each depth, weighted by q (default), or of the "
                         "q-marginal predictive (--paper); see above")
     p.add_argument("--patience", type=validate.positive_int, default=None,
-                   help="epochs without a better stopping objective (default 30; --study: 10)")
+                   help="epochs without a better stopping objective (default and --study: 30)")
     p.add_argument("--patience-rule", choices=["reached", "exceeded"], default=None,
                    help="stop when the epochs since the best one reach --patience (default) or exceed it "
-                        "(--paper)")
+                        "(--paper and --study)")
     p.add_argument("--head-norm", choices=["per_depth", "shared"], default=None,
                    help="running statistics of the output block's BatchNorm: one set per depth (default) or "
                         "one shared by every depth and updated once per depth per step (--paper)")
     p.add_argument("--lr-drop-epoch", type=validate.positive_int, default=None,
-                   help="epochs before the learning rate drops 10x (default 5; --study: 15; --paper: 31)")
+                   help="epochs before the learning rate drops 10x (default 5; --study and --paper: 31, DDNs only)")
     p.add_argument("--lr-drop-methods", choices=["ldn", "ddn", "none"], nargs="+", default=None,
-                   help="methods whose learning rate drops: ldn ddn (default), ddn (--paper) or none")
+                   help="methods whose learning rate drops: ldn ddn (default), ddn (--paper and --study) or none")
     p.add_argument("--out", type=validate.output_dir, default=None,
                    help="results directory, shared by both image scripts (DDNs are reused); default "
-                        "results/images (--study: results/images_study)")
+                        "results/images (--study: results/images_study4)")
     p.add_argument("--networks-per-program", type=validate.positive_int, default=None,
                    help="networks of one max depth (seeds x methods) trained together as one vmapped program "
                         "(default: all of them)")
@@ -253,7 +265,8 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     if args.summarize_only:
         if not args.study:
             raise validate.UserError("--summarize-only summarises the --study study: add --study")
-        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods, partial=True)
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods, partial=True,
+                        schedule=schedule_note(train), copy_to=summary_copy(args, cpu_depths, out))
         return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
@@ -261,8 +274,10 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         print(f"{data.name}: {data.n_train} train / {data.n_val} validation / {len(data.x_test)} test images "
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
               f"{train.max_epochs} epochs, early stopping on the {train.stop_on} ELBO ({train.stop_objective} NLL, "
-              f"patience {train.patience} {train.patience_rule}), lr drop after epoch {train.lr_drop_epoch} for "
-              f"{' and '.join(train.lr_drop_methods) or 'no method'}, head statistics {network['head_norm']}, CNN "
+              f"patience {train.patience} {train.patience_rule}), learning rate of "
+              f"{'; '.join(f'{k.upper()}s {v}' for k, v in schedule_note(train).items() if k != 'note')}, "
+              f"head statistics "
+              f"{network['head_norm']}, CNN "
               f"width {network['width'] or 64} / {network['bottleneck'] or 32}")
         programs = []
         for depth in depths:
@@ -289,15 +304,50 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     paths = image_figures(out, datasets)
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.study:
-        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods)
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods,
+                        schedule=schedule_note(train), copy_to=summary_copy(args, cpu_depths, out))
     return paths
 
 
+def schedule_note(train) -> dict[str, str]:
+    """Each method's learning-rate schedule under `train`, in words (0-based epochs, as the
+    records' history counts them), as the study's summary states it; with a `note` on where the
+    DDN's drop comes from when it is the reference's (DDNs only, after 31 epochs)."""
+    out = {}
+    for method in ("ldn", "ddn"):
+        lr = train.learning_rate
+        if not train.drops_lr(method):
+            out[method] = f"{lr:g} at every epoch (never dropped)"
+        else:
+            e = train.lr_drop_epoch
+            out[method] = (f"{lr:g} for epochs 0-{e - 1}, {train.epoch_learning_rate(e, method):g} "
+                           f"(x{train.lr_drop_factor:g}) from epoch {e} on")
+    if (train.lr_drop_epoch, train.lr_drop_methods) == (31, ("ddn",)):
+        out["note"] = SCHEDULE_NOTE
+    return out
+
+
+def summary_copy(args, cpu_depths: list[int], out: Path) -> Path | None:
+    """Where a complete study's summary also goes (the preset's `summary_copy`, from the
+    repository root): only for --study run as the preset defines it, into its own --out (any
+    subset of its seeds, since a process may train some of them); None for any other run."""
+    chosen = preset(args)
+    if not args.study or chosen.summary_copy is None or Path(out).resolve() != Path(chosen.out).resolve():
+        return None
+    mine, own = settings(args, cpu_depths), settings(parser("", cpu_depths).parse_args(["--study"]), cpu_depths)
+    if mine[:2] != own[:2] or mine[3:] != own[3:]:  # everything but the seeds
+        return None
+    return Path(__file__).resolve().parents[1] / chosen.summary_copy
+
+
 def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods,
-                    partial: bool = False) -> None:
+                    partial: bool = False, schedule: dict[str, str] | None = None,
+                    copy_to: Path | None = None) -> None:
     """Once every network of the study and its ablation is trained (by this process or another),
-    write <out>/summary.json with the study's figures. `partial`: do it now with the networks
-    finished so far, listing the missing ones in the summary."""
+    write <out>/summary.json with the study's figures, and, when complete, the summary to
+    `copy_to` too (where it is committed). `partial`: do it now with the networks finished so
+    far, listing the missing ones in the summary. `schedule`: each method's learning rate in
+    words (`schedule_note`), stored as the summary's `lr_schedule`."""
     from vdjax.studies.image_runs import ImagePoint, load_records, record_path
     from vdjax.studies.image_study import findings, summarize, write_study
 
@@ -312,10 +362,15 @@ def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int]
         return
     ablation = {v.name: {"changes": v.changes, "records": load_records(out / "ablation" / v.name, dataset)}
                 for v in variants}
+    about = {"lr_schedule": schedule} if schedule else {}
     summary = summarize(load_records(out, dataset), None, ablation, dataset=dataset, depths=depths, seeds=seeds,
                         command="python3 experiments/scan_max_depth_images.py --study",
-                        complete=not missing, missing=missing)
+                        complete=not missing, missing=missing, **about)
     paths = write_study(summary, out)
+    if copy_to is not None and not missing:
+        from vdjax.io import write_json
+
+        paths.append(write_json(copy_to, summary))
     f = findings(summary)
     print(f"d_opt over D: {f['d_opt_range_over_D']}; stopped: {f['stopped']}; LDNs below the bar: "
           f"{', '.join(f['unsettled']) or 'none'}; wrote " + ", ".join(str(p) for p in paths))

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vdjax.studies.image_study import ablation_markdown, findings, findings_markdown, ldn_markdown, verdicts_markdown
-from vdjax.studies.spirals_study import DDN_SCAN, SCANS, all_findings, ddn_table, findings_table, headline, scan_table, wall_times
+from vdjax.studies.spirals_study import (DDN_SCAN, REDRAWN, SCANS, SPIRALS, all_findings, ddn_table, findings_table,
+                                        headline, scan_table, wall_times)
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
@@ -33,8 +34,9 @@ FEED = "benchmarks/latest/feed/feed.json"  # benchmarks/trainer_feed.py --out be
 GRID_ESTIMATE = "benchmarks/latest/throughput/grid_estimate.json"  # the same with --estimate
 CNN_IDEAS = "benchmarks/latest/cnn_ideas/cnn_ideas.json"  # benchmarks/cnn_ideas.py --out benchmarks/latest/cnn_ideas
 NAS_ROWS = "docs/data/nas_comparison/rows.json"  # written by `experiments/compare_search_strategies.py`
-SPIRALS = "docs/data/spirals"  # the main job (`python3 -m vdjax spirals --out docs/data/spirals`, and `--seeds 0 1 2 3 4 5
-# --out docs/data/spirals/six_seeds`) and one folder of records per scan (`experiments/<scan>.py --out docs/data/spirals/<scan>`)
+# SPIRALS: the main job (`python3 -m vdjax spirals --out docs/data/spirals`, and `--seeds 0 1 2 3 4 5 --out
+# docs/data/spirals/six_seeds`) and the earlier scans; REDRAWN: the scans rerun with a data draw per repeat
+# (`experiments/<scan>.py --out docs/data/spirals_redrawn/<scan>`), read wherever a scan's folder exists there.
 DUN_TOY = "docs/data/dun/toy_gap.json"  # experiments/regression_toy.py --out docs/data/dun
 DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at a4b29c8 (its diabetes default)
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
@@ -404,8 +406,11 @@ def _suite_grid(summary: dict[str, Any], kind: str, cell: Callable[[dict[str, An
     labels, part = _suite_labels(summary), summary[kind]
     rows = [[name, *(cell(agg[m]) for m in labels)] for name, agg in part["sets"].items()]
     if rank:
-        ranks = part["mean_rank"]
-        rows.append(["mean rank", *(f"{ranks[m]:.2f}" if m in ranks else "" for m in labels)])
+        from vdjax.studies.uci_benchmark import FULL_RANKED, mean_ranks
+
+        for what, ranks in (("mean rank (pruned LDN)", part["mean_rank"]),
+                            ("mean rank (full LDN)", mean_ranks(part["sets"], FULL_RANKED))):
+            rows.append([what, *(f"{ranks[m]:.2f}" if m in ranks else "" for m in labels)])
     return "\n".join(_grid(["set", *labels.values()], rows))
 
 
@@ -465,26 +470,37 @@ def dun_uci_full_gap_table(suite: dict[str, Any]) -> str:
 
 
 def dun_uci_verdicts(suite: dict[str, Any]) -> str:
-    """Each DUN finding the suite tests, the paired differences per set and the verdict
-    (`vdjax.studies.uci_benchmark.suite_verdicts`)."""
+    """Each DUN finding the suite tests, for the pruned and the full LDN separately: one table per
+    finding, LDN and baseline, a row per set (`vdjax.studies.uci_benchmark.suite_verdicts`)."""
+    from vdjax.studies import claims
     from vdjax.studies.uci_benchmark import suite_verdicts
 
-    lines = ["| finding (DUN) | what we measured (paired over splits: mean ± SE; a side leads beyond its SE) | "
-             "verdict |", "|---|---|---|"]
+    out = []
     for v in suite_verdicts(suite["per_set"]):
-        if v["finding"] == "competitive with ensembles":
-            sets = "; ".join(f"{n} {_minus(d['mean'], '+.2f')} ± {d['se']:.2f} ({d['lead'].replace('ldn_full', 'LDN')})"
-                             for n, d in v["sets"].items())
-            what = (f"LDN (all depths) minus ensemble test LL per set: {sets}. The ensemble does not lead on "
-                    f"{v['held']} of {v['n_sets']} sets. Prediction cost relative to the DDN: LDN "
-                    f"{v['cost']['ldn_full']:.1f}x, ensemble {v['cost']['ensemble']:.1f}x.")
-        else:
-            per = {b: "; ".join(f"{n} {_minus(d['mean'], '+.2f')} ± {d['se']:.2f}" for n, d in t.items())
-                   for b, t in v["sets"].items()}
-            what = (f"Gap LL, LDN (all depths) minus MFVI: {per['mfvi']}. Minus MC dropout: {per['dropout']}. "
-                    f"The LDN leads both on {v['both']} of {v['n_sets']} sets, neither on {v['neither']}.")
-        lines.append(f"| {v['statement']} | {what} | **{v['verdict']}** ({v['n_sets']} sets) |")
-    return "\n".join(lines) + "\n"
+        head = f"**{v['statement']}** (per set, n = splits"
+        if "cost" in v:
+            (ldn, c_ldn), (_, c_ens) = v["cost"].items()
+            name = "LDN full" if ldn == "ldn_full" else "LDN"
+            head += f"; prediction cost relative to the DDN, mean over sets: {name} {c_ldn:.1f}x, ensemble {c_ens:.1f}x"
+        tally = ", ".join(f"{k} on {n}" for k, n in claims.tally(v["rows"]).items())
+        out.append(f"{head}). Sets: {tally} of {len(v['rows'])}.\n\n{claims.table(v['rows'], first='set')}")
+    return "\n".join(out)
+
+
+def dun_uci_caps(suite: dict[str, Any]) -> str:
+    """The suite's epoch cap per set and kind of split, and how many networks stopped at it."""
+    from vdjax.studies.uci_benchmark import epoch_caps
+
+    rows = epoch_caps(suite["per_set"])
+    methods = list(dict.fromkeys(m for r in rows for m in r["networks"]))
+    label = {"ldn": "LDN", "ddn": "DDN + ensemble members", "dropout": "MC dropout", "mfvi": "MFVI"}
+    body = [[r["set"], r["kind"], "/".join(map(str, r["caps"])),
+             *(f"{r['at_cap'].get(m, 0)} of {r['networks'].get(m, 0)}" for m in methods),
+             f"{sum(r['at_cap'].values())} of {sum(r['networks'].values())}"] for r in rows]
+    return ("Epoch cap per set (`max_epochs` of each split's record) and the networks that stopped at it rather than "
+            "by patience (`training.*.stopped`):\n\n"
+            + "\n".join(_grid(["set", "splits", "epoch cap", *(f"{label.get(m, m)}: at the cap" for m in methods),
+                               "all networks: at the cap"], body)) + "\n")
 
 
 def dun_shift_table(res: dict[str, Any]) -> str:
@@ -522,6 +538,13 @@ def nas_table(rows: list[dict[str, Any]]) -> str:
     from vdjax.studies.search_compare import markdown_table, summary_table
 
     return markdown_table(summary_table(rows))
+
+
+def nas_verdicts(rows: list[dict[str, Any]]) -> str:
+    from vdjax.studies import claims
+    from vdjax.studies.search_compare import verdict_rows
+
+    return claims.table(verdict_rows(rows), first="data: strategy", said="the page says")
 
 
 def nas_setting(rows: list[dict[str, Any]]) -> str:
@@ -667,13 +690,19 @@ def load_nas_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def load_spirals(folder: Path) -> dict[str, Any]:
-    """The main job's one- and six-seed results, and every spirals scan's records by scan."""
+    """The main job's one- and six-seed results, and every spirals scan's records by scan: from its
+    rerun with a data draw per repeat (`REDRAWN`, a sibling of `folder`) where that folder exists,
+    else from the earlier run on one shared draw; `folders` says which, relative to the root."""
     from vdjax.io import read_json
-    from vdjax.studies.spirals_study import DDN_SCAN, SCANS
 
-    scans = {name: [read_json(p) for p in sorted((folder / name).glob("*.json"))] for name in (DDN_SCAN, *SCANS)}
+    scans, folders = {}, {}
+    for name in (DDN_SCAN, *SCANS):
+        redrawn = folder.parent / Path(REDRAWN).name / name
+        where = redrawn if redrawn.is_dir() else folder / name
+        folders[name] = f"{REDRAWN if where == redrawn else SPIRALS}/{name}"
+        scans[name] = [read_json(p) for p in sorted(where.glob("*.json"))]
     return {"one_seed": read_json(folder / "results.json"), "six_seeds": read_json(folder / "six_seeds/results.json"),
-            "scans": scans}
+            "scans": scans, "folders": folders}
 
 
 def _spirals(render: Callable[[dict[str, Any]], str]) -> Table:
@@ -685,7 +714,15 @@ def image_study_not_run() -> str:
             f"`results/images_study/summary.json`, committed as `{IMAGE_STUDY}`.\n")
 
 
+def verdict_rule(_: Any = None) -> str:
+    """The one rule every verdict table refers to, and the margins of its no-change claims."""
+    from vdjax.studies.claims import RULE, margins_markdown
+
+    return f"{RULE}\n\nThe margins, fixed in `vdjax/studies/claims.py`:\n\n{margins_markdown()}"
+
+
 TABLES: dict[str, Table] = {
+    "verdict-rule": Table("vdjax/studies/claims.py", verdict_rule, load=lambda path: None),
     "bench-machine": Table(BENCHMARK, lambda res: machine_line(res) + "\n"),
     "bench-cnn": Table(BENCHMARK, cnn_table),
     "bench-spirals": Table(BENCHMARK, spirals_table),
@@ -705,12 +742,14 @@ TABLES: dict[str, Table] = {
     "dun-uci-full": Table(DUN_UCI_FULL, dun_uci_full_table, load_uci_suite),
     "dun-uci-full-gap": Table(DUN_UCI_FULL, dun_uci_full_gap_table, load_uci_suite),
     "dun-uci-verdicts": Table(DUN_UCI_FULL, dun_uci_verdicts, load_uci_suite),
+    "dun-uci-caps": Table(DUN_UCI_FULL, dun_uci_caps, load_uci_suite),
     "dun-shift": Table(DUN_SHIFT, dun_shift_table),
     "nas": Table(NAS_ROWS, nas_table, load_nas_rows),
     "nas-setting": Table(NAS_ROWS, nas_setting, load_nas_rows),
     "nas-costs": Table(NAS_ROWS, nas_costs, load_nas_rows),
+    "nas-verdicts": Table(NAS_ROWS, nas_verdicts, load_nas_rows),
     "main-job": _spirals(lambda s: headline(s["one_seed"], s["six_seeds"])),
-    "spirals-wall-times": _spirals(lambda s: wall_times(s["scans"])),
+    "spirals-wall-times": _spirals(lambda s: wall_times(s["scans"], s["folders"])),
     "spirals-findings": _spirals(lambda s: findings_table(all_findings(s["scans"]))),
     "spirals-ddn": _spirals(lambda s: ddn_table(s["scans"][DDN_SCAN])),
     **{f"spirals-{scan.key}": _spirals(lambda s, scan=scan: scan_table(scan, s["scans"][scan.name]))

@@ -150,3 +150,25 @@ def test_a_network_is_static_and_records_itself():
     assert record["max_depth"] == 3 and "PlainBlock" in record["block"]
     with pytest.raises(TypeError, match="block must be a Flax module"):
         network(lambda a: a)
+
+
+@pytest.mark.one_stack
+def test_readme_multi_stage_example_learns_prunes_and_exits_early():
+    scope: dict = {}
+    exec(compile(readme_example("stages"), "README.md:stages", "exec"), scope)
+    state, pruned, exits, net = scope["state"], scope["pruned"], scope["exits"], scope["net"]
+    assert scope["accuracy"] > 0.8  # chance is 0.25
+    assert net.max_depth == 5 and len(state.q) == 6
+    assert pruned.config.max_depth == scope["d_opt"]
+    assert len(pruned.config.stages) == (1 if scope["d_opt"] <= 2 else 2)
+    assert np.all(exits.depth <= scope["d_opt"]) and exits.log_probs.shape == (len(scope["data"].x_test), 4)
+
+
+def test_readme_per_token_example_learns_prunes_and_predicts():
+    scope: dict = {}
+    exec(compile(readme_example("per-token"), "README.md:per-token", "exec"), scope)
+    data, log_p, state = scope["data"], scope["log_p"], scope["state"]
+    assert log_p.shape == (*data.y_test.shape, scope["V"])
+    assert scope["token_accuracy"] > 0.9  # chance is 1/V = 0.2; depth 0 sees one token and cannot pass 0.2 much
+    assert scope["perplexity"] < 1.5
+    assert float(state.q[0]) < 0.05  # the rule needs the token before: depth 0 cannot predict it

@@ -92,7 +92,33 @@ def test_q_settling_is_the_largest_change_over_the_last_fifth_before_the_kept_ep
     got = q_settling(history, best_epoch=9, steps_per_epoch=15)
     assert got["steps"] == 150
     assert got["tv_change"] == pytest.approx(0.1)  # |0.6 - 0.5| (epoch 7), not epoch 6's 0.5
-    assert q_settling(history, best_epoch=0, steps_per_epoch=15) == {"steps": 15, "tv_change": 0.0}
+    assert q_settling(history, best_epoch=0, steps_per_epoch=15) == {"steps": 15, "tv_change": 0.0, "judged_at": 0}
+    # Epochs 8 and 9 ran after a change of learning rate: q is judged at epoch 7, against epochs 5 and 6.
+    got = q_settling(history, best_epoch=9, steps_per_epoch=15, excluded=[8, 9])
+    assert got == {"steps": 150, "tv_change": pytest.approx(0.4), "judged_at": 7}
+    assert q_settling(history, best_epoch=1, steps_per_epoch=15, excluded=[0, 1])["tv_change"] is None
+
+
+def test_an_ldn_whose_rate_dropped_is_judged_on_the_epochs_before_the_drop():
+    """q moves until the drop at epoch 5, then barely (the rate is ten times smaller): settled by
+    the last fifth of its epochs, not by the epochs before the drop."""
+    from vdjax.studies.image_study import epochs_after_lr_change, ldn_diagnostics, settled
+
+    moving = [[0.9 - 0.1 * e, 0.1 + 0.1 * e] for e in range(5)] + [[0.5 - 0.001 * e, 0.5 + 0.001 * e] for e in range(10)]
+    base = {**_ldn(10, 0, 3, (-0.6, 0.2, 0.02), (-0.6, 0.2, 0.02)), "epochs": 15, "best_epoch": 14,
+            "history": [{"epoch": e, "q": q} for e, q in enumerate(moving)]}
+    base["train_config"] = {"batch_size": 32, "learning_rate": 0.1, "lr_drop_epoch": 5, "lr_drop_factor": 0.1,
+                            "lr_drop_methods": ["ldn", "ddn"]}
+    assert epochs_after_lr_change(compact(base), window=15) == list(range(5, 15))
+    g = ldn_diagnostics(compact(base))
+    assert g["judged_at"] == 4 and g["tv_change"] == pytest.approx(0.1) and g["lr_changed"] and not settled(g)
+    # The same history at a constant rate (the DDN-only drop of the reference): judged at the kept epoch.
+    constant = dict(base, train_config={**base["train_config"], "lr_drop_methods": ["ddn"]})
+    g = ldn_diagnostics(compact(constant))
+    assert g["judged_at"] == 14 and g["tv_change"] == pytest.approx(0.003) and settled(g)
+    # A record that stores each epoch's rate is read by it.
+    recorded = dict(base, history=[{**h, "lr": 0.1} for h in base["history"]])
+    assert ldn_diagnostics(compact(recorded))["judged_at"] == 14
 
 
 def test_q_plateau_marks_a_posterior_that_has_not_fallen_by_the_deepest_depth():
@@ -117,39 +143,59 @@ def _study(full_dddn=(-0.60, -0.62), pruned=(-0.61, -0.62), ddn=(-0.70, -0.71), 
     return records
 
 
-def test_verdicts_follow_the_rule_on_known_effects():
+def _judged(rows):
+    from vdjax.studies import claims
+
+    return {f"{r.figure}: {r.paper[:12]}": (v.verdict if v else r.blocked) for r, v in zip(rows, claims.judge(rows))}
+
+
+def test_verdicts_are_the_rule_s_tests_over_seeds():
+    from scipy import stats as sps
+
     from vdjax.studies.image_study import findings, verdicts, verdicts_markdown
 
-    f = findings(summarize(_study(), None, dataset="toy"))
+    f = findings(summarize(_study(ece=((0.02, 0.03), (0.07, 0.05)), speed=(0.5, 0.6)), None, dataset="toy"))
     assert f["unsettled"] == [] and f["q_learnt"] is True
-    a_ddn, a_full, b, c, d = (v["verdict"] for v in verdicts(f))
-    # (a) LDN-95 - DDN: +0.09 and +0.09 -> reproduced; LDN-95 - full: -0.01 and 0.00 -> mean -0.005,
-    # std 0.005: within twice its spread -> not resolved.
-    assert a_ddn == "reproduced" and a_full == "not resolved at this scale"
-    # (b) expected depth grows 5 and 6, d_opt 0 and 0: difference 5.5 +- 0.5 -> reproduced.
-    assert b == "reproduced"
-    # (c) DDN ECE - LDN ECE: 0.04 and 0.02 -> 0.03 +- 0.01 -> reproduced; (d) 51% +- 1% -> reproduced.
-    assert c == "reproduced" and d == "reproduced"
-    # The other way round beyond twice the spread: not reproduced.
+    rows = verdicts(f)
+    by = {f"{r.figure}: {r.paper[:12]}": r for r in rows}
+    # (c) at D = 10: DDN ECE - LDN-full ECE per seed, 0.05 and 0.02: the paired t of scipy.
+    c = by["(c) D = 10: LDNs are bet"].claim.result
+    want = sps.ttest_rel([0.07, 0.05], [0.02, 0.03])
+    assert c.test == "paired t" and c.n == (2,) and (c.t, c.p) == pytest.approx((want.statistic, want.pvalue))
+    # (d) at D = 20: speed-ups 50% and 60%, the one-sample t.
+    d = by["(d) D = 20: pruned LDNs "].claim.result
+    assert d.test == "one-sample t" and d.p == pytest.approx(sps.ttest_1samp([0.5, 0.6], 0.0).pvalue)
+    # (a) pruning cost -0.01 and 0.00 against +-0.01 nats: TOST.
+    a = by["(a) D = 10: pruning to d"].claim.result
+    assert a.margin == 0.01 and a.effect == pytest.approx(-0.005)
+    words = _judged(rows)
+    # LDN-95 - DDN is +0.09 on both seeds (no spread): reproduced at every D, under Holm.
+    assert words["(a) D = 10: pruned to d_"] == words["(a) D = 20: pruned to d_"] == "reproduced"
+    assert words["(c) D = 10: LDNs are bet"] == "not resolved"  # p about 0.2 with 1 df
+    text = verdicts_markdown(f)
+    assert "| (b) D = 10 → 20 |" in text and "Holm-corrected over the 9 judged claims" in text
+    # The other way round, and as clear: contradicted.
     f = findings(summarize(_study(ddn=(-0.50, -0.51)), None, dataset="toy"))
-    assert [v["verdict"] for v in verdicts(f)][0] == "not reproduced"
-    assert "| (a) |" in verdicts_markdown(f) and "Rule:" in verdicts_markdown(f)
+    assert _judged(verdicts(f))["(a) D = 10: pruned to d_"] == "contradicted"
 
 
-def test_an_unidentified_d_opt_leaves_b_unresolved():
+def test_an_unidentified_d_opt_leaves_b_and_d_without_a_verdict_there():
     from vdjax.studies.image_study import findings, verdicts
 
     flat_tail = [0.01] * 5 + [0.06] * 16  # q flat over d = 5..20: the 95% rule cuts a plateau
     f = findings(summarize(_study(q_deep=flat_tail), None, dataset="toy"))
-    b = [v for v in verdicts(f) if v["claim"] == "(b)"][0]
-    assert b["verdict"] == "not resolved at this scale" and "not identified" in b["ours"]
+    words = _judged(verdicts(f))
+    assert words["(b) D = 10 → 20: the 95% rule"] == "not resolved: d_opt not identified at D = 20"
+    assert words["(d) D = 20: pruned LDNs "] == "not resolved: d_opt not identified"
+    assert words["(d) D = 10: pruned LDNs "] in ("reproduced", "not resolved")
     assert [g["plateau_start"] for g in f["ldns"] if g["max_depth"] == 20] == [5, 5]
 
 
 def test_an_ldn_below_the_bar_stops_every_verdict():
     """Too few SGD steps before the kept epoch, or a q that still moved over the last fifth of
-    the epochs before it, and the study draws no verdict and says which networks failed."""
-    from vdjax.studies.image_study import findings, findings_markdown, ldn_diagnostics, settled, verdicts_markdown
+    the epochs before it, and the study draws no verdict, says which networks failed, and shows
+    its tests as such."""
+    from vdjax.studies.image_study import findings, findings_markdown, ldn_diagnostics, settled, verdicts, verdicts_markdown
 
     records = _study()
     short = records[0]  # D = 10 seed 0: 10 epochs of 200 steps, kept epoch 9 -> 2000 steps
@@ -159,7 +205,9 @@ def test_an_ldn_below_the_bar_stops_every_verdict():
     assert g["tv_change"] > 0.02 and not settled(g)
     f = findings(summarize([moving] + records[1:2] + records[3:], None, dataset="toy"))
     assert f["unsettled"] == ["D=10 seed 1"]
-    assert verdicts_markdown(f).startswith("No verdicts: LDNs that did not settle: D=10 seed 1")
+    assert verdicts_markdown(f).startswith("**No verdict: the LDNs did not learn** (q(d) had not settled: D=10 seed 1")
+    assert set(_judged(verdicts(f)).values()) == {"no verdict (not learnt)"}
+    assert "No claim of this table is judged" in verdicts_markdown(f)
     assert "**Not trained to the study's bar**" in findings_markdown(f)
     few = dict(records[0], best_epoch=4)  # 5 epochs x 200 steps = 1000 < 2000
     assert not settled(ldn_diagnostics(compact(few)))
@@ -179,8 +227,10 @@ def test_ablation_changes_are_paired_by_seed():
     assert row["d_opt_change"] == {"mean": 1.0, "std": 0.0, "n": 2}
     text = ablation_markdown(summary)
     assert "| head_norm=shared | LDN-full | 10 |" in text
-    # The error stays 0.2 (no change); ECE 0.02 / 0.03 -> 0.01: -0.015 +- 0.005, beyond twice its spread.
-    assert "head_norm=shared: LDN test LL 0.150 ± 0.050, LDN ECE -0.015 ± 0.005, LDN d_opt 1.0 ± 0.0." in text
+    # Paired t over the 2 seeds, Holm over the table's 4 changes: only d_opt's (+1 on both seeds, no
+    # spread) is significant; the LL (+0.1, +0.2) and ECE (-0.01, -0.02) changes are not, with 1 df.
+    assert ("Holm over the 4 changes of this table): head_norm=shared: LDN d_opt +1 (95% CI [1, 1], Holm p 0)."
+            in text)
 
 
 def test_validation_log_lik_and_its_standard_error_by_hand():
@@ -198,3 +248,25 @@ def test_validation_log_lik_and_its_standard_error_by_hand():
     assert got["log_lik_se"] == pytest.approx(np.log(p).std(ddof=1) / np.sqrt(3))
     ddn = validation_log_lik(logits, labels, None)  # a DDN: its own (last) head
     assert ddn["log_lik"] == pytest.approx(np.log([0.7, 0.6, 0.9]).mean())
+
+
+def test_epochs_after_a_change_of_learning_rate():
+    """`epochs_after_lr_change`: the first `window` epochs at each new rate, read from a results
+    file's history `lr`, a summary's `lr_history` (`compact` keeps it), or, for records written
+    before either, the record's train_config for its method (the earlier study: both rates
+    dropped after epoch 15; the reference's: the DDN's only)."""
+    from vdjax.studies.image_study import epochs_after_lr_change, lr_history
+
+    ddn = {"method": "ddn", "epochs": 7, "history": [{"epoch": e, "lr": 0.1 if e < 3 else 0.01} for e in range(7)]}
+    assert epochs_after_lr_change(ddn) == [3] and epochs_after_lr_change(ddn, window=2) == [3, 4]
+    assert compact(ddn)["lr_history"] == [0.1] * 3 + [0.01] * 4
+    assert epochs_after_lr_change(compact(ddn), window=10) == [3, 4, 5, 6]  # only epochs that ran
+    ldn = {"method": "ldn", "epochs": 5, "history": [{"epoch": e, "lr": 0.1, "q": [1.0]} for e in range(5)]}
+    assert epochs_after_lr_change(ldn, window=3) == [] and compact(ldn)["lr_history"] == [0.1] * 5
+    old = {"train_config": {"learning_rate": 0.1, "batch_size": 64, "lr_drop_epoch": 15, "lr_drop_factor": 0.1,
+                            "lr_drop_methods": ["ldn", "ddn"], "no_longer_a_field": 1}, "epochs": 18}
+    assert lr_history({**old, "method": "ldn"}) == pytest.approx([0.1] * 15 + [0.01] * 3)
+    assert epochs_after_lr_change({**old, "method": "ldn"}, window=2) == [15, 16]
+    reference = {**old, "train_config": {**old["train_config"], "lr_drop_methods": ["ddn"]}}
+    assert epochs_after_lr_change({**reference, "method": "ldn"}) == []
+    assert epochs_after_lr_change({**reference, "method": "ddn"}) == [15]

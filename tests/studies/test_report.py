@@ -1,11 +1,15 @@
-"""The committed tables are what their committed data render to; the renderer fills only marked regions."""
+"""The committed tables are what their committed data render to; the renderer fills only marked
+regions; and the verdict tables' tests, recomputed here with scipy from the committed JSON."""
 
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import report  # noqa: E402  (repository tooling, not part of the package)
@@ -26,7 +30,7 @@ def test_fill_replaces_only_the_marked_regions():
 
 
 def test_check_fails_on_a_stale_table_and_rendering_fixes_it(tmp_path, capsys):
-    sources = {t.source for t in (*report.TABLES.values(), *report.WHOLE_FILES.values())}
+    sources = {t.source for t in (*report.TABLES.values(), *report.WHOLE_FILES.values())} | {report.REDRAWN}
     optional = {t.source for t in report.TABLES.values() if t.missing is not None}
     for rel in (*report.DOCUMENTS, *report.WHOLE_FILES, *sources):
         if rel in optional and not (report.ROOT / rel).exists():
@@ -106,3 +110,123 @@ def test_nas_costs_are_means_over_seeds_of_the_counted_passes():
         "400–2000 gradient evaluations and 4–100 forward passes, 8–30 s (2–10 s without compiling); the grid "
         "search alone 2000 gradient evaluations, 30 s (10 s without compiling).\n")
     assert report.nas_setting(rows) == "Committed run: spirals: max_depth 3, 2 seeds, 100 search steps.\n"
+
+
+# ---------------------------------------------------------------------------- verdict tables by hand
+
+def _page(doc: str) -> str:
+    return (report.ROOT / doc).read_text()
+
+
+def _cells(effect: float, lo: float, hi: float, n: str, p: float) -> str:
+    """The cells `stats.cells` writes for a test: effect, 95% CI, n (in table order, test first)."""
+    f = lambda x: format(x + 0.0, ".3g")  # noqa: E731
+    return f"| {n} | {f(effect)} | [{f(lo)}, {f(hi)}] |", format(p + 0.0, ".2g")
+
+
+def _row(doc: str, start: str, contains: str = "") -> str:
+    (line,) = [row for row in _page(doc).splitlines() if row.startswith(start) and contains in row]
+    return line
+
+
+def _ci(diff: np.ndarray) -> tuple[float, float]:
+    half = sps.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    return diff.mean() - half, diff.mean() + half
+
+
+def test_the_spirals_complexity_verdict_is_welch_t_on_the_committed_records():
+    from vdjax.studies.spirals_study import SCANS
+
+    folders = report.load_spirals(report.ROOT / report.SPIRALS)["folders"]
+    folder = report.ROOT / folders["scan_spiral_complexity"]
+    d = {v: [s["d_argmax"] if "d_argmax" in s else int(np.argmax(s["q"])) for s in
+             json.loads((folder / f"rotation={v:04d}.json").read_text())["seeds"]]
+         for v in (SCANS["scan_spiral_complexity"].grid[0], SCANS["scan_spiral_complexity"].grid[-1])}
+    (lo, a), (hi, b) = sorted(d.items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one grid point's seeds may agree exactly
+        want = sps.ttest_ind(b, a, equal_var=False)
+    ci = want.confidence_interval()
+    cells, p = _cells(np.mean(b) - np.mean(a), ci.low, ci.high, f"{len(b)}+{len(a)}", want.pvalue)
+    line = _row("docs/results/spirals.md", "| Fig 6 (left), Fig 7", "LDNs increase their depth")
+    assert "| Welch t " + cells in line and f"| – | {p} |" in line
+
+
+def test_the_fig3_verdict_is_a_paired_t_by_seed_on_the_committed_records():
+    from vdjax.studies.spirals_study import first_spiral_depth
+
+    folders = report.load_spirals(report.ROOT / report.SPIRALS)["folders"]
+    folder = report.ROOT / folders["scan_deterministic_depth_spirals"]
+    ldn = json.loads(next(folder.glob("ldn_*.json")).read_text())
+    ddn = json.loads(sorted(folder.glob("ddn_*.json"))[-1].read_text())
+    first = lambda r: np.array([first_spiral_depth(s["test"]["per_depth_error"]) for s in r["seeds"]])  # noqa: E731
+    diff = first(ddn) - first(ldn)
+    want = sps.ttest_rel(first(ddn), first(ldn))
+    cells, p = _cells(diff.mean(), *_ci(diff), str(len(diff)), want.pvalue)
+    line = _row("README.md", "| Fig 3")
+    assert "| paired t " + cells in line and f"| – | {p} |" in line
+
+
+def test_the_uci_gap_verdict_is_a_paired_t_over_the_committed_splits():
+    rows = json.loads((report.ROOT / report.DUN_UCI_FULL / "uci_boston.json").read_text())["gap"]["per_split"]
+    full = np.array([r["test"]["ldn_full"]["log_lik"] for r in rows])
+    mfvi = np.array([r["test"]["mfvi"]["log_lik"] for r in rows])
+    want = sps.ttest_rel(full, mfvi)
+    cells, p = _cells((full - mfvi).mean(), *_ci(full - mfvi), str(len(rows)), want.pvalue)
+    text = _page("docs/results/dun.md")
+    table = text.split("the full LDN (every depth, DUN's predictor) minus mean-field VI")[1]
+    (line,) = [r for r in table.splitlines() if r.startswith("| boston |")][:1]
+    assert "| paired t " + cells in line and f"| – | {p} |" in line
+
+
+def test_the_nas_verdict_pairs_the_ldn_with_each_strategy_by_seed():
+    rows = report.load_nas_rows(report.ROOT / report.NAS_ROWS)
+    ll = {(r["strategy"], r["seed"]): r["test"]["log_lik"] for r in rows}
+    seeds = sorted(s for k, s in ll if k == "darts2")
+    ldn, darts = np.array([ll["ldn", s] for s in seeds]), np.array([ll["darts2", s] for s in seeds])
+    want = sps.ttest_rel(ldn, darts)
+    cells, p = _cells((ldn - darts).mean(), *_ci(ldn - darts), str(len(seeds)), want.pvalue)
+    line = _row("docs/results/nas.md", "| spirals: darts2 |")
+    assert "| paired t " + cells in line and f"| – | {p} |" in line
+
+
+def test_the_image_calibration_test_is_a_paired_t_over_the_committed_seeds():
+    summary = json.loads((report.ROOT / report.IMAGE_STUDY).read_text())
+    recs = summary["records"]
+    d = max(r["max_depth"] for r in recs)
+    ece = {(r["method"], r["seed"]): (r["ldn_full"] if r["method"] == "ldn" else r["test"])["ece"]
+           for r in recs if r["max_depth"] == d}
+    seeds = sorted(s for m, s in ece if m == "ldn")
+    ddn, ldn = np.array([ece["ddn", s] for s in seeds]), np.array([ece["ldn", s] for s in seeds])
+    want = sps.ttest_rel(ddn, ldn)
+    cells, p = _cells((ddn - ldn).mean(), *_ci(ddn - ldn), str(len(seeds)), want.pvalue)
+    line = _row("docs/results/images.md", f"| (c) D = {d} |")
+    assert "| paired t " + cells in line and f"| – | {p} |" in line
+
+
+def test_the_rule_states_every_margin_once():
+    from vdjax.studies import claims
+
+    text = _page("README.md")
+    assert text.count(claims.RULE) == 1
+    for value, unit, _, why in claims.MARGINS:
+        assert f"| ±{value:g} {unit} |" in text and why in text
+    for doc in ("docs/results/spirals.md", "docs/results/images.md", "docs/results/dun.md", "docs/results/nas.md"):
+        assert 'the rule: README, "How a verdict is reached"' in _page(doc)
+
+
+def test_spirals_render_from_the_redrawn_folder_where_it_exists(tmp_path):
+    old, new = tmp_path / "docs/data/spirals", tmp_path / "docs/data/spirals_redrawn"
+    (old / "six_seeds").mkdir(parents=True)
+    for path in ("results.json", "six_seeds/results.json"):
+        (old / path).write_text("{}")
+    (old / "scan_width_spirals").mkdir()
+    (old / "scan_width_spirals" / "width=0002.json").write_text(json.dumps({"from": "old"}))
+    (new / "scan_data_amount").mkdir(parents=True)
+    (new / "scan_data_amount" / "n_train=0050.json").write_text(json.dumps({"from": "new"}))
+    (old / "scan_data_amount").mkdir()
+    (old / "scan_data_amount" / "n_train=0050.json").write_text(json.dumps({"from": "old"}))
+    got = report.load_spirals(old)
+    assert got["folders"]["scan_data_amount"] == "docs/data/spirals_redrawn/scan_data_amount"
+    assert got["folders"]["scan_width_spirals"] == "docs/data/spirals/scan_width_spirals"
+    assert got["scans"]["scan_data_amount"] == [{"from": "new"}] and got["scans"]["scan_width_spirals"] == [{"from": "old"}]

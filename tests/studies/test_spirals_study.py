@@ -1,6 +1,6 @@
-"""The spirals verdicts follow from the spread over seeds: hand-made records with a known
-effect and spread get the verdict the rule gives. And what the records hold: each repeat's own
-data draw (or the old shared one), and both pruning rules per seed."""
+"""The spirals verdicts: hand-made records with known effects get the tests of the one rule
+(recomputed here with scipy) and the verdicts they give. And what the records hold: each repeat's
+own data draw (or the old shared one), and both pruning rules per seed."""
 
 import dataclasses
 import json
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import linregress, spearmanr, ttest_1samp, ttest_ind, ttest_rel
 
 from vdjax.data import SpiralsConfig, spirals_dataset
 from vdjax.nn.models import ModelConfig
+from vdjax.studies import claims
 from vdjax.studies import spirals_study as st
 from vdjax.studies import sweeps
 from vdjax.training.config import TrainConfig
@@ -28,58 +29,100 @@ def seed(d_opt, ll, pruned_ll=None, error=0.05, q=None, per_depth_error=None, ep
 
 def record(key, value, seeds, method="ldn", max_epochs=8000):
     return {"meta": {key: value}, "seeds": seeds, "train_config": {"method": method, "max_epochs": max_epochs},
+            "data_config": {"seed": 0},
             "train_seconds": 10.0, "wall_seconds": 12.0,
             "environment": {"cpu_isa": "avx2", "jax": "0", "flax": "0", "optax": "0", "devices": 2}}
 
 
-def test_the_rule_compares_the_effect_with_its_spread():
-    assert st.larger_than_spread(0.3, 0.2) == st.REPRODUCED
-    assert st.larger_than_spread(-0.3, 0.2) == st.NOT_REPRODUCED
-    assert st.larger_than_spread(0.1, 0.2).startswith(st.NOT_REPRODUCED + " (within")
-    assert st.stays_within_spread(-0.1, 0.2) == st.REPRODUCED and st.stays_within_spread(0.3, 0.2) == st.NOT_REPRODUCED
+def _verdicts(rows):
+    return [v.verdict if v else r.blocked for r, v in zip(rows, claims.judge(rows))]
 
 
-def test_width_scan_verdicts_follow_the_seed_spread():
-    # d_opt falls from 12 (seeds 11, 13: std 1) to 3 (seeds 2, 4: std 1): change 9, spread sqrt(2).
-    clear = [record("width", 2, [seed(11, -0.5), seed(13, -0.6)]), record("width", 512, [seed(2, -0.1), seed(4, -0.1)])]
-    f = st.scan_findings(st.SCANS["scan_width_spirals"], clear)
-    assert f[0].verdict == st.REPRODUCED and "change -9.00 ± 1.41" in f[0].ours
-    # The same means with seeds spread by 10: within the spread.
-    noisy = [record("width", 2, [seed(2, -0.5), seed(22, -0.6)]), record("width", 512, [seed(-7, -0.1), seed(13, -0.1)])]
-    assert st.scan_findings(st.SCANS["scan_width_spirals"], noisy)[0].verdict.startswith(st.NOT_REPRODUCED + " (within")
+def test_width_scan_is_judged_by_welch_t_on_argmax_q():
+    # d (argmax q) falls from 11, 13 (seeds) to 2, 4: Welch t, effect -9; q one-hot at the recorded d.
+    grid = st.SCANS["scan_width_spirals"].grid
+    low = [seed(11, -0.5, q=np.eye(21)[11]), seed(13, -0.6, q=np.eye(21)[13]), seed(12, -0.55, q=np.eye(21)[12])]
+    high = [seed(2, -0.1, q=np.eye(21)[2]), seed(4, -0.1, q=np.eye(21)[4]), seed(3, -0.12, q=np.eye(21)[3])]
+    recs = [record("width", grid[0], low), record("width", grid[-1], high)]
+    f = st.scan_findings(st.SCANS["scan_width_spirals"], recs)
+    want = ttest_ind([2, 4, 3], [11, 13, 12], equal_var=False)
+    result = f[0].claim.result
+    assert result.test == "Welch t" and result.effect == pytest.approx(-9.0)
+    assert result.p == pytest.approx(want.pvalue) and f[0].claim.expect == st.LESS
+    assert "2 of 9 grid points" in f[0].figure and "one data draw shared" in f[0].figure
+    # Both end points are there, so the depth claims are judged; the pruning claim needs every point.
+    assert _verdicts(f)[:2] == ["reproduced", "reproduced"] and _verdicts(f)[2].startswith(
+        "not resolved: grid incomplete (no 4, 8")
 
 
-def test_stability_over_max_depth_uses_the_least_squares_drift():
-    ds, d_opts = [10, 20, 30], [(6, 8), (7, 9), (8, 10)]  # slope 0.1 per unit of D, span 20: drift 2; spread 1
-    recs = [record("max_depth", d, [seed(a, -0.1), seed(b, -0.2)]) for d, (a, b) in zip(ds, d_opts)]
-    drift, spread = st._drift(recs, "max_depth", "d_opt")
-    assert drift == pytest.approx(2.0) and spread == pytest.approx(1.0)
+def test_a_claim_needing_a_missing_grid_point_is_shown_but_not_judged():
+    recs = [record("rotation", 180, [seed(2, -0.01), seed(3, -0.01)]),
+            record("rotation", 720, [seed(8, -0.1), seed(9, -0.12)])]
+    f = st.scan_findings(st.SCANS["scan_spiral_complexity"], recs)
+    depth, beyond, pruning = f
+    assert depth.claim is None and depth.blocked == "not resolved: grid incomplete (no 1260)"
+    assert beyond.blocked == "not resolved: grid incomplete (no 1260)"
+    assert pruning.claim is not None and pruning.blocked.startswith("not resolved: grid incomplete")
+    assert "not resolved: grid incomplete" in st.findings_table(f) and "No claim of this table is judged" in \
+        st.findings_table(f)
+
+
+def test_stability_over_max_depth_is_a_tost_on_the_drift_from_d_20():
+    ds = st.SCANS["scan_max_depth_spirals"].grid
+    rng = np.random.default_rng(1)
+    # d by argmax q drifts by 0.1 per unit of D from D = 20 on (8 blocks across 20 -> 100): outside +-1.
+    recs = [record("max_depth", d, [seed(5, -0.1 + 0.001 * rng.standard_normal(), q=np.eye(101)[int(5 + 0.1 * d) + k])
+                                    for k in (0, 1)]) for d in ds]
     f = st.scan_findings(st.SCANS["scan_max_depth_spirals"], recs)
-    assert f[0].verdict == st.NOT_REPRODUCED and f[1].verdict == st.REPRODUCED  # d_opt drifts, the LL does not
+    d_stable, ll_stable, pruning = f
+    x = np.repeat([d for d in ds if d >= 20], 2).astype(float)
+    y = np.concatenate([st.per_seed(r, "d_argmax") for r in recs if r["meta"]["max_depth"] >= 20])
+    fit = linregress(x, y)
+    assert d_stable.claim.result.effect == pytest.approx(fit.slope * 80)
+    assert d_stable.claim.result.difference.se == pytest.approx(fit.stderr * 80)
+    assert d_stable.claim.result.n == (len(x),)
+    assert _verdicts(f)[:2] == ["contradicted", "reproduced"]  # d drifts; the LL, within 0.05 nats, does not
+    assert "95% rule" in d_stable.ours
 
 
-def test_pruning_cost_counts_points_below_their_spread():
-    recs = [record("rotation", 180, [seed(2, -0.1, -0.3), seed(2, -0.1, -0.31)]),
-            record("rotation", 720, [seed(8, -0.1, -0.1), seed(8, -0.1, -0.12)])]
-    f = st.scan_findings(st.SCANS["scan_spiral_complexity"], recs)[-1]
-    assert f.verdict == st.PARTLY and "lower by more than the spread at 180" in f.ours
+def test_pruning_cost_is_a_tost_judged_at_the_least_favourable_grid_point():
+    grid = st.SCANS["scan_spiral_complexity"].grid
+    noise = [0.0, 0.001, -0.001]
+    recs = [record("rotation", v, [seed(5, -0.1, -0.1 + e + (0.05 if v == 540 else 0.0)) for e in noise]) for v in grid]
+    row = st.scan_findings(st.SCANS["scan_spiral_complexity"], recs)[-1]
+    assert "rotation = 540" in row.ours and "95% rule (these records predate argmax q)" in row.ours
+    eq = row.claim.result
+    assert eq.effect == pytest.approx(0.05) and eq.margin == st.claims.PRUNING_MARGIN
+    assert eq.p_outside == pytest.approx(min(1.0, len(grid) * st.stats.tost(
+        st.stats.paired_t(st.per_seed(recs[2], "pruned_log_lik"), st.per_seed(recs[2], "test_log_lik")),
+        0.01).p_outside))
+    assert _verdicts([row]) == ["contradicted"]  # 0.05 nats at one point: outside the margin there
 
 
 def test_ddn_findings_pair_the_ldn_with_each_ddn_by_seed():
     rng = np.random.default_rng(0)
-    q = rng.dirichlet(np.ones(4), size=2)
-    ddn_ll = np.array([[-0.6, -0.3, -0.1, -0.2], [-0.6, -0.2, -0.1, -0.3]])  # [seeds, depths]
-    ldn = record("max_depth", 3, [seed(2, -0.05, -0.05, q=list(q[i]), per_depth_error=[0.5, 0.2, 0.05, 0.05])
-                                  for i in range(2)])
-    ddns = [record("depth", d, [seed(d, ddn_ll[i, d], per_depth_error=[0.5] * d + [0.05]) for i in range(2)],
-                   method="ddn") for d in range(4)]
+    n_seeds, top = 4, 5
+    q = rng.dirichlet(np.ones(top + 1), size=n_seeds)
+    ddn_ll = -rng.uniform(0.0, 0.6, size=(n_seeds, top + 1))  # [seeds, depths]
+    ldn = record("max_depth", top, [seed(2, -0.05, -0.01, q=list(q[i]), per_depth_error=[0.5, 0.2, 0.05] + [0.05] * 3)
+                                    for i in range(n_seeds)])
+    ddns = [record("depth", d, [seed(d, ddn_ll[i, d], per_depth_error=[0.5] * d + [0.05]) for i in range(n_seeds)],
+                   method="ddn") for d in range(top + 1)]
     rho, pruned, fig3 = st.ddn_findings([ldn, *ddns])
-    expected = [spearmanr(q[i], ddn_ll[i]).statistic for i in range(2)]
-    assert f"{np.mean(expected):.2f} ± {np.std(expected):.2f}" in rho.ours
-    # The pruned LDN (-0.05) beats every DDN in both seeds, by more than the paired spread.
-    assert pruned.verdict == st.REPRODUCED and "worse at none" in pruned.ours
-    # The DDN of depth 3 first reaches 90% accuracy at layer 3, the LDN at depth 2.
-    assert "DDN 3.0 ± 0.0, LDN 2.0 ± 0.0" in fig3.ours and fig3.verdict == st.REPRODUCED
+    # q tracks the DDN LL: one-sample t of the per-seed Spearman correlation over depths >= 3.
+    expected = [spearmanr(q[i, 3:], ddn_ll[i, 3:]).statistic for i in range(n_seeds)]
+    want = ttest_1samp(expected, 0.0)
+    assert rho.claim.result.effect == pytest.approx(np.mean(expected))
+    assert rho.claim.result.p == pytest.approx(want.pvalue) and "over depths 3–5" in rho.ours
+    everywhere = np.mean([spearmanr(q[i], ddn_ll[i]).statistic for i in range(n_seeds)])
+    assert f"over all depths 0–5: {everywhere:.2f}" in rho.ours
+    # The pruned LDN (-0.01) against every DDN: judged at the DDN it beats least clearly.
+    tests = [ttest_rel(np.full(n_seeds, -0.01), ddn_ll[:, d]) for d in range(top + 1)]
+    worst = int(np.argmin([t.statistic for t in tests]))
+    assert f"least favourable depth, d = {worst}" in pruned.ours
+    assert pruned.claim.result.p == pytest.approx(tests[worst].pvalue)
+    # The DDN of depth 5 first reaches 90% accuracy at layer 5, the LDN at depth 2: a paired t of constants.
+    assert "DDN 5.0, LDN 2.0" in fig3.ours and fig3.claim.result.effect == 3.0 and fig3.claim.result.p == 0.0
 
 
 def test_stop_reasons():

@@ -242,30 +242,54 @@ def test_the_suite_rejects_bad_input_in_one_line(capsys):
     assert "unknown set 'nope'" in capsys.readouterr().err
 
 
-def _suite_set(ldn, ens, mfvi, dropout, cost_ldn=1.0, cost_ens=5.0):
-    """A per-set record whose splits have these test LLs (lists, one value per split)."""
-    rows = [{"test": {"ldn_full": {"log_lik": a}, "ensemble": {"log_lik": b}, "mfvi": {"log_lik": c},
-                      "dropout": {"log_lik": d}}} for a, b, c, d in zip(ldn, ens, mfvi, dropout)]
-    summary = {"ldn_full": {"cost_vs_ddn_mean": cost_ldn}, "ensemble": {"cost_vs_ddn_mean": cost_ens}}
+def _suite_set(ldn, ens, mfvi, dropout, pruned=None, cost_ldn=1.0, cost_ens=5.0):
+    """A per-set record whose splits have these test LLs (lists, one value per split); the pruned
+    LDN's are `pruned` (default: the full LDN's)."""
+    pruned = ldn if pruned is None else pruned
+    rows = [{"test": {"ldn": {"log_lik": p}, "ldn_full": {"log_lik": a}, "ensemble": {"log_lik": b},
+                      "mfvi": {"log_lik": c}, "dropout": {"log_lik": d}}}
+            for p, a, b, c, d in zip(pruned, ldn, ens, mfvi, dropout)]
+    summary = {"ldn": {"cost_vs_ddn_mean": cost_ldn}, "ldn_full": {"cost_vs_ddn_mean": cost_ldn},
+               "ensemble": {"cost_vs_ddn_mean": cost_ens}}
     return {"standard": {"per_split": rows, "summary": summary}, "gap": {"per_split": rows, "summary": summary}}
 
 
-def test_suite_verdicts_count_a_set_only_beyond_the_paired_standard_error():
-    from vdjax.studies.uci_benchmark import paired_difference, suite_verdicts
+def test_suite_verdicts_are_paired_t_tests_per_set_for_each_ldn():
+    from scipy import stats as sps
 
-    # Paired differences by hand: LDN - ensemble on set a = [0.1, -0.1, 0.3] -> mean 0.1, SE 0.2/sqrt(3).
-    a = _suite_set([1.0, 1.0, 1.0], [0.9, 1.1, 0.7], [0.0, 0.0, 0.0], [0.5, 0.6, 0.4])
-    mean, se = paired_difference(a["standard"]["per_split"], "ldn_full", "ensemble")
-    assert mean == pytest.approx(0.1) and se == pytest.approx(0.2 / np.sqrt(3))
-    # Set b: the ensemble leads by 0.5 on every split give or take 0.01 (SE tiny); MFVI and dropout lead the LDN.
+    from vdjax.studies import claims
+    from vdjax.studies.uci_benchmark import suite_verdicts
+
+    # Set a: LDN - ensemble = [0.1, -0.1, 0.3] (mean 0.1); set b: the ensemble ahead by 0.5 +- 0.01.
+    a = _suite_set([1.0, 1.0, 1.0], [0.9, 1.1, 0.7], [0.0, 0.0, 0.1], [0.5, 0.6, 0.4], pruned=[0.0, 0.0, 0.1])
     b = _suite_set([1.0, 1.0, 1.0], [1.5, 1.49, 1.51], [2.0, 2.0, 2.1], [2.0, 2.1, 2.0])
-    both = suite_verdicts({"a": a, "b": b, "c": a})
-    competitive, gap = both
-    assert competitive["sets"]["a"]["lead"] == "tie" and competitive["sets"]["b"]["lead"] == "ensemble"
-    assert competitive["held"] == 2 and competitive["verdict"] == "reproduced"
-    assert gap["both"] == 2 and gap["neither"] == 1 and gap["verdict"] == "reproduced"
-    # The ensemble leading on most sets, or the LDN costing as much as the ensemble, is not reproduced / partly.
-    assert suite_verdicts({"a": a, "b": b, "c": b})[0]["verdict"] == "not reproduced"
-    costly = {k: _suite_set([1.0] * 3, [0.9, 1.1, 0.7], [0.0] * 3, [0.5, 0.6, 0.4], cost_ldn=5.0) for k in "ab"}
-    assert suite_verdicts(costly)[0]["verdict"] == "partly"
-    assert suite_verdicts({"a": b, "b": b})[1]["verdict"] == "not reproduced"
+    tables = suite_verdicts({"a": a, "b": b})
+    assert [(t["finding"], t["ldn"], t["against"]) for t in tables] == [
+        ("competitive with ensembles", "ldn", "ensemble"), ("in-between uncertainty", "ldn", "mfvi"),
+        ("in-between uncertainty", "ldn", "dropout"), ("competitive with ensembles", "ldn_full", "ensemble"),
+        ("in-between uncertainty", "ldn_full", "mfvi"), ("in-between uncertainty", "ldn_full", "dropout")]
+    full = tables[3]
+    row_a, row_b = full["rows"]
+    want = sps.ttest_rel([1.0, 1.0, 1.0], [0.9, 1.1, 0.7])
+    assert row_a.shown.effect == pytest.approx(0.1) and row_a.shown.p == pytest.approx(want.pvalue)
+    # "No worse by more than the margin": the paired difference plus the margin, tested against 0.
+    shifted = sps.ttest_1samp(np.array([0.1, -0.1, 0.3]) + claims.COMPETITIVE_MARGIN, 0.0)
+    assert row_a.claim.result.p == pytest.approx(shifted.pvalue) and row_a.margin == "≥ −0.1"
+    assert [v.verdict for v in claims.judge(full["rows"])] == ["not resolved", "contradicted"]
+    # The pruned LDN is judged on its own numbers: [0, 0, 0.1] - [0.9, 1.1, 0.7] on set a.
+    assert tables[0]["rows"][0].shown.effect == pytest.approx(-2.6 / 3)
+    # Gap: the LDN above MFVI on set a by 1.0, 1.0, 0.9; below it on set b.
+    gap = [v.verdict for v in claims.judge(tables[4]["rows"])]
+    assert gap == ["reproduced", "contradicted"] and tables[4]["rows"][0].claim.result.p == pytest.approx(
+        sps.ttest_rel([1.0, 1.0, 1.0], [0.0, 0.0, 0.1]).pvalue)
+    assert full["cost"] == {"ldn_full": 1.0, "ensemble": 5.0}
+
+
+def test_epoch_caps_count_the_networks_stopped_at_the_cap():
+    from vdjax.studies.uci_benchmark import epoch_caps
+
+    split = {"max_epochs": 39, "training": {"ldn": {"stopped": "max_epochs"}, "ddn_0": {"stopped": "patience"},
+                                            "ddn_1": {"stopped": "max_epochs"}, "mfvi": {"stopped": "max_epochs"}}}
+    (row,) = epoch_caps({"kin8nm": {"standard": {"per_split": [split, {**split, "max_epochs": 39}]}}})
+    assert row == {"set": "kin8nm", "kind": "standard", "caps": [39], "at_cap": {"ldn": 2, "ddn": 2, "mfvi": 2},
+                   "networks": {"ldn": 2, "ddn": 4, "mfvi": 2}}

@@ -250,10 +250,16 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
 
     from vdjax.studies.image_runs import run_image_points
 
-    tc = TINY.replace(max_epochs=2)
+    tc = TINY.replace(max_epochs=2, lr_drop_epoch=1, lr_drop_methods=("ddn",))
     ldn, ddn = run_image_points(tiny_images, [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)], tc, tmp_path,
                                 progress=False)
     assert ldn["networks_in_program"] == ddn["networks_in_program"] == 2
+    # Each epoch's learning rate, per network of the one program: the DDN's drops, the LDN's does not.
+    from vdjax.studies.image_study import compact, epochs_after_lr_change
+
+    assert [h["lr"] for h in ldn["history"]] == [0.1, 0.1]
+    assert [h["lr"] for h in ddn["history"]] == pytest.approx([0.1, 0.01])
+    assert epochs_after_lr_change(compact(ddn)) == [1] and epochs_after_lr_change(ldn) == []
     assert ddn["method"] == "ddn" and set(ddn["test"]) >= {"log_lik", "error", "ece", "reliability"}
     assert ddn["early_stopping"]["on"] == "val" and ddn["n_val"] == ddn["early_stopping"]["validation"]["n_val"]
     assert ddn["n_train"] + ddn["n_val"] == tiny_images.n_train
@@ -510,24 +516,23 @@ def test_impossible_mesh_is_refused_before_compiling(tiny_images):
 
 
 @pytest.mark.one_stack
-def test_the_study_preset_trains_its_ablation_and_summarises_it(tmp_path, monkeypatch):
-    """`--study` at toy size: the grid, then each ablation variant into <out>/ablation/<name>
-    with its one change (shared head statistics: LDN and DDN; marginal stopping: the LDN), and
-    a summary whose records carry the validation split's standard error and each LDN's q(d) at
-    every epoch, from which the settling of q is read."""
-    import dataclasses as dc
+def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, monkeypatch):
+    """`--study` at toy size: its grid (an LDN and a DDN per seed), each network's learning rate
+    per epoch in its history and the summary (`lr_history`; the DDN's drop moved to epoch 1 here,
+    the LDN's rate constant), the schedule stated in the summary, the validation split's standard
+    error and each LDN's q(d) at every epoch; a run other than the preset's own does not touch
+    the committed summary."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
     import _images
 
     from vdjax.io import read_json
-    from vdjax.studies.image_study import ablation_findings, findings
+    from vdjax.studies.image_study import epochs_after_lr_change, findings
 
-    study = _images.PRESETS["study"]
-    small = dc.replace(study, ablation=tuple(dc.replace(v, depth=1) for v in study.ablation))
-    monkeypatch.setitem(_images.PRESETS, "study", small)
     monkeypatch.setattr(_images, "STUDY_SEEDS", [0])
+    written, real = [], _images.summary_copy
+    monkeypatch.setattr(_images, "summary_copy", lambda *a: written.append(real(*a)))  # and never copy
     if FASHION_DIR.exists() or REQUIRE_REAL:
         data_dir = real_fashion_dir()
     else:
@@ -535,22 +540,42 @@ def test_the_study_preset_trains_its_ablation_and_summarises_it(tmp_path, monkey
         fake_mnist(data_dir, 128, 64)
     out = tmp_path / "out"
     _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
-        "--study", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32", "--max-epochs", "2",
-        "--batch-size", "32", "--width", "4", "--bottleneck", "2", "--data-dir", str(data_dir), "--out", str(out),
-        "--no-progress"])
+        "--study", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32", "--max-epochs", "3",
+        "--lr-drop-epoch", "1", "--batch-size", "32", "--width", "4", "--bottleneck", "2", "--data-dir",
+        str(data_dir), "--out", str(out), "--no-progress"])
+    assert written == [None]  # not the preset's own settings: docs/data is left alone
     summary = read_json(out / "summary.json")
-    assert summary["complete"] and summary["command"].endswith("--study")
+    assert summary["complete"] and summary["command"].endswith("--study") and summary["ablation"] == {}
+    assert summary["lr_schedule"]["ldn"] == "0.1 at every epoch (never dropped)"
+    assert summary["lr_schedule"]["ddn"] == "0.1 for epochs 0-0, 0.01 (x0.1) from epoch 1 on"
     main = {r["method"]: r for r in summary["records"]}
     assert main["ldn"]["model_config"]["width"] == 4 and main["ldn"]["model_config"]["head_norm"] == "per_depth"
+    assert main["ldn"]["train_config"]["patience_rule"] == "exceeded"
+    assert main["ldn"]["lr_history"] == [0.1] * main["ldn"]["epochs"] and epochs_after_lr_change(main["ldn"]) == []
+    assert main["ddn"]["lr_history"] == pytest.approx([0.1] + [0.01] * (main["ddn"]["epochs"] - 1))
+    assert epochs_after_lr_change(main["ddn"]) == [1]
     assert len(main["ldn"]["q_history"]) == main["ldn"]["epochs"] and "q_history" not in main["ddn"]
     assert main["ldn"]["validation"]["n"] == main["ldn"]["n_val"] and main["ldn"]["validation"]["log_lik_se"] > 0
-    shared = {r["method"]: r for r in summary["ablation"]["head_norm=shared"]["records"]}
-    marginal = {r["method"]: r for r in summary["ablation"]["stop_objective=marginal"]["records"]}
-    assert sorted(shared) == ["ddn", "ldn"] and sorted(marginal) == ["ldn"]
-    assert all(r["model_config"]["head_norm"] == "shared" and r["model_config"]["width"] == 4 for r in shared.values())
-    assert marginal["ldn"]["train_config"]["stop_objective"] == "marginal"
-    assert main["ldn"]["train_config"]["stop_objective"] == "expected"
-    assert {(r["variant"], r["method"]) for r in ablation_findings(summary)} == {
-        ("head_norm=shared", "ldn"), ("head_norm=shared", "ddn"), ("stop_objective=marginal", "ldn")}
     assert findings(summary)["ldns"][0]["steps"] == 3 * (main["ldn"]["best_epoch"] + 1)  # 72 images: 3 steps an epoch
     assert (out / "fig9_depth_scan.png").exists()
+
+
+def test_only_the_study_as_its_preset_defines_it_writes_the_committed_summary():
+    """`summary_copy`: the preset's own settings into its own --out (any of its seeds) are the
+    committed study; any other depth, cap, schedule or directory is not."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import _images
+
+    study = _images.PRESETS["study"]
+
+    def copy(*argv: str, out: str = study.out):
+        return _images.summary_copy(_images.parser("", [1]).parse_args(list(argv)), [1], Path(out))
+
+    assert copy("--study") == Path(__file__).resolve().parents[2] / "docs/data/images_study/summary.json"
+    assert copy("--study", "--seeds", "2", "3") == copy("--study")
+    for other in (("--study", "--depths", "10"), ("--study", "--max-epochs", "30"), ("--study", "--lr-drop-epoch", "15"),
+                  ("--study", "--patience", "10"), ("--study", "--width", "32"), ()):
+        assert copy(*other) is None, other
+    assert copy("--study", out="elsewhere") is None

@@ -115,6 +115,34 @@ def test_reference_schedule_drops_the_ddn_rate_only_in_one_program():
     np.testing.assert_allclose(both[2 * 31 :], 0.01, rtol=1e-3)
 
 
+def test_the_study_schedule_by_hand_ldn_constant_ddn_tenfold_lower_from_epoch_31_in_one_program():
+    """`--study`'s schedule, read off every step of an LDN and a DDN trained in one vmapped
+    program: the LDN's rate is 0.1 at every step of every epoch; the DDN's is 0.1 through 0-based
+    epoch 30 (31 epochs, the reference's schedule=[30]) and 0.01 from epoch 31. Each epoch's rate
+    is what the records store as `lr` (`TrainConfig.epoch_learning_rate`, `with_learning_rates`)."""
+    import _images
+
+    from vdjax.studies.image_runs import with_learning_rates
+
+    tc = _images.PRESETS["study"].train_config()
+    assert (tc.learning_rate, tc.lr_drop_epoch, tc.lr_drop_factor, tc.lr_drop_methods) == (0.1, 31, 0.1, ("ddn",))
+    stated = _images.schedule_note(tc)  # what the study's summary says, as `lr_schedule`
+    assert stated["ldn"] == "0.1 at every epoch (never dropped)"
+    assert stated["ddn"] == "0.1 for epochs 0-30, 0.01 (x0.1) from epoch 31 on"
+    assert "not at the same fraction (31/500) of a shorter epoch cap" in stated["note"]
+    epochs, steps = 34, 2
+    lrs = _effective_lrs(tc.replace(batch_size=8), steps_per_epoch=steps, epochs=epochs)
+    per_epoch = lrs.reshape(epochs, steps, 2)  # [epoch, step of the epoch, network: LDN, DDN]
+    np.testing.assert_allclose(per_epoch[..., 0], 0.1, rtol=1e-3)
+    np.testing.assert_allclose(per_epoch[:31, :, 1], 0.1, rtol=1e-3)
+    np.testing.assert_allclose(per_epoch[31:, :, 1], 0.01, rtol=1e-3)
+    history = [{"epoch": e} for e in range(epochs)]
+    for j, method in enumerate(("ldn", "ddn")):
+        recorded = [h["lr"] for h in with_learning_rates(history, tc, method)]
+        np.testing.assert_allclose(recorded, per_epoch[:, 0, j], rtol=1e-3)
+        np.testing.assert_allclose(recorded, per_epoch[:, 1, j], rtol=1e-3)
+
+
 def test_networks_with_their_own_schedules_match_single_runs():
     """An LDN and a DDN with different schedules trained as one program end where each one
     trained alone ends: the rate follows the network, not the program."""
@@ -204,9 +232,12 @@ def test_paper_selects_the_reference_choices():
     assert paper == PAPER_IMAGE_PROTOCOL
     assert (paper.lr_drop_methods, paper.lr_drop_epoch, paper.stop_on, paper.stop_objective, paper.patience,
             paper.patience_rule) == (("ddn",), 31, "test", "marginal", 30, "exceeded")
-    for preset in ((), ("--study",)):  # vdjax's own choices stay as they were
-        own = train_config(*preset)
-        assert (own.lr_drop_methods, own.stop_objective, own.patience_rule) == (("ldn", "ddn"), "expected", "reached")
+    own = train_config()  # vdjax's own choices stay as they were
+    assert (own.lr_drop_methods, own.stop_objective, own.patience_rule) == (("ldn", "ddn"), "expected", "reached")
+    # The CPU study: the reference's schedules and patience rule, vdjax's validation split and objective.
+    study = train_config("--study")
+    assert (study.lr_drop_methods, study.lr_drop_epoch, study.patience, study.patience_rule, study.stop_on,
+            study.stop_objective, study.max_epochs) == (("ddn",), 31, 30, "exceeded", "val", "expected", 60)
     # Either choice under either preset.
     vdjax_choices = train_config("--paper", "--lr-drop-methods", "ddn", "ldn", "--lr-drop-epoch", "30",
                                  "--stop-objective", "expected", "--patience-rule", "reached")

@@ -63,6 +63,8 @@ def prune_variables(variables: dict[str, Any], depth: int, per_depth_head: bool 
             tree["blocks"] = _keep_blocks(tree["blocks"], depth)
         if "backbone" in tree and config is not None and config.stages:
             tree["backbone"] = _prune_stages(dict(tree["backbone"]), config, depth, collection == "batch_stats")
+            if not tree["backbone"]:  # no statistics left in the stages kept: the tree a fresh init gives
+                del tree["backbone"]
         if "blocks" in tree and tree["blocks"] is None:
             del tree["blocks"]
         if collection == "batch_stats" and "head" in tree and per_depth_head:
@@ -92,7 +94,10 @@ def _prune_stages(backbone: dict[str, Any], config: Model, depth: int, statistic
                 del stage["blocks"]
         if "exit" in stage and statistics:  # exit parameters are shared; statistics have a row per depth read
             stage["exit"] = jax.tree_util.tree_map(lambda a: a[: n + (s == 0)], stage["exit"])
-        backbone[name] = stage
+        if stage:
+            backbone[name] = stage
+        else:  # a stage left with no variables of this collection (its blocks cut, no exit statistics)
+            del backbone[name]
     return backbone
 
 

@@ -162,7 +162,7 @@ def network_record(data: Dataset, point: ImagePoint, result: FitResult, model_co
         "stopped": trained["stopped"],
         "networks_in_program": trained["networks_in_program"],
         "train_seconds": float(sum(h["seconds"] for h in result.histories[0])),
-        "history": result.histories[0],
+        "history": with_learning_rates(result.histories[0], train_config, point.method),
         "backend": jax.default_backend(),
         "environment": {**environment(), "seeds_in_batch": trained["networks_in_program"]},  # what the numbers depend on
     }
@@ -183,6 +183,12 @@ def network_record(data: Dataset, point: ImagePoint, result: FitResult, model_co
     else:
         record["test"] = predictive_metrics(jax.nn.log_softmax(logits[-1]), data.y_test, reliability=True)
     return record
+
+
+def with_learning_rates(history: list[dict[str, Any]], train_config: TrainConfig, method: str) -> list[dict[str, Any]]:
+    """A network's per-epoch history with each epoch's learning rate, `lr` (what every SGD step of
+    that epoch took: `TrainConfig.epoch_learning_rate` of its method)."""
+    return [{**h, "lr": train_config.epoch_learning_rate(int(h["epoch"]), method)} for h in history]
 
 
 def validation_log_lik(logits: np.ndarray, labels: np.ndarray, q: np.ndarray | None) -> dict[str, float]:

@@ -17,10 +17,12 @@ Everything a README table or figure shows is computed here from the committed su
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from vdjax.studies import claims, stats
+from vdjax.studies.stats import GREATER, NO_CHANGE, Claim, TTest
 
 SUMMARY_VERSION = 2
 MIN_STEPS = 2000  # SGD steps an LDN at D >= SETTLED_FROM must take before its kept epoch
@@ -30,12 +32,43 @@ PLATEAU_LEVEL = 0.5  # q(D) at least this fraction of max q: q has not fallen by
 
 
 def compact(record: dict[str, Any]) -> dict[str, Any]:
-    """A results record without its per-epoch history (kept: epochs, best epoch, stop reason, and
-    for an LDN its q(d) at every epoch, `q_history`, from which `q_settling` is checked)."""
+    """A results record without its per-epoch history (kept: epochs, best epoch, stop reason, each
+    epoch's learning rate, `lr_history`, and for an LDN its q(d) at every epoch, `q_history`, from
+    which `q_settling` is checked)."""
     out = {k: v for k, v in record.items() if k != "history"}
+    if record.get("history") and "lr" in record["history"][0]:
+        out["lr_history"] = [h["lr"] for h in record["history"]]
     if record.get("method") == "ldn" and record.get("history") and "q" in record["history"][0]:
         out["q_history"] = [h["q"] for h in record["history"]]
     return out
+
+
+def lr_history(record: dict[str, Any]) -> list[float]:
+    """The learning rate of each epoch a network ran (0-based, as `q_history`): the record's
+    `lr_history` (a summary's record) or its history's `lr` (a results file), else, for records
+    written before either existed, its `train_config`'s schedule for its method and epochs."""
+    if "lr_history" in record:
+        return [float(v) for v in record["lr_history"]]
+    if record.get("history") and "lr" in record["history"][0]:
+        return [float(h["lr"]) for h in record["history"]]
+    import dataclasses
+
+    from vdjax.training.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["train_config"].items() if k in names}
+    config = TrainConfig(**{**saved, "method": record["method"]})
+    return [config.epoch_learning_rate(e) for e in range(int(record["epochs"]))]
+
+
+def epochs_after_lr_change(record: dict[str, Any], window: int = 1) -> list[int]:
+    """The epochs (0-based, as `q_history`) that are among the first `window` run at a new learning
+    rate: for every epoch c whose rate differs from epoch c-1's, epochs c .. c+window-1 (those that
+    ran). Epoch c is the first whose SGD steps took the new rate, so `q_history[c]` is the first q
+    it moved. Empty for a network whose rate never changed (the study's LDNs)."""
+    lrs = lr_history(record)
+    changes = [c for c in range(1, len(lrs)) if not math.isclose(lrs[c], lrs[c - 1], rel_tol=1e-6)]
+    return sorted({e for c in changes for e in range(c, min(c + window, len(lrs)))})
 
 
 def _sorted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,15 +104,23 @@ def q_movement(q) -> dict[str, float]:
 
 
 def q_settling(history: list[dict[str, Any]], best_epoch: int, steps_per_epoch: int,
-               window: float = 0.2) -> dict[str, float]:
+               window: float = 0.2, excluded: Sequence[int] = ()) -> dict[str, Any]:
     """Whether a network's q(d) had settled when its kept epoch was reached: the SGD steps up to
-    and including that epoch, and the largest total-variation distance between q at the kept
-    epoch and q at any of the last `window` of the epochs before it (the history's per-epoch `q`)."""
-    kept = np.asarray(history[best_epoch]["q"], np.float64)
-    first = best_epoch - max(1, int(np.ceil(window * (best_epoch + 1))))
-    earlier = [np.asarray(h["q"], np.float64) for h in history[max(first, 0) : best_epoch]]
-    change = max((0.5 * float(np.abs(q - kept).sum()) for q in earlier), default=0.0)
-    return {"steps": (best_epoch + 1) * steps_per_epoch, "tv_change": change}
+    and including that epoch, and the largest total-variation distance between q at the epoch it
+    is judged at and q at any of the last `window` of the epochs before that one (the history's
+    per-epoch `q`). Epochs in `excluded` (run after a change of learning rate) are left out: a
+    smaller rate moves q less whether or not q has converged, so q is judged at the last epoch
+    before them, `judged_at` (None, with no change, when every epoch up to the kept one is out)."""
+    skip = set(excluded)
+    end = next((e for e in range(best_epoch, -1, -1) if e not in skip), None)
+    steps = (best_epoch + 1) * steps_per_epoch
+    if end is None:
+        return {"steps": steps, "tv_change": None, "judged_at": None}
+    judged = np.asarray(history[end]["q"], np.float64)
+    first = end - max(1, int(np.ceil(window * (end + 1))))
+    earlier = [np.asarray(history[e]["q"], np.float64) for e in range(max(first, 0), end) if e not in skip]
+    change = max((0.5 * float(np.abs(q - judged).sum()) for q in earlier), default=0.0)
+    return {"steps": steps, "tv_change": change, "judged_at": end}
 
 
 def q_plateau(q, level: float = PLATEAU_LEVEL) -> int | None:
@@ -104,14 +145,18 @@ def steps_per_epoch(record: dict[str, Any]) -> int:
 
 def ldn_diagnostics(record: dict[str, Any]) -> dict[str, Any]:
     """Whether one LDN learnt: its steps before the kept epoch, its q's change over the last fifth
-    of those epochs (None without a per-epoch q), how far q moved from uniform, and the plateau."""
+    of those epochs that ran before any change of learning rate (None without a per-epoch q), how
+    far q moved from uniform, and the plateau."""
     history = record.get("q_history")
-    settling = (q_settling([{"q": q} for q in history], record["best_epoch"], steps_per_epoch(record))
-                if history else {"steps": (record["best_epoch"] + 1) * steps_per_epoch(record), "tv_change": None})
+    # Every epoch from a change of rate on is left out, not a few: the lower rate slows q for good.
+    after_change = epochs_after_lr_change(record, window=int(record["epochs"]))
+    settling = (q_settling([{"q": q} for q in history], record["best_epoch"], steps_per_epoch(record),
+                           excluded=after_change) if history else
+                {"steps": (record["best_epoch"] + 1) * steps_per_epoch(record), "tv_change": None, "judged_at": None})
     plateau = q_plateau(record["q"])
     return {"max_depth": record["max_depth"], "seed": record["seed"], "best_epoch": record["best_epoch"],
-            "epochs": record["epochs"], **settling, **q_movement(record["q"]), "d_opt": record["d_opt"],
-            "d_expected": record["d_expected"], "plateau_start": plateau,
+            "epochs": record["epochs"], **settling, "lr_changed": bool(after_change), **q_movement(record["q"]),
+            "d_opt": record["d_opt"], "d_expected": record["d_expected"], "plateau_start": plateau,
             "identified": plateau is None or record["max_depth"] == 0,
             "validation_se": record.get("validation", {}).get("log_lik_se")}
 
@@ -155,6 +200,9 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
             row[f"ddn_{m}"] = _stats([b[m] for _, b in pairs if b])
         row["speedup"] = _stats([a["speed"]["speedup"] for a, _ in pairs if "speed" in a])
         row["epochs"] = _stats([a["epochs"] for a, _ in pairs])
+        row["seeds"] = {**diffs, "speedup": [a["speed"]["speedup"] for a, _ in pairs if "speed" in a],
+                        "speedup_expected": [a["speed_expected"]["speedup"] for a, _ in pairs if "speed_expected" in a]}
+        row["n_ldns"] = len(diag)
         for k, v in diffs.items():
             row[k] = _stats(v)
             if d > 0:
@@ -183,68 +231,74 @@ def findings(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-RULE = ("reproduced where the effect, in the paper's direction, is more than twice its spread (std over "
-        "seeds); not reproduced where it is more than twice its spread the other way; otherwise not resolved "
-        "at this scale")
+NOT_LEARNT = "no verdict (not learnt)"
+UNIDENTIFIED = "not resolved: d_opt not identified"
 
 
-def rule(mean: float, std: float) -> str:
-    """The study's one verdict rule on an effect signed so that the paper's claim is positive."""
-    if not np.isfinite(mean):
-        return "not resolved at this scale"
-    if mean > 2 * std:
-        return "reproduced"
-    if mean < -2 * std:
-        return "not reproduced"
-    return "not resolved at this scale"
+def _test(values: list[float], test) -> Any:
+    """`test` on per-seed values, or None where fewer than two seeds give one."""
+    return test(np.asarray(values, np.float64)) if len(values) >= 2 else None
 
 
-def _overall(per_d: list[tuple[int, str]]) -> str:
-    kinds = sorted({v for _, v in per_d})
-    if len(kinds) == 1:
-        return kinds[0]
-    return "; ".join(f"{v} at D = {', '.join(str(d) for d, w in per_d if w == v)}" for v in kinds)
+def _paired(differences: np.ndarray) -> TTest:
+    """The paired t-test of per-seed differences a - b (the same as `paired_t(a, b)`)."""
+    return stats.paired_t(differences, np.zeros_like(differences))
 
 
-def verdicts(f: dict[str, Any]) -> list[dict[str, str]]:
-    """(a)-(d) at every max depth D >= SETTLED_FROM, each under `rule`: the paper's statement,
-    ours (mean ± std over seeds per D) and the verdict. None are drawn from an unlearnt study."""
+def _row(figure: str, paper: str, ours: str, result: Any, expect: str, blocked: str = "") -> claims.Row:
+    claim = Claim(figure, result, expect) if result is not None else None
+    return claims.Row(figure, paper, ours, claim, blocked or ("" if claim else "not resolved: fewer than 2 seeds"))
+
+
+def _values(values: list[float], digits: int, scale: float = 1.0, unit: str = "") -> str:
+    return ", ".join(f"{scale * v:+.{digits}f}{unit}" for v in values) or "none"
+
+
+def not_learnt(f: dict[str, Any]) -> str:
+    """Why the study's networks do not carry a verdict ('' where they do)."""
+    if f.get("q_learnt") is False:
+        return "q(d) stayed near uniform"
+    if f["unsettled"]:
+        return "q(d) had not settled: " + ", ".join(f["unsettled"])
+    return ""
+
+
+def verdicts(f: dict[str, Any]) -> list[claims.Row]:
+    """(a)-(d) at every max depth D >= SETTLED_FROM, each tested by the one rule over its seeds
+    (`vdjax.studies.claims`). A study whose LDNs did not learn shows the tests with no verdict;
+    where d_opt is not identified at a D, (b) and (d) get none there."""
     rows = [r for r in f["per_depth"] if r["max_depth"] >= SETTLED_FROM]
-    if not rows or f.get("q_learnt") is False or f["unsettled"]:
-        return []
-
-    def claim(key: str, paper: str, effect: str, what: str, scale: float = 1.0, digits: int = 3, unit: str = ""):
-        per_d = [(r["max_depth"], rule(r[effect]["mean"], r[effect]["std"])) for r in rows]
-        ours = "; ".join(f"D = {r['max_depth']}: {_pm(r[effect], digits, scale)}{unit}" for r in rows)
-        return {"claim": key, "paper": paper, "ours": f"{what} {ours}", "verdict": _overall(per_d)}
-
-    out = [
-        claim("(a)", "pruned to d_opt, an LDN outperforms the DDN of the same max depth (Fig 9, rows 2 and 4)",
-              "pruned_minus_ddn", "LDN-95 − DDN-D test LL:"),
-        claim("(a)", "pruning to d_opt costs no predictive performance (Sec 3.2)",
-              "pruned_minus_full", "LDN-95 − LDN-full test LL:", digits=4),
-    ]
+    gate = NOT_LEARNT if not_learnt(f) else ""
+    out = []
+    for r in rows:
+        d, v = r["max_depth"], r["seeds"]
+        at = f"D = {d}"
+        out.append(_row(f"(a) {at}", "pruned to d_opt, an LDN outperforms the DDN of the same max depth (Fig 9, rows "
+                        "2 and 4)", f"LDN-95 − DDN-D test LL per seed: {_values(v['pruned_minus_ddn'], 3)}",
+                        _test(v["pruned_minus_ddn"], _paired), GREATER, gate))
+        out.append(_row(f"(a) {at}", "pruning to d_opt costs no predictive performance (Sec 3.2)",
+                        f"LDN-95 − LDN-full test LL per seed: {_values(v['pruned_minus_full'], 4)}",
+                        _test(v["pruned_minus_full"], lambda x: stats.tost(_paired(x), claims.PRUNING_MARGIN)),
+                        NO_CHANGE, gate))
+        out.append(_row(f"(c) {at}", "LDNs are better calibrated than DDNs on Fashion-MNIST (Fig 10)",
+                        f"ECE of DDN-D − ECE of LDN-full per seed: {_values(v['ece_ddn_minus_ldn'], 3)}",
+                        _test(v["ece_ddn_minus_ldn"], _paired), GREATER, gate))
+        expected = (f"; at the expected depth: {_values(v['speedup_expected'], 0, 100, '%')}" if v["speedup_expected"]
+                    else "; at the expected depth: not timed in these records")
+        unidentified = r["identified"] < r["n_ldns"]
+        out.append(_row(f"(d) {at}", "pruned LDNs run the forward pass faster than DDNs of the same max depth, more so "
+                        "as D grows (41% at D = 50 on Fashion-MNIST, Fig 11)",
+                        f"forward-time reduction at d_opt per seed: {_values(v['speedup'], 0, 100, '%')}{expected}",
+                        _test(v["speedup"], claims.one_sample), GREATER,
+                        gate or (UNIDENTIFIED if unidentified else "")))
     growth = f.get("growth")
-    if growth is None:
-        out.append({"claim": "(b)", "paper": "the 95% rule's d_opt saturates as D grows while the expected depth "
-                    "grows (App D, Fig 9 row 1)", "ours": "fewer than two max depths >= "
-                    f"{SETTLED_FROM}", "verdict": "not resolved at this scale"})
-    else:
-        ours = (f"from D = {growth['from']} to {growth['to']} d_opt grew by {_pm(growth['d_opt'], 1)} and the "
-                f"expected depth by {_pm(growth['d_expected'], 1)} (difference {_pm(growth['difference'], 1)})")
-        verdict = rule(growth["difference"]["mean"], growth["difference"]["std"])
-        if growth["unidentified"]:
-            ours += (f"; q has not fallen by the deepest depth for {growth['unidentified']} of "
-                     f"{growth['difference']['n']} LDNs at D = {growth['to']}, so d_opt is not identified there")
-            verdict = "not resolved at this scale"
-        out.append({"claim": "(b)", "paper": "the 95% rule's d_opt saturates as D grows while the expected depth "
-                    "grows (App D, Fig 9 row 1)", "ours": ours, "verdict": verdict})
-    out += [
-        claim("(c)", "LDNs are better calibrated than DDNs on Fashion-MNIST (Fig 10)", "ece_ddn_minus_ldn",
-              "ECE of DDN-D − ECE of LDN-full:"),
-        claim("(d)", "pruned LDNs run the forward pass faster than DDNs of the same max depth, more so as D "
-              "grows (41% at D = 50 on Fashion-MNIST, Fig 11)", "speedup", "forward-time reduction:", 100, 0, "%"),
-    ]
+    if growth is not None:
+        unidentified = UNIDENTIFIED + f" at D = {growth['to']}" if growth["unidentified"] else ""
+        out.append(_row(f"(b) D = {growth['from']} → {growth['to']}", "the 95% rule's d_opt saturates as D grows "
+                        "while the expected depth grows (App D, Fig 9 row 1)",
+                        f"per seed, growth of the expected depth {_values(growth['seeds']['d_expected'], 0)} against "
+                        f"growth of d_opt {_values(growth['seeds']['d_opt'], 0)}; effect: their difference",
+                        _test(growth["seeds"]["difference"], _paired), GREATER, gate or unidentified))
     return out
 
 
@@ -258,8 +312,9 @@ def growth_over_depth(ldn: dict[tuple[int, int], dict[str, Any]]) -> dict[str, A
     seeds = sorted(s for d, s in ldn if d == hi and (lo, s) in ldn)
     g95 = [ldn[hi, s]["d_opt"] - ldn[lo, s]["d_opt"] for s in seeds]
     gexp = [ldn[hi, s]["d_expected"] - ldn[lo, s]["d_expected"] for s in seeds]
-    return {"from": lo, "to": hi, "d_opt": _stats(g95), "d_expected": _stats(gexp),
-            "difference": _stats([e - o for e, o in zip(gexp, g95)]),
+    diff = [e - o for e, o in zip(gexp, g95)]
+    return {"from": lo, "to": hi, "d_opt": _stats(g95), "d_expected": _stats(gexp), "difference": _stats(diff),
+            "seeds": {"d_opt": g95, "d_expected": gexp, "difference": diff},
             "unidentified": sum(q_plateau(ldn[hi, s]["q"]) is not None for s in seeds)}
 
 
@@ -267,27 +322,28 @@ def verdicts_markdown(f: dict[str, Any]) -> str:
     """The verdict table, or why there is none."""
     rows = verdicts(f)
     if not rows:
-        why = (f"LDNs that did not settle: {', '.join(f['unsettled'])}" if f["unsettled"]
-               else "q(d) stayed near uniform")
-        return f"No verdicts: {why}.\n"
-    lines = [f"Rule: {RULE}.", "", "| finding | the paper | ours (mean ± std over seeds) | verdict |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['verdict']} |" for r in rows]
-    return "\n".join(lines) + "\n"
+        return f"No verdicts: no max depth D ≥ {SETTLED_FROM} in this study.\n"
+    why = not_learnt(f)
+    head = (f"**No verdict: the LDNs did not learn** ({why}; the bar is in the table of LDNs). The tests are shown "
+            "for what they measure, not as findings.\n\n" if why else "")
+    return head + claims.table(rows)
 
 
 def ldn_markdown(f: dict[str, Any]) -> str:
     """One row per LDN: whether it trained and settled, how far q moved, and whether d_opt is identified."""
     lines = [f"Bar for D ≥ {SETTLED_FROM}: at least {MIN_STEPS} SGD steps before the kept epoch and a q(d) change "
-             f"of at most {MAX_TV_CHANGE} (total variation) over the last 20% of the epochs before it. "
+             f"of at most {MAX_TV_CHANGE} (total variation) over the last 20% of the epochs before it, counting only "
+             "epochs run before any change of learning rate (a smaller rate moves q less whether or not it has "
+             "converged, so a network whose rate dropped is judged at the last epoch before the drop). "
              f"d_opt is not identified where q has not fallen below {PLATEAU_LEVEL:g} × its maximum by the "
              "deepest depth: on a plateau reaching D the 95% rule (the shallowest d with q(d) ≥ 0.95 max q) "
              "picks whichever of its depths the noise in q lifts first.", "",
-             "| D | seed | kept epoch / epochs | SGD steps to kept | q change, last 20% | H/H_max | TV from uniform "
+             "| D | seed | kept epoch / epochs | SGD steps to kept | q change, last 20% (judged at epoch) | H/H_max | "
+             "TV from uniform "
              "| d_opt | expected depth | plateau from | validation LL s.e. |",
              "|---:|---:|---|---:|---|---|---|---:|---:|---|---|"]
     for g in f["ldns"]:
-        change = "–" if g["tv_change"] is None else f"{g['tv_change']:.3f}"
+        change = "–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})"
         flag = "" if settled(g) else " (below the bar)"
         se = "–" if g["validation_se"] is None else f"{g['validation_se']:.3f}"
         plateau = "–" if g["plateau_start"] is None or g["max_depth"] == 0 else f"d = {g['plateau_start']}: not identified"
@@ -314,10 +370,12 @@ def ablation_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
             for m in ("log_lik", "error", "ece"):
                 pick = (lambda r: r["ldn_full"][m]) if method == "ldn" else (lambda r: r["test"][m])
                 row[m] = _stats([pick(r) for r, _ in pairs])
-                row[f"{m}_change"] = _stats([pick(r) - pick(b) for r, b in pairs])
+                row[f"{m}_changes"] = [pick(r) - pick(b) for r, b in pairs]
+                row[f"{m}_change"] = _stats(row[f"{m}_changes"])
             if method == "ldn":
                 row["d_opt"] = _stats([r["d_opt"] for r, _ in pairs])
-                row["d_opt_change"] = _stats([r["d_opt"] - b["d_opt"] for r, b in pairs])
+                row["d_opt_changes"] = [r["d_opt"] - b["d_opt"] for r, b in pairs]
+                row["d_opt_change"] = _stats(row["d_opt_changes"])
                 row["pruned_log_lik_change"] = _stats([r["ldn_95"]["log_lik"] - b["ldn_95"]["log_lik"] for r, b in pairs])
             out.append(row)
     return out
@@ -336,15 +394,18 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
                      f"{', '.join(map(str, r['max_depth']))} | {_pm(r['log_lik'])} | {_pm(r['log_lik_change'])} | "
                      f"{_pm(r['error'])} | {_pm(r['error_change'])} | {_pm(r['ece'])} | {_pm(r['ece_change'])} | "
                      f"{d_opt} |")
-    resolved: dict[str, list[str]] = {}
-    for r in rows:
-        net = "LDN" if r["method"] == "ldn" else "DDN"
-        for m, word in (("log_lik", "test LL"), ("error", "error"), ("ece", "ECE"), ("d_opt", "d_opt")):
-            c = r.get(f"{m}_change")
-            if c is not None and abs(c["mean"]) > 2 * c["std"]:
-                resolved.setdefault(r["variant"], []).append(f"{net} {word} {_pm(c, 1 if m == 'd_opt' else 3)}")
-    lines += ["", "Changes larger than twice their spread: " + "; ".join(
-        f"{name}: {', '.join(resolved.get(name, [])) or 'none'}" for name in summary["ablation"]) + "."]
+    metrics = (("log_lik", "test LL"), ("error", "error"), ("ece", "ECE"), ("d_opt", "d_opt"))
+    tests = [(r["variant"], f"{'LDN' if r['method'] == 'ldn' else 'DDN'} {word}", _paired(np.asarray(c, np.float64)))
+             for r in rows for m, word in metrics if len(c := r.get(f"{m}_changes", [])) >= 2]
+    adjusted = stats.holm([t.p for _, _, t in tests]) if tests else []
+    found: dict[str, list[str]] = {}
+    for (name, what, t), p in zip(tests, adjusted):
+        if p < stats.ALPHA:
+            found.setdefault(name, []).append(f"{what} {t.effect:+.3g} (95% CI [{t.ci95[0]:.3g}, {t.ci95[1]:.3g}], "
+                                              f"Holm p {p:.2g})")
+    lines += ["", f"Changes significant under the rule (paired t over seeds, Holm over the {len(tests)} changes of "
+              "this table): " + "; ".join(f"{name}: {', '.join(found.get(name, [])) or 'none'}"
+                                          for name in summary["ablation"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -384,8 +445,9 @@ def findings_markdown(f: dict[str, Any]) -> str:
     ]
     if f.get("unsettled") and f.get("q_learnt") is not False:
         lines += [f"**Not trained to the study's bar** ({MIN_STEPS} SGD steps before the kept epoch and a q(d) "
-                  f"change of at most {MAX_TV_CHANGE} over the last 20% of its epochs, at D ≥ {SETTLED_FROM}): "
-                  f"{', '.join(f['unsettled'])}. No verdict is drawn from this study.", ""]
+                  f"change of at most {MAX_TV_CHANGE} over the last 20% of its epochs before any change of learning "
+                  f"rate, at D ≥ {SETTLED_FROM}): {', '.join(f['unsettled'])}. No verdict is drawn from this study.",
+                  ""]
     lines += [
         "| D | d_opt | H/H_max | TV | LDN-full LL | LDN-95 LL | DDN-D LL | LDN-95 − LDN-full LL | LDN-95 − DDN-D LL "
         "| LDN-95 err | DDN-D err | LDN-full ECE | DDN-D ECE | pruned vs DDN-D forward | epochs |",

@@ -39,17 +39,25 @@ def plot_depth_posterior(
     ddn_log_lik: np.ndarray | None = None,
     title: str = "",
     ddn_depths: np.ndarray | None = None,
+    d_argmax: int | None = None,
+    judged_from: int | None = None,
 ):
     """Figs 2 (left) and 4: q(d) as bars, test log-likelihood per depth on a second axis.
 
     ddn_log_lik: DDN test log-likelihood per depth ([depths] or [seeds, depths]), at depths
-    0, 1, ... or at `ddn_depths` when only some depths were trained."""
+    0, 1, ... or at `ddn_depths` when only some depths were trained. d_argmax: the most probable
+    depth, marked beside the 95% rule's d_opt. judged_from: the depths below it are shaded, as left
+    out of the comparison of q with the DDNs (a check rather than its evidence)."""
     q = np.atleast_2d(q)
     depths = np.arange(q.shape[1])
     fig, ax = subplots(figsize=(7, 3.8))
+    if judged_from:
+        ax.axvspan(-0.5, judged_from - 0.5, color="0.85", label=f"d < {judged_from}: not in the q-DDN verdict")
     ax.bar(depths, q.mean(0), yerr=q.std(0) if len(q) > 1 else None, color="tab:blue", alpha=0.6,
            label="q(d)")
-    ax.axvline(d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt = {d_opt}")
+    ax.axvline(d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt (95% rule) = {d_opt}")
+    if d_argmax is not None:
+        ax.axvline(d_argmax, color="tab:purple", ls="-.", lw=1, label=f"argmax q = {d_argmax}")
     ax.set_xlabel("depth d")
     ax.set_ylabel("q(d)")
     ax2 = ax.twinx()

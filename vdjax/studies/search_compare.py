@@ -31,6 +31,8 @@ from vdjax.depth.prune import d_opt_95, pruned_log_probs
 from vdjax.nn.models import eval_logits
 from vdjax.baselines.search import STRATEGIES, SearchConfig, search
 from vdjax.training.config import RunOptions, TrainConfig
+from vdjax.studies import claims
+from vdjax.studies.stats import GREATER, LESS, NO_CHANGE, Claim, paired_t, tost
 
 ALL = ("ldn", "grid", *STRATEGIES)
 EVAL_BATCH = 1024  # points per evaluation pass (`eval_logits`, the image trainer's early-stopping test)
@@ -195,3 +197,35 @@ def markdown_table(table: list[dict[str, Any]]) -> str:
             f"{e['ece']:.3f} ± {e['ece_std']:.3f} | {e['seconds']:.1f} | {e['seconds_no_compile']:.1f} | "
             f"{e['gradient_evaluations']:.0f} | {e['forward_passes']:.0f} | {e['hessian_vector_products']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+# The page's statements about the spirals comparison, each a claim on the pruned LDN's test LL
+# minus the strategy's, paired by seed (a seed's strategies share its data split).
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("grid", NO_CHANGE, "the LDN matches the grid search's test log-likelihood"),
+    ("smash", LESS, "retraining SMASH's chosen depth gives a better final network than the LDN"),
+    ("binary_masked", LESS, "retraining binary_masked's chosen depth gives a better final network than the LDN"),
+    ("proxyless", LESS, "retraining proxyless's chosen depth gives a better final network than the LDN"),
+    ("darts1", GREATER, "first-order DARTS ends on a worse network than the LDN"),
+    ("darts2", GREATER, "second-order DARTS ends on a worse network than the LDN"),
+    ("gumbel", GREATER, "Gumbel-softmax ends on a worse network than the LDN"),
+)
+
+
+def verdict_rows(rows: list[dict[str, Any]]) -> list[claims.Row]:
+    """The page's claims on every data set that has them: the pruned LDN (d_opt by the 95% rule;
+    the rows hold no full-LDN metrics) against each strategy, paired t over seeds, TOST against
+    `claims.STABLE_LL_MARGIN` for "matches"."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ll = {(r["strategy"], r["seed"]): r["test"]["log_lik"] for r in rows if r["dataset"] == dataset}
+        for strategy, expect, statement in CLAIMS:
+            seeds = sorted(s for k, s in ll if k == strategy and ("ldn", s) in ll)
+            if len(seeds) < 2:
+                continue
+            ldn, other = np.array([ll["ldn", s] for s in seeds]), np.array([ll[strategy, s] for s in seeds])
+            t = paired_t(ldn, other)
+            result = tost(t, claims.STABLE_LL_MARGIN) if expect == NO_CHANGE else t
+            ours = f"test LL, pruned LDN {ldn.mean():.3f}, {strategy} {other.mean():.3f}; effect LDN − {strategy}"
+            out.append(claims.Row(f"{dataset}: {strategy}", statement, ours, Claim(strategy, result, expect)))
+    return out

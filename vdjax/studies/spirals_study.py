@@ -1,31 +1,31 @@
 """The spirals half of the paper computed from committed sweep records: tables, and one verdict
-per finding that follows from the spread over seeds.
+per finding under the rule of `vdjax.studies.claims` (paired t between methods on the same
+seeds, Welch t between grid points, TOST for what should not change, Holm over the table).
 
 Every record is what `vdjax.studies.sweeps.run_grid` wrote for one grid point (six seeds trained
-together). The rule for a verdict is the same everywhere: an effect is *reproduced* only where
-it is larger than its seed-to-seed spread (the standard deviation over seeds; for a difference
-between two grid points, their spreads added in quadrature; for a difference within one seed,
-the standard deviation of the paired differences). A claim that something stays the same is
-reproduced where its drift across the grid is within the spread. Pure functions, no I/O.
+together, each on its own draw of data in the newer records). Depth claims are judged by argmax q,
+the paper's rule for low-data regimes (Sec. 2), with the 95% rule's value beside it. Pure
+functions, no I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from scipy.stats import spearmanr
 
+from vdjax.studies import claims, stats
+from vdjax.studies.stats import GREATER, LESS, NO_CHANGE, Claim, TTest
 from vdjax.training.epoch import stop_reason as network_stop_reason
-
-REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 
 
 @dataclasses.dataclass(frozen=True)
 class Scan:
     """One of the paper's one-variable spirals scans: what varies, over which grid, and its figures."""
 
-    name: str  # the experiment script and the folder of its records under docs/data/spirals/
+    name: str  # the experiment script and the folder of its records under REDRAWN (or, before, SPIRALS)
     key: str  # the swept variable, as recorded in each record's `meta`
     grid: tuple[int, ...]
     quick_grid: tuple[int, ...]
@@ -48,6 +48,8 @@ SCANS: dict[str, Scan] = {s.name: s for s in (
          "rotation (degrees)", "fig6_complexity.png", "Fig 6 (left), Fig 7",
          functions_figure="fig7_functions_by_rotation.png"),
 )}
+SPIRALS = "docs/data/spirals"  # the earlier scans: every repeat on one shared draw of data
+REDRAWN = "docs/data/spirals_redrawn"  # the reruns: each repeat on its own draw, both pruning rules recorded
 DDN_SCAN = "scan_deterministic_depth_spirals"  # an LDN of D = 20 beside a DDN of every depth 0..20
 LABELS = {"d_opt": "d_opt", "test_log_lik": "test LL"}
 SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spiral-like function
@@ -65,8 +67,9 @@ def stop_reason(seed: dict[str, Any], max_epochs: int) -> str:
 def per_seed(record: dict[str, Any], stat: str) -> np.ndarray:
     """One statistic of every seed of a record: d_opt, d_expected, test_log_lik, test_error,
     pruned_log_lik, pruned_error, pruning_cost (pruned minus marginal LL) or epochs; in records
-    since per-repeat data also d_argmax (argmax q), argmax_log_lik, argmax_error (pruned to
-    d_argmax) and argmax_pruning_cost, and data_seed (`data_seeds` reads it from older ones too)."""
+    since per-repeat data also argmax_log_lik, argmax_error (pruned to argmax q) and
+    argmax_pruning_cost, and data_seed (`data_seeds` reads it from older ones too). d_argmax
+    (argmax q) is recorded in those and read off each seed's q in older ones."""
     get = {
         "test_log_lik": lambda s: s["test"]["log_lik"],
         "test_error": lambda s: s["test"]["error"],
@@ -76,6 +79,7 @@ def per_seed(record: dict[str, Any], stat: str) -> np.ndarray:
         "argmax_log_lik": lambda s: s["test_pruned_argmax"]["log_lik"],
         "argmax_error": lambda s: s["test_pruned_argmax"]["error"],
         "argmax_pruning_cost": lambda s: s["test_pruned_argmax"]["log_lik"] - s["test"]["log_lik"],
+        "d_argmax": lambda s: s["d_argmax"] if "d_argmax" in s else int(np.argmax(s["q"])),
     }.get(stat, lambda s: s[stat])
     return np.array([get(s) for s in record["seeds"]], np.float64)
 
@@ -127,42 +131,54 @@ def wall_seconds(record: dict[str, Any]) -> float:
 
 
 def scan_table(scan: Scan, records: list[dict[str, Any]]) -> str:
-    """One row per grid point: learnt depth, marginal and pruned test metrics, work and time."""
+    """One row per grid point: learnt depth by both rules, marginal and pruned test metrics, work
+    and time."""
     if not records:
-        return f"No committed records yet: `python3 experiments/{scan.name}.py --out docs/data/spirals/{scan.name}`.\n"
+        return f"No committed records yet: `python3 experiments/{scan.name}.py --out {REDRAWN}/{scan.name}`.\n"
     rows = []
     for r in sort_records(records, scan.key):
-        rows.append([str(r["meta"][scan.key]), _pm(per_seed(r, "d_opt"), ".1f"), _pm(per_seed(r, "d_expected"), ".1f"),
-                     _pm(per_seed(r, "test_log_lik")), _pm(per_seed(r, "pruned_log_lik")),
-                     _pm(per_seed(r, "test_error")), f"{per_seed(r, 'epochs').mean():.0f}", stops(r),
-                     f"{wall_seconds(r):.0f}"])
+        argmax_ll = _pm(per_seed(r, "argmax_log_lik")) if judged_pruning([r])[0] == "argmax_log_lik" else "-"
+        rows.append([str(r["meta"][scan.key]), _pm(per_seed(r, "d_argmax"), ".1f"), _pm(per_seed(r, "d_opt"), ".1f"),
+                     _pm(per_seed(r, "d_expected"), ".1f"), _pm(per_seed(r, "test_log_lik")), argmax_ll,
+                     _pm(per_seed(r, "pruned_log_lik")), _pm(per_seed(r, "test_error")),
+                     f"{per_seed(r, 'epochs').mean():.0f}", stops(r), f"{wall_seconds(r):.0f}"])
     done = {r["meta"][scan.key] for r in records}
     missing = [v for v in scan.grid if v not in done]
-    out = _grid([scan.key, "d_opt (95%)", "expected depth", "test LL (marginal)", "test LL (pruned)", "test error",
-                 "epochs (mean)", "stopped by", "wall s"], rows)
+    out = _grid([scan.key, "d (argmax q)", "d_opt (95%)", "expected depth", "test LL (marginal)",
+                 "test LL (pruned, argmax q)", "test LL (pruned, 95%)", "test error", "epochs (mean)", "stopped by",
+                 "wall s"], rows)
     out += "\n" + provenance(records, len(scan.grid))
     if missing:
         out += f"Grid points not run yet: {', '.join(map(str, missing))}.\n"
     return out
 
 
+def data_draws(records: list[dict[str, Any]]) -> str:
+    """Which data the repeats of `records` trained and were tested on."""
+    if all(shares_data(r) for r in records):
+        seeds = sorted({data_seeds(r)[0] for r in records})
+        return f"every repeat on one shared data draw (data seed {', '.join(map(str, seeds))})"
+    seeds = sorted({s for r in records for s in data_seeds(r)})
+    return f"each repeat on its own data draw (data seeds {seeds[0]}–{seeds[-1]})"
+
+
 def provenance(records: list[dict[str, Any]], grid_size: int | None = None) -> str:
-    """Seeds, wall time and the machine the records come from."""
+    """Seeds, data draws, wall time and the machine the records come from."""
     seeds = sorted({len(r["seeds"]) for r in records})
     wall = sum(wall_seconds(r) for r in records)
     envs = {(e.get("cpu_isa", "unrecorded"), e["jax"], e["flax"], e["optax"], e["devices"])
             for e in (r["environment"] for r in records)}
     env = "; ".join(f"CPU {isa}, jax {j}, flax {f}, optax {o}, {d} XLA devices" for isa, j, f, o, d in sorted(envs))
     size = f"{len(records)} of {grid_size} grid points" if grid_size else f"{len(records)} records"
-    return (f"{size}, {'/'.join(map(str, seeds))} seeds each, {wall / 60:.1f} min of wall time in all. "
-            f"Machine: {env}.\n")
+    return (f"{size}, {'/'.join(map(str, seeds))} seeds each, {data_draws(records)}, {wall / 60:.1f} min of wall "
+            f"time in all. Machine: {env}.\n")
 
 
 def ddn_table(records: list[dict[str, Any]]) -> str:
     """Fig 2 (left): the LDN's q(d) and per-depth test LL beside the DDN of each depth."""
     ldn, ddns = split_ddn_scan(records)
     if ldn is None or not ddns:
-        return f"No committed records yet: `python3 experiments/{DDN_SCAN}.py --out docs/data/spirals/{DDN_SCAN}`.\n"
+        return f"No committed records yet: `python3 experiments/{DDN_SCAN}.py --out {REDRAWN}/{DDN_SCAN}`.\n"
     q = np.array([s["q"] for s in ldn["seeds"]])
     ldn_ll = np.array([s["test"]["per_depth_log_lik"] for s in ldn["seeds"]])
     by_depth = {r["meta"]["depth"]: r for r in ddns}
@@ -174,9 +190,11 @@ def ddn_table(records: list[dict[str, Any]]) -> str:
                      stops(r) if r else "not run"])
     out = _grid(["depth d", "LDN q(d)", "LDN test LL at d", "DDN of depth d: test LL", "DDN test error",
                  "DDN stopped by"], rows)
-    out += (f"\nThe LDN (D = {q.shape[1] - 1}): d_opt {_pm(per_seed(ldn, 'd_opt'), '.1f')}, test LL "
-            f"{_pm(per_seed(ldn, 'test_log_lik'))} marginal and {_pm(per_seed(ldn, 'pruned_log_lik'))} pruned, "
-            f"error {_pm(per_seed(ldn, 'test_error'))}; stopped by {stops(ldn)}.\n\n")
+    pruned_stat, how = judged_pruning([ldn])
+    out += (f"\nThe LDN (D = {q.shape[1] - 1}): d by argmax q {_pm(per_seed(ldn, 'd_argmax'), '.1f')}, by the 95% "
+            f"rule {_pm(per_seed(ldn, 'd_opt'), '.1f')}; test LL {_pm(per_seed(ldn, 'test_log_lik'))} marginal, "
+            f"{_pm(per_seed(ldn, pruned_stat))} {how}; error {_pm(per_seed(ldn, 'test_error'))}; stopped by "
+            f"{stops(ldn)}.\n\n")
     return out + provenance(records, q.shape[1] + 1)
 
 
@@ -228,35 +246,108 @@ def headline_band(six_seeds: dict[str, Any]) -> dict[str, tuple[float, float]]:
 
 # ---------------------------------------------------------------------------- findings
 
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    figure: str
-    paper: str  # what the paper says
-    ours: str  # our numbers, with their spread
-    verdict: str
+TRIVIAL_DEPTHS = 3  # depths 0-2 cannot fit a 720° spiral: their LL alone makes q and the DDN LL correlate
+DEPTH_RULES = {"d_argmax": "argmax q", "d_opt": "95% rule"}  # the judged rule first (paper Sec 2: low data)
+MIN_STABLE_D = 20  # below it the cap d <= D binds (at D = 5 every seed's d is 4 or 5), so stability is judged from here
 
 
-def larger_than_spread(effect: float, spread: float) -> str:
-    """The one rule: an effect in the claimed direction larger than its spread is reproduced;
-    one in the opposite direction larger than its spread is not; anything else is not resolved."""
-    if effect > spread:
-        return REPRODUCED
-    return NOT_REPRODUCED if effect < -spread else f"{NOT_REPRODUCED} (within the seed spread)"
+def judged_pruning(records: list[dict[str, Any]]) -> tuple[str, str]:
+    """The pruned test LL a claim is judged by: pruned at argmax q where every seed recorded it
+    (the paper's low-data rule), else by the 95% rule (older records); and how to say which."""
+    if all("test_pruned_argmax" in s for r in records for s in r["seeds"]):
+        return "argmax_log_lik", "pruned at argmax q"
+    return "pruned_log_lik", "pruned by the 95% rule (these records predate argmax q)"
 
 
-def stays_within_spread(drift: float, spread: float) -> str:
-    return REPRODUCED if abs(drift) <= spread else NOT_REPRODUCED
+def _means(records: list[dict[str, Any]], key: str, stat: str, spec: str) -> str:
+    return ", ".join(f"{per_seed(r, stat).mean():{spec}} at {r['meta'][key]}" for r in records)
 
 
-def _difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean difference of two grid points' seeds and its spread (their stds in quadrature)."""
-    return float(a.mean() - b.mean()), float(np.hypot(a.std(), b.std()))
+def _depths(records: list[dict[str, Any]], key: str) -> str:
+    """Mean d by argmax q, with the 95% rule's beside it, at each of `records`."""
+    return "; ".join(f"{DEPTH_RULES[stat]} {_means(records, key, stat, '.1f')}" for stat in DEPTH_RULES)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = (np.argsort(np.argsort(v)).astype(np.float64) for v in (x, y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+def _drift(records: list[dict[str, Any]], key: str, stat: str) -> TTest:
+    """The change of `stat` across the grid: the least-squares slope through every seed's value,
+    times the grid's span, with its t-test."""
+    x = np.concatenate([np.full(len(r["seeds"]), r["meta"][key], np.float64) for r in records])
+    y = np.concatenate([per_seed(r, stat) for r in records])
+    span = float(x.max() - x.min())
+    slope = stats.slope_t(x, y)
+    return dataclasses.replace(stats.estimate_t(slope.effect * span, slope.se * span, slope.df), test=slope.test,
+                               n=slope.n)
+
+
+def _attempt(build: Callable[[], Any]) -> Any | None:
+    """`build()`, or None where its samples are too small for the test (one seed: `stats` raises)."""
+    try:
+        return build()
+    except ValueError:
+        return None
+
+
+def _row(figure: str, paper: str, ours: str, claim: Claim | None, missing: list[Any]) -> claims.Row:
+    """A finding's row; a claim that needs grid points not run yet is shown but not judged."""
+    blocked = (f"not resolved: grid incomplete (no {', '.join(map(str, missing))})" if missing else
+               "" if claim is not None else "not resolved: too few seeds for a test")
+    return claims.Row(figure, paper, ours, claim, blocked)
+
+
+def ddn_findings(records: list[dict[str, Any]]) -> list[claims.Row]:
+    """Fig 2 (left) and Fig 3: the LDN of D = 20 against the DDN of every depth, seed by seed (a
+    seed's LDN and DDNs trained on the same draw of data)."""
+    ldn, ddns = split_ddn_scan(records)
+    if ldn is None or not ddns:
+        return []
+    top = len(ldn["seeds"][0]["q"]) - 1
+    missing = [d for d in range(top + 1) if d not in {r["meta"]["depth"] for r in ddns}]
+    figure = "Fig 2 (left)" + _data_note([ldn, *ddns])
+    n_seeds = min(len(ldn["seeds"]), *(len(r["seeds"]) for r in ddns))
+    q = np.array([s["q"] for s in ldn["seeds"]])[:n_seeds]
+    depths = np.array([r["meta"]["depth"] for r in ddns])
+    ddn_ll = np.array([per_seed(r, "test_log_lik")[:n_seeds] for r in ddns]).T  # [seeds, depths]
+    out = []
+    # Where q is large, DDNs do well: the rank correlation over depths, one value per seed.
+    deep = depths >= TRIVIAL_DEPTHS
+    rho = np.array([spearmanr(q[i, depths[deep]], ddn_ll[i, deep]).statistic for i in range(n_seeds)])
+    rho_all = np.array([spearmanr(q[i, depths], ddn_ll[i]).statistic for i in range(n_seeds)])
+    mode, best = int(np.argmax(q.mean(0))), int(depths[np.argmax(ddn_ll.mean(0))])
+    check = _attempt(lambda: claims.one_sample(rho_all))
+    out.append(_row(figure, "the depths to which the LDN gives most probability are those at which DDNs perform best",
+                    f"rank correlation between q(d) and the DDN test LL over depths {TRIVIAL_DEPTHS}–{top}: "
+                    f"{rho.mean():.2f} (the effect); as a check, not judged, over all depths 0–{top}: "
+                    f"{rho_all.mean():.2f}{f' (p = {check.p:.2g})' if check else ''}; q's mode d = {mode}, best DDN "
+                    f"d = {best}",
+                    _attempt(lambda: Claim("rank correlation", claims.one_sample(rho), GREATER)), missing))
+    # The pruned LDN against the DDN of every depth, paired by seed.
+    pruned_stat, how = judged_pruning([ldn])
+    pruned = per_seed(ldn, pruned_stat)[:n_seeds]
+    tests = _attempt(lambda: [stats.paired_t(pruned, ddn_ll[:, j]) for j in range(len(depths))])
+    claim, judged = None, ""
+    if tests:
+        worst, result = claims.least_favourable(tests, GREATER)
+        scaled = f" (its p × {len(tests)}: a contradiction at any depth)" if result.p != tests[worst].p else ""
+        better = [int(d) for d, t in zip(depths, tests) if t.p < stats.ALPHA and t.effect > 0]
+        worse = [int(d) for d, t in zip(depths, tests) if t.p < stats.ALPHA and t.effect < 0]
+        claim = Claim("pruned LDN beats every DDN", result, GREATER)
+        judged = (f"; judged at the least favourable depth, d = {int(depths[worst])}{scaled}; each depth alone "
+                  f"(p < 0.05, uncorrected): better at {_depth_list(better)}, worse at {_depth_list(worse)}")
+    out.append(_row(figure, "LDNs pruned to d_opt outperform DDNs at all depths",
+                    f"LDN {how}: test LL {pruned.mean():.3f} (95% rule {per_seed(ldn, 'pruned_log_lik').mean():.3f})"
+                    f"{judged}", claim, missing))
+    # Fig 3: where the single depths of one deep DDN and of the LDN start computing a spiral.
+    deep_ddn = ddns[-1]
+    ddn_first = np.array([first_spiral_depth(s["test"]["per_depth_error"]) for s in deep_ddn["seeds"]])[:n_seeds]
+    ldn_first = np.array([first_spiral_depth(s["test"]["per_depth_error"]) for s in ldn["seeds"]])[:n_seeds]
+    out.append(_row("Fig 3" + _data_note([ldn, deep_ddn]),
+                    f"in an excessively deep DDN (D = {deep_ddn['meta']['depth']}) intermediate layers contribute "
+                    "minimally and only at layer 15 does the function resemble a spiral; in the LDN the first layers "
+                    "do most of the work",
+                    f"first depth with test accuracy ≥ {SPIRAL_ACCURACY}: DDN {ddn_first.mean():.1f}, LDN "
+                    f"{ldn_first.mean():.1f}; effect DDN − LDN",
+                    _attempt(lambda: Claim("Fig 3", stats.paired_t(ddn_first, ldn_first), GREATER)), missing))
+    return out
 
 
 def first_spiral_depth(per_depth_error: np.ndarray) -> int:
@@ -265,143 +356,123 @@ def first_spiral_depth(per_depth_error: np.ndarray) -> int:
     return int(ok[0]) if ok.size else len(per_depth_error)
 
 
-def ddn_findings(records: list[dict[str, Any]]) -> list[Finding]:
-    ldn, ddns = split_ddn_scan(records)
-    if ldn is None or not ddns:
-        return []
-    n_seeds = min(len(ldn["seeds"]), *(len(r["seeds"]) for r in ddns))
-    q = np.array([s["q"] for s in ldn["seeds"]])[:n_seeds]
-    depths = [r["meta"]["depth"] for r in ddns]
-    ddn_ll = np.array([per_seed(r, "test_log_lik")[:n_seeds] for r in ddns]).T  # [seeds, depths]
-    out = []
-    # Fig 2 left: where q is large, DDNs do well (rank correlation over depths, one value per seed).
-    rho = np.array([_spearman(q[i, depths], ddn_ll[i]) for i in range(n_seeds)])
-    mode, best = int(np.argmax(q.mean(0))), depths[int(np.argmax(ddn_ll.mean(0)))]
-    m, s = mean_std(rho)
-    out.append(Finding("Fig 2 (left)", "the depths to which the LDN gives most probability are those at which DDNs "
-                       "perform best",
-                       f"rank correlation over depths between q(d) and the DDN test LL {m:.2f} ± {s:.2f}; q's mode "
-                       f"d = {mode}, best DDN d = {best}", larger_than_spread(m, s)))
-    # Fig 2 left: the pruned LDN against the DDN of every depth, paired by seed.
-    pruned = per_seed(ldn, "pruned_log_lik")[:n_seeds]
-    diff = pruned[:, None] - ddn_ll
-    dm, ds = diff.mean(0), diff.std(0)
-    better = [d for d, a, b in zip(depths, dm, ds) if a > b]
-    worse = [d for d, a, b in zip(depths, dm, ds) if a < -b]
-    level = [d for d in depths if d not in better and d not in worse]
-    verdict = REPRODUCED if len(better) == len(depths) else PARTLY if better else NOT_REPRODUCED
-    out.append(Finding("Fig 2 (left)", "LDNs pruned to d_opt outperform DDNs at all depths",
-                       f"pruned LDN test LL {_pm(pruned)}; better than the DDN (by more than the paired spread) at "
-                       f"{_depth_list(better)}, level at {_depth_list(level)}, worse at {_depth_list(worse)}", verdict))
-    # Fig 3: where the single depths of one deep DDN and of the LDN start computing a spiral.
-    deep = ddns[-1]
-    ddn_first = np.array([first_spiral_depth(s["test"]["per_depth_error"]) for s in deep["seeds"]])
-    ldn_first = np.array([first_spiral_depth(s["test"]["per_depth_error"]) for s in ldn["seeds"]])
-    e, sp = _difference(ddn_first, ldn_first)
-    out.append(Finding("Fig 3", f"in an excessively deep DDN (D = {deep['meta']['depth']}) intermediate layers "
-                       "contribute minimally and only at layer 15 does the function resemble a spiral; in the LDN the "
-                       "first layers do most of the work",
-                       f"first depth with test accuracy ≥ {SPIRAL_ACCURACY}: DDN {_pm(ddn_first, '.1f')}, LDN "
-                       f"{_pm(ldn_first, '.1f')} (difference {e:.1f} ± {sp:.1f})", larger_than_spread(e, sp)))
-    return out
-
-
 def _depth_list(depths: list[int]) -> str:
     return "none" if not depths else "d = " + ", ".join(map(str, depths))
 
 
-def _drift(records: list[dict[str, Any]], key: str, stat: str) -> tuple[float, float]:
-    """The change of `stat` across the grid (least-squares line through every seed, times the
-    grid's span) and the mean seed spread of the grid points."""
-    x = np.concatenate([np.full(len(r["seeds"]), r["meta"][key], np.float64) for r in records])
-    y = np.concatenate([per_seed(r, stat) for r in records])
-    slope = np.polyfit(x, y, 1)[0]
-    return float(slope * (x.max() - x.min())), float(np.mean([per_seed(r, stat).std() for r in records]))
+def _data_note(records: list[dict[str, Any]]) -> str:
+    """Said of a claim whose repeats all trained on one draw of data (the older records)."""
+    return " (one data draw shared by every repeat)" if all(shares_data(r) for r in records) else ""
 
 
-def scan_findings(scan: Scan, records: list[dict[str, Any]]) -> list[Finding]:
-    """The paper's statements about one scan, each with our numbers and verdict."""
+def scan_findings(scan: Scan, records: list[dict[str, Any]]) -> list[claims.Row]:
+    """The paper's statements about one scan, each with our numbers and its test; d judged by
+    argmax q (the paper's low-data rule), the 95% rule's shown beside it."""
     if len(records) < 2:
         return []
     rs = sort_records(records, scan.key)
     k = scan.key
-    if len(rs) < len(scan.grid):  # a scan still running: its verdicts rest on the points it has
-        scan = dataclasses.replace(scan, paper_figure=f"{scan.paper_figure}, {len(rs)} of {len(scan.grid)} grid points")
     at = {r["meta"][k]: r for r in rs}
-    lo, hi = rs[0], rs[-1]
-    span = f"{k} {lo['meta'][k]} → {hi['meta'][k]}"
+    figure = scan.paper_figure + _data_note(rs)
+    if len(rs) < len(scan.grid):
+        figure += f", {len(rs)} of {len(scan.grid)} grid points"
     out = []
 
-    def change(stat: str, a: dict, b: dict, sign: int = 1) -> tuple[float, float, str]:
-        """`stat` at grid points a then b; the effect is sign * (b - a), the claimed direction positive."""
-        e, s = _difference(per_seed(b, stat), per_seed(a, stat))
-        return sign * e, s, (f"{LABELS[stat]} {_pm(per_seed(a, stat), '.2f')} at {a['meta'][k]}, "
-                             f"{_pm(per_seed(b, stat), '.2f')} at {b['meta'][k]} (change {e:+.2f} ± {s:.2f})")
+    def need(*values: int) -> list[int]:
+        return [v for v in values if v not in at]
 
+    def change(stat: str, a: int, b: int, expect: str) -> Claim | None:
+        """`stat` at grid point b against a (Welch: different networks), b - a."""
+        if a not in at or b not in at:
+            return None
+        return _attempt(lambda: Claim(f"{stat} {a} -> {b}", stats.welch_t(per_seed(at[b], stat), per_seed(at[a], stat)),
+                                      expect))
+
+    def present(*values: int) -> list[dict[str, Any]]:
+        return [at[v] for v in values if v in at]
+
+    lo, hi = scan.grid[0], scan.grid[-1]
     if k == "max_depth":
-        for stat, what in (("d_opt", "the chosen d_opt"), ("test_log_lik", "the test log-likelihood")):
-            drift, spread = _drift(rs, k, stat)
-            out.append(Finding(scan.paper_figure, f"{what} remains stable as D increases",
-                               f"drift across {span}: {drift:+.3f} (least-squares line over all seeds); mean seed "
-                               f"spread {spread:.3f}", stays_within_spread(drift, spread)))
+        judged = [v for v in scan.grid if v >= MIN_STABLE_D]
+        have = present(*judged)
+        for stat, what, margin, spec in (("d_argmax", "the chosen d_opt", claims.DEPTH_MARGIN, "+.2f"),
+                                         ("test_log_lik", "the test log-likelihood", claims.STABLE_LL_MARGIN, "+.3f")):
+            claim = None
+            ours = f"fewer than 3 grid points ≥ {MIN_STABLE_D} yet"
+            if len(have) >= 3:
+                claim = Claim(f"{stat} stable", stats.tost(_drift(have, k, stat), margin), NO_CHANGE)
+                ours = (f"drift across D = {have[0]['meta'][k]} → {have[-1]['meta'][k]} (least-squares line through "
+                        f"every seed, times the span; from D = {MIN_STABLE_D}, below which d ≤ D caps the depth): "
+                        f"{claim.result.effect:{spec}}")
+                if stat == "d_argmax":
+                    ours = f"argmax q: {ours}; 95% rule: {_drift(have, k, 'd_opt').effect:+.2f}"
+            out.append(_row(figure, f"{what} remains stable as D increases", ours, claim, need(*judged)))
     elif k == "width":
-        e, s, text = change("d_opt", lo, hi, sign=-1)
-        out.append(Finding(scan.paper_figure, "increasing the width makes the learnt depth decrease rapidly", text,
-                           larger_than_spread(e, s)))
-        best = max(rs, key=lambda r: per_seed(r, "test_log_lik").mean())
-        e, s, text = change("test_log_lik", lo, best)
-        out.append(Finding(scan.paper_figure, "very small widths give very deep LDNs and worse test performance",
-                           text, larger_than_spread(e, s)))
+        out.append(_row(figure, "increasing the width makes the learnt depth decrease rapidly",
+                        _depths(present(lo, hi), k), change("d_argmax", lo, hi, LESS), need(lo, hi)))
+        out.append(_row(figure, "very small widths give very deep LDNs and worse test performance",
+                        f"test LL {_means(present(lo, hi), k, 'test_log_lik', '.3f')}; effect widest − narrowest",
+                        change("test_log_lik", lo, hi, GREATER), need(lo, hi)))
     elif k == "rotation":
-        e, s, text = change("d_opt", lo, hi)
-        out.append(Finding(scan.paper_figure, "LDNs increase their depth to match the complexity of the data", text,
-                           larger_than_spread(e, s)))
-        if 720 in at and hi["meta"][k] > 720:
-            e, s, text = change("test_log_lik", at[720], hi, sign=-1)
-            out.append(Finding(scan.paper_figure, "beyond 720° of rotation test performance suffers significantly",
-                               text, larger_than_spread(e, s)))
+        out.append(_row(figure, "LDNs increase their depth to match the complexity of the data",
+                        _depths(present(lo, hi), k), change("d_argmax", lo, hi, GREATER), need(lo, hi)))
+        out.append(_row(figure, "beyond 720° of rotation test performance suffers significantly",
+                        f"test LL {_means(present(720, hi), k, 'test_log_lik', '.3f')}",
+                        change("test_log_lik", 720, hi, LESS), need(720, hi)))
     elif k == "n_train":
-        ref = at.get(500, rs[len(rs) // 2])
-        e, s, text = change("d_opt", lo, ref)
-        out.append(Finding(scan.paper_figure, "larger training sets let the LDN become deeper (up to about 500 points)",
-                           text, larger_than_spread(e, s)))
-        after = [r for r in rs if r["meta"][k] >= ref["meta"][k]]
-        d = np.concatenate([per_seed(r, "d_opt") for r in after])
-        spread = float(np.mean([per_seed(r, "d_opt").std() for r in after]))
-        out.append(Finding(scan.paper_figure, f"after about {ref['meta'][k]} points d_opt oscillates around 11",
-                           f"d_opt over {k} ≥ {ref['meta'][k]}: {d.mean():.1f} (mean seed spread {spread:.1f})",
-                           stays_within_spread(d.mean() - 11, spread)))
-    # Figs 5, 6: the pruned network predicts as well as the marginal over all depths.
-    costs = [(r["meta"][k], *mean_std(per_seed(r, "pruning_cost"))) for r in rs]
-    worst = min(costs, key=lambda c: c[1])
-    beyond = [v for v, m, s in costs if m < -s]
-    out.append(Finding(scan.paper_figure, "predicting with the first d_opt layers gives the test performance of "
-                       "marginalising over all layers",
-                       f"pruned minus marginal test LL: worst {worst[1]:+.3f} ± {worst[2]:.3f} at {k} = {worst[0]}; "
-                       f"lower by more than the spread at {', '.join(map(str, beyond)) or 'no grid point'}",
-                       REPRODUCED if not beyond else PARTLY if len(beyond) < len(rs) else NOT_REPRODUCED))
+        out.append(_row(figure, "larger training sets let the LDN become deeper (up to about 500 points)",
+                        _depths(present(lo, 500), k), change("d_argmax", lo, 500, GREATER), need(lo, 500)))
+        after = [v for v in scan.grid if v >= 500]
+        have = present(*after)
+        d = np.concatenate([per_seed(r, "d_argmax") for r in have]) if have else np.zeros(0)
+        claim = (Claim("around 11", stats.tost(claims.one_sample(d - 11), claims.DEPTH_MARGIN), NO_CHANGE)
+                 if d.size >= 2 else None)
+        d95 = np.concatenate([per_seed(r, "d_opt") for r in have]) if have else np.zeros(0)
+        out.append(_row(figure, "after about 500 points d_opt oscillates around 11",
+                        f"d over n_train ≥ 500, every seed: argmax q {d.mean():.2f}, 95% rule {d95.mean():.2f}; "
+                        "effect argmax q − 11" if d.size else "no grid point ≥ 500 yet", claim, need(*after)))
+    out.append(pruning_row(figure, rs, k, need(*scan.grid)))
     return out
 
 
-def findings_table(findings: list[Finding]) -> str:
+def pruning_row(figure: str, records: list[dict[str, Any]], key: str, missing: list[Any]) -> claims.Row:
+    """Figs 5, 6: the pruned network predicts as well as the marginal over all depths, at every
+    grid point (TOST of the paired difference per point, judged at the least favourable one)."""
+    stat, how = judged_pruning(records)
+    paper = "predicting with the first d_opt layers gives the test performance of marginalising over all layers"
+    tests = _attempt(lambda: [stats.tost(stats.paired_t(per_seed(r, stat), per_seed(r, "test_log_lik")),
+                                         claims.PRUNING_MARGIN) for r in records])
+    if not tests:
+        return _row(figure, paper, f"{how} minus marginal test LL", None, missing)
+    worst, result = claims.least_favourable(tests, NO_CHANGE)
+    at = records[worst]
+    beside = (f"; 95% rule there: {per_seed(at, 'pruning_cost').mean():+.2g}" if stat == "argmax_log_lik" else "")
+    return _row(figure, paper, f"{how} minus marginal test LL, paired over seeds at each grid point; least favourable "
+                f"point {key} = {at['meta'][key]}: {result.effect:+.2g}{beside}",
+                Claim("pruning costs nothing", result, NO_CHANGE), missing)
+
+
+def findings_table(findings: list[claims.Row]) -> str:
     if not findings:
         return "No finding can be computed yet: the scans' records are not committed.\n"
-    return _grid(["figure", "the paper", "ours (mean ± std over seeds)", "verdict"],
-                 [[f.figure, f.paper, f.ours, f"**{f.verdict}**"] for f in findings]).replace("---:|", "---|")
+    return claims.table(findings)
 
 
-def all_findings(by_scan: dict[str, list[dict[str, Any]]]) -> list[Finding]:
+def all_findings(by_scan: dict[str, list[dict[str, Any]]]) -> list[claims.Row]:
     out = ddn_findings(by_scan.get(DDN_SCAN, []))
     for scan in SCANS.values():
         out += scan_findings(scan, by_scan.get(scan.name, []))
     return out
 
 
-def wall_times(by_scan: dict[str, list[dict[str, Any]]]) -> str:
+def wall_times(by_scan: dict[str, list[dict[str, Any]]], folders: dict[str, str]) -> str:
+    """Per scan: the folder its tables render from, its data draws, grid points and wall time."""
     rows = []
     for name in (DDN_SCAN, *SCANS):
         recs = by_scan.get(name, [])
         size = 22 if name == DDN_SCAN else len(SCANS[name].grid)
         wall = sum(wall_seconds(r) for r in recs)
-        rows.append([f"`experiments/{name}.py`", f"{len(recs)} of {size}", f"{wall / 60:.1f}" if recs else "-"])
-    return _grid(["scan", "grid points committed", "wall time, min"], rows).replace("---:|", "---|", 1)
+        rows.append([f"`experiments/{name}.py`", f"`{folders.get(name, '-')}`", data_draws(recs) if recs else "-",
+                     f"{len(recs)} of {size}", f"{wall / 60:.1f}" if recs else "-"])
+    return _grid(["scan", "records", "data", "grid points committed", "wall time, min"], rows).replace(
+        "---:|---:|---:|", "---|---|---|", 1)

@@ -24,12 +24,15 @@ import jax
 import numpy as np
 
 from vdjax.baselines.dun import fit_methods, method_predictives, regression_metrics
+from vdjax.studies import claims
+from vdjax.studies.stats import GREATER, Claim, TTest, paired_t
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
 from vdjax.training.config import TrainConfig
 from vdjax.training.epoch import Batching
 
 SUITE_METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")  # ranked; 'ldn_full' is reported beside them
+FULL_RANKED = ("ldn_full", *SUITE_METHODS[1:])  # the same ranking with the full LDN in the pruned one's place
 KINDS = ("standard", "gap")
 
 
@@ -146,60 +149,78 @@ def summarise(per_set: dict[str, dict[str, Any]], kinds: Sequence[str] = ("stand
     return out
 
 
-def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str, stat: str = "log_lik") -> tuple[float, float]:
-    """Mean and standard error over splits of method a's `stat` minus method b's, split by split
-    (the splits are shared, so their spread cancels)."""
-    d = np.array([r["test"][a][stat] - r["test"][b][stat] for r in rows], np.float64)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+LDNS = {"ldn": "the pruned LDN (95% rule)", "ldn_full": "the full LDN (every depth, DUN's predictor)"}
 
 
-def _tally(per_set: dict[str, dict[str, Any]], kind: str, a: str, b: str) -> dict[str, Any]:
-    """Per set, a's test LL minus b's (mean ± SE of the paired differences) and which side leads
-    beyond its SE."""
-    rows = {}
+def paired_test(rows: Sequence[dict[str, Any]], a: str, b: str, stat: str = "log_lik") -> TTest:
+    """The paired t-test of method a's `stat` minus method b's over the splits of one set (the
+    splits are shared, so their spread cancels)."""
+    return paired_t([r["test"][a][stat] for r in rows], [r["test"][b][stat] for r in rows])
+
+
+def _set_rows(per_set: dict[str, dict[str, Any]], kind: str, a: str, b: str,
+              margin: float | None = None) -> list[claims.Row]:
+    """One row per set with at least two splits of `kind`: a - b greater than 0, or, with a
+    `margin`, greater than -margin (a no worse than b; the table shows a - b itself)."""
+    out = []
     for name, r in sorted(per_set.items()):
-        if kind in r:
-            mean, se = paired_difference(r[kind]["per_split"], a, b)
-            rows[name] = {"mean": mean, "se": se, "lead": a if mean > se else b if mean < -se else "tie"}
-    return rows
+        rows = r.get(kind, {}).get("per_split", [])
+        if len(rows) < 2:
+            continue
+        t = paired_test(rows, a, b)
+        if margin is None:
+            out.append(claims.Row(name, "", "", Claim(name, t, GREATER)))
+        else:
+            out.append(claims.Row(name, "", "", Claim(name, claims.not_worse(t, margin), GREATER), shown=t,
+                                  margin=f"≥ −{margin:g}"))
+    return out
 
 
 def suite_verdicts(per_set: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict per DUN finding the suite tests, from the spread over splits. The LDN is
-    DUN's predictor, the marginal over every depth ('ldn_full'). A set counts for a side only
-    where the paired difference exceeds its standard error; a verdict rests on the sets done.
+    """The DUN findings the suite tests, one table per finding, LDN variant and baseline, one row
+    per set (paired t over its splits; `vdjax.studies.claims`, Holm within each table). The pruned
+    and the full LDN are judged separately.
 
-    1. Test LL competitive with a deep ensemble at the cost of one network (standard splits):
-       reproduced when on a majority of sets the ensemble does not lead beyond the SE and the
-       LDN's prediction costs under half the ensemble's; not reproduced when the ensemble leads
-       on a majority; partly otherwise.
-    2. Better in-between uncertainty than MFVI and MC dropout (the LL of the held-out gap):
-       reproduced when the LDN leads both beyond the SE on a majority of sets; not reproduced
-       when it leads neither on a majority; partly otherwise."""
+    1. Test LL competitive with a deep ensemble's (standard splits): the LDN no worse than the
+       ensemble by more than `claims.COMPETITIVE_MARGIN`, with the prediction cost of each beside.
+    2. Better in-between uncertainty than MFVI and MC dropout: the LDN's LL of the held-out gap
+       above each baseline's (gap splits)."""
     out = []
     std = {n: r for n, r in per_set.items() if "standard" in r}
-    if std:
-        vs_ens = _tally(std, "standard", "ldn_full", "ensemble")
-        cost = {m: float(np.mean([r["standard"]["summary"][m]["cost_vs_ddn_mean"] for r in std.values()]))
-                for m in ("ldn_full", "ensemble")}
-        held = sum(v["lead"] != "ensemble" for v in vs_ens.values())
-        lost = len(vs_ens) - held
-        cheap = cost["ldn_full"] < 0.5 * cost["ensemble"]
-        verdict = ("reproduced" if held * 2 > len(vs_ens) and cheap else
-                   "not reproduced" if lost * 2 > len(vs_ens) else "partly")
-        out.append({"finding": "competitive with ensembles", "kind": "standard", "sets": vs_ens, "cost": cost,
-                    "held": held, "n_sets": len(vs_ens), "verdict": verdict,
-                    "statement": "DUN's test log-likelihood is competitive with a deep ensemble's at the cost of "
-                                 "a single network"})
-    gap = {n: r for n, r in per_set.items() if "gap" in r}
-    if gap:
-        tallies = {b: _tally(gap, "gap", "ldn_full", b) for b in ("mfvi", "dropout")}
-        both = sum(all(tallies[b][n]["lead"] == "ldn_full" for b in tallies) for n in gap)
-        neither = sum(all(tallies[b][n]["lead"] != "ldn_full" for b in tallies) for n in gap)
-        verdict = ("reproduced" if both * 2 > len(gap) else "not reproduced" if neither * 2 > len(gap)
-                   else "partly")
-        out.append({"finding": "in-between uncertainty", "kind": "gap", "sets": tallies, "both": both,
-                    "neither": neither, "n_sets": len(gap), "verdict": verdict,
-                    "statement": "DUN's in-between uncertainty (the log-likelihood of a held-out gap) is better "
-                                 "than mean-field VI's and MC dropout's"})
+    cost = {m: float(np.mean([r["standard"]["summary"][m]["cost_vs_ddn_mean"] for r in std.values()]))
+            for m in ("ldn", "ldn_full", "ensemble")} if std else {}
+    for ldn, who in LDNS.items():
+        rows = _set_rows(std, "standard", ldn, "ensemble", claims.COMPETITIVE_MARGIN)
+        if rows:
+            out.append({"finding": "competitive with ensembles", "ldn": ldn, "against": "ensemble", "rows": rows,
+                        "cost": {ldn: cost[ldn], "ensemble": cost["ensemble"]},
+                        "statement": f"DUN's test log-likelihood is competitive with a deep ensemble's at the cost of "
+                                     f"a single network: {who} minus the ensemble, standard splits"})
+        for base, label in (("mfvi", "mean-field VI"), ("dropout", "MC dropout")):
+            rows = _set_rows(per_set, "gap", ldn, base)
+            if rows:
+                out.append({"finding": "in-between uncertainty", "ldn": ldn, "against": base, "rows": rows,
+                            "statement": f"DUN's in-between uncertainty (the log-likelihood of a held-out gap) is "
+                                         f"better than {label}'s: {who} minus {label}, gap splits"})
+    return out
+
+
+def epoch_caps(per_set: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set and kind of split: the epoch caps its networks ran under and how many of them
+    stopped at the cap rather than by patience, per method (the ensemble's members are 'ddn_k')."""
+    out = []
+    for name, r in sorted(per_set.items()):
+        for kind in KINDS:
+            splits = r.get(kind, {}).get("per_split", [])
+            if not splits:
+                continue
+            counts: dict[str, list[int]] = {}
+            for split in splits:
+                for net, t in split["training"].items():
+                    c = counts.setdefault(net.split("_")[0], [0, 0])
+                    c[0] += t["stopped"] == "max_epochs"
+                    c[1] += 1
+            out.append({"set": name, "kind": kind, "caps": sorted({s["max_epochs"] for s in splits}),
+                        "at_cap": {m: c[0] for m, c in counts.items()},
+                        "networks": {m: c[1] for m, c in counts.items()}})
     return out

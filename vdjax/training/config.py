@@ -25,7 +25,8 @@ MAX_SEED = 2**32 - 1  # seeds become uint32 PRNG keys: a larger one would silent
 class TrainConfig:
     """Optimisation and protocol; defaults are the paper's spirals protocol.
 
-    lr_drop_epoch: epoch after which the learning rate is multiplied by `lr_drop_factor`;
+    lr_drop_epoch: epochs run at `learning_rate` before it is multiplied by `lr_drop_factor`
+    (the 0-based epoch `lr_drop_epoch` is the first at the lower rate; `epoch_learning_rate`);
     None keeps it fixed (spirals).
     lr_drop_methods: the methods whose learning rate drops; the others keep theirs. The
     reference code drops it for DDNs only (`schedule=[30]`; LDNs `schedule=None`). Networks of
@@ -80,6 +81,19 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.prior_decay <= 1.0:
             raise ValueError(f"prior_decay must be in (0, 1], got {self.prior_decay}")
+
+    def drops_lr(self, method: Method | None = None) -> bool:
+        """Whether the learning rate of a `method` network (default `self.method`) ever drops."""
+        return self.lr_drop_epoch is not None and (method or self.method) in self.lr_drop_methods
+
+    def epoch_learning_rate(self, epoch: int, method: Method | None = None) -> float:
+        """The learning rate every SGD step of the 0-based `epoch` of a `method` network (default
+        `self.method`) takes: `learning_rate`, times `lr_drop_factor` from epoch `lr_drop_epoch` on
+        where that method's rate drops (`vdjax.training.step.learning_rate` is the same schedule
+        counted in steps). What the image records store per epoch as `lr`."""
+        if self.drops_lr(method) and epoch >= self.lr_drop_epoch:
+            return float(f"{self.learning_rate * self.lr_drop_factor:.12g}")  # 0.01, not 0.010000000000000002
+        return float(self.learning_rate)
 
     @property
     def held_out(self) -> bool:

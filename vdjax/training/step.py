@@ -42,11 +42,14 @@ class TrainState(flax.struct.PyTreeNode):
 
 def drops_lr(config: TrainConfig, method: Method) -> bool:
     """Whether the learning rate of a `method` network drops at `lr_drop_epoch`."""
-    return config.lr_drop_epoch is not None and method in config.lr_drop_methods
+    return config.drops_lr(method)
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int, method: Method) -> optax.ScalarOrSchedule:
-    """The learning rate of a `method` network: a constant, or a schedule of the step count."""
+    """The learning rate of a `method` network: a constant, or a schedule of the step count
+    (`piecewise_constant_schedule` scales from count == boundary on: step `lr_drop_epoch *
+    steps_per_epoch`, the first of epoch `lr_drop_epoch`, is the first at the lower rate, as
+    `TrainConfig.epoch_learning_rate` says per epoch)."""
     if not drops_lr(config, method):
         return config.learning_rate
     return optax.piecewise_constant_schedule(
@@ -91,7 +94,7 @@ def _scale_by_method_lr(rates: list[optax.ScalarOrSchedule], default: int) -> op
 def init_state(key: jax.Array, model: Model, optimizer: optax.GradientTransformation) -> TrainState:
     """Fresh parameters (PyTorch-style init), uniform q(d), zeroed momentum; a Gaussian
     network's noise scale starts at 1 (log 0, as DUN's), a dropout network gets its own stream."""
-    dummy = jnp.zeros((1, *model.input_shape), jnp.float32)
+    dummy = jnp.zeros((1, *model.input_shape), jnp.int32 if model.inputs == "tokens" else jnp.float32)
     variables = LDN(model).init(key, dummy, train=False)
     params = {"model": variables["params"], "depth_logits": init_depth_logits(model.max_depth)}
     if model.likelihood == "gaussian":
