@@ -14,6 +14,7 @@ share `TrainConfig.method` names it statically instead, and computes that method
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 import jax
@@ -122,7 +123,10 @@ class Objective:
         metrics = marginal_metrics(outputs, depth_weights(params["depth_logits"], method), y,
                                    self.model.likelihood, stds)
         if self.config.stop_objective == "marginal":
-            loss = _select(method, {"ldn": lambda: aux["kl"] / self.n_train - metrics["log_lik"], "ddn": lambda: loss})
+            # log_lik is per position; an example's NLL sums its positions, as in the ELBO (KL / N examples).
+            positions = math.prod(y.shape[1:])
+            loss = _select(method, {"ldn": lambda: aux["kl"] / self.n_train - positions * metrics["log_lik"],
+                                    "ddn": lambda: loss})
         if self.model.weights == "mfvi":
             loss = loss + self.weights_kl(params)
         return {"loss": loss, **metrics}
