@@ -8,7 +8,8 @@ outputs), the q-weighted marginal over the depths seen so far, renormalised:
 
 The example stops at the first k where max_y p_k(y|x) >= `threshold`, or at the network's last
 depth (d_opt, for a network pruned with `vdjax.prune`), and predicts p_k. Threshold 1 never
-stops early: every example gets the pruned network's marginal.
+stops early: every example gets the pruned network's marginal (a confidence that rounds to 1 in
+float32, a logit margin over ~17, does not count as reaching it).
 
 `early_exit` runs this on the device: one `lax.while_loop` per stage over the blocks, which ends
 as soon as every example of the batch has stopped. A batch therefore computes as deep as its
@@ -58,7 +59,7 @@ def exit_depths(logits: jax.Array, q: jax.Array, threshold: float) -> tuple[jax.
     log_q = jnp.log(q).reshape((-1,) + (1,) * (logits.ndim - 1))
     seen = jax.lax.cumlogsumexp(log_q + jax.nn.log_softmax(logits, axis=-1), axis=0)
     seen = seen - jax.lax.cumlogsumexp(log_q, axis=0)  # renormalised over the depths seen
-    confident = jnp.exp(jnp.max(seen, axis=-1)) >= threshold
+    confident = (jnp.exp(jnp.max(seen, axis=-1)) >= threshold) & (threshold < 1)
     confident = confident.at[-1].set(True)
     depth = jnp.argmax(confident, axis=0)
     picked = jnp.take_along_axis(seen, depth[None, ..., None], axis=0)[0]
@@ -155,6 +156,8 @@ def _run(net, variables, q, x, threshold):
                 a = _apply(transition, scope["transition"], a)
             if s == 0:
                 carry = emit(a, exit_, scope.get("exit", {}), 0, 0, carry)
+            if n == 0:  # no blocks (a network pruned to depth 0): the loop's body has no variables to trace
+                return a, carry
 
             def body(state):
                 k, a, carry = state
@@ -193,7 +196,8 @@ def _update(carry, logits, log_q_d, depth, cap, threshold):
     seen = jnp.logaddexp(seen, log_q_d + jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1))
     mass = jnp.logaddexp(mass, log_q_d)
     current = seen - mass
-    stop = ~done & ((jnp.exp(jnp.max(current, axis=-1)) >= threshold) | (depth == cap))
+    confident = (jnp.exp(jnp.max(current, axis=-1)) >= threshold) & (threshold < 1)  # 1: only the cap stops
+    stop = ~done & (confident | (depth == cap))
     pred = jnp.where(stop[..., None], current, pred)
     used = jnp.where(stop, depth, used)
     return pred, used, done | stop, jnp.int32(depth), seen, mass
