@@ -1,8 +1,10 @@
-"""What every spirals experiment script shares: its command line and the sweep call."""
+"""What experiment scripts share: the spirals scans' command line and sweep call, and (at the
+end) the depth demonstrations' command line (`vdjax.studies.depth_demo`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from vdjax.cli import validate
 
@@ -84,3 +86,105 @@ def scan(doc: str, name: str, point_kwargs, argv=None):
     if s.functions_figure:
         functions_figure(records, args.out, s.key, args.out / s.functions_figure)
     return plot_sweep(sweep_table(records, s.key), s.key, args.out / s.figure, xlabel=s.xlabel, log_x=s.log_x)
+
+
+# ---------------------------------------------------------------------------- depth demonstrations
+# The command line every `vdjax.studies.depth_demo` script shares (experiments/lm_fortunes.py; the
+# multi-stage ResNet script can take it too): seeds, the optimisation, the DDN depths, the early-exit
+# thresholds, --tiny, --out and --no-progress. A script adds its own network and data options.
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPreset:
+    """What a depth demonstration trains unless the command line says otherwise; a script's
+    preset subclasses it with its network's and its data's fields. The optimisation is
+    `vdjax.IMAGE_PROTOCOL` (early stopping on the validation ELBO) with these changes; the
+    learning rate drops 10x after 3/4 of `epochs`."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 30
+    patience: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    momentum: float = 0.5
+    timing_examples: int = 1024
+    timing_batches: tuple[int, ...] = (1024, 16)
+    timing_repeats: int = 5
+    timing_seeds: int | None = None  # None: every seed
+
+
+def threshold(text: str) -> float:
+    """argparse type: an early-exit threshold, a confidence in (0, 1]."""
+    value = validate.finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"an early-exit threshold is a confidence in (0, 1], got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate)."""
+    value = validate.finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def momentum(text: str) -> float:
+    """argparse type: an SGD momentum in [0, 1)."""
+    value = validate.finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"a momentum lies in [0, 1), got {text}")
+    return value
+
+
+def add_demo_arguments(p: argparse.ArgumentParser, default: DemoPreset, default_out: str, tiny: str) -> None:
+    """The options every depth demonstration takes, their help giving `default`'s values;
+    `tiny` says what --tiny runs."""
+    p.add_argument("--out", type=validate.output_dir, default=None,
+                   help=f"results directory (default {default_out}); a killed run resumes there when run again "
+                        "with the same options")
+    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None,
+                   help=f"seeds, one LDN and one DDN per depth each (default {' '.join(map(str, default.seeds))})")
+    p.add_argument("--epochs", type=validate.positive_int, default=None,
+                   help=f"most epochs per network (default {default.epochs}); the learning rate drops 10x after 3/4 "
+                        "of them")
+    p.add_argument("--patience", type=validate.positive_int, default=None,
+                   help=f"epochs without a better validation ELBO before a network stops (default {default.patience})")
+    p.add_argument("--batch-size", type=validate.positive_int, default=None,
+                   help=f"SGD batch (default {default.batch_size})")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help=f"SGD learning rate (default {default.learning_rate:g})")
+    p.add_argument("--momentum", type=momentum, default=None, help=f"SGD momentum (default {default.momentum:g})")
+    p.add_argument("--ddn-depths", type=validate.non_negative_int, nargs="+", default=(),
+                   help="DDN depths besides 1, the LDNs' median d_opt and the max depth")
+    p.add_argument("--thresholds", type=threshold, nargs="+", default=None,
+                   help="early-exit thresholds of the curve, each a confidence in (0, 1] (default 0.5 0.6 0.7 0.8 "
+                        "0.9 0.95 0.99 1)")
+    p.add_argument("--timing-thresholds", type=threshold, nargs="+", default=None,
+                   help="early-exit thresholds that are timed, each in (0, 1] (default 0.9 0.99 1)")
+    p.add_argument("--tiny", action="store_true", help=f"a smoke test: {tiny}")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def demo_config(args, preset: DemoPreset, *, name: str, max_depth: int, about: str, script: str):
+    """The `vdjax.studies.depth_demo.DemoConfig` of a command line parsed with `add_demo_arguments`
+    (`args.argv`: the arguments as given, for the record). Bad settings raise here, before any
+    data or JAX work."""
+    from vdjax.studies.depth_demo import DemoConfig
+    from vdjax.training.config import IMAGE_PROTOCOL
+
+    epochs = args.epochs or preset.epochs
+    train = IMAGE_PROTOCOL.replace(
+        batch_size=args.batch_size or preset.batch_size, max_epochs=epochs, patience=args.patience or preset.patience,
+        learning_rate=args.lr or preset.learning_rate,
+        momentum=preset.momentum if args.momentum is None else args.momentum,
+        lr_drop_epoch=max(1, round(0.75 * epochs)))
+    extra = {"thresholds": tuple(args.thresholds)} if args.thresholds else {}
+    if args.timing_thresholds:
+        extra["timing_thresholds"] = tuple(args.timing_thresholds)
+    return DemoConfig(name=name, max_depth=max_depth, seeds=tuple(validate.unique(args.seeds or preset.seeds, "--seeds")),
+                      train=train, ddn_depths=tuple(args.ddn_depths), timing_batches=preset.timing_batches,
+                      timing_examples=preset.timing_examples, timing_repeats=preset.timing_repeats,
+                      timing_seeds=preset.timing_seeds, about=about,
+                      command=" ".join([f"python3 experiments/{script}", *args.argv]), progress=not args.no_progress,
+                      **extra)

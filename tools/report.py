@@ -21,13 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from vdjax.studies.depth_demo import demo_markdown
 from vdjax.studies.image_study import ablation_markdown, findings, findings_markdown, ldn_markdown, verdicts_markdown
 from vdjax.studies.spirals_study import (DDN_SCAN, REDRAWN, SCANS, SPIRALS, all_findings, ddn_table, findings_table,
                                         headline, scan_table, wall_times)
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
 DOCUMENTS = ("README.md", "benchmarks/RESULTS.md", "docs/results/nas.md", "docs/results/spirals.md",
-             "docs/results/images.md", "docs/results/dun.md")
+             "docs/results/images.md", "docs/results/dun.md", "docs/results/resnet_stages.md",
+             "docs/results/lm_fortunes.md")
 BENCHMARK = "benchmarks/latest/results.json"  # written by `benchmarks/compare.py --out benchmarks/latest`
 THROUGHPUT = "benchmarks/latest/throughput/throughput.json"  # benchmarks/image_throughput.py --out benchmarks/latest/throughput
 FEED = "benchmarks/latest/feed/feed.json"  # benchmarks/trainer_feed.py --out benchmarks/latest/feed
@@ -43,6 +45,8 @@ DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression
 DUN_UCI_FULL = "docs/data/dun/uci"  # experiments/regression_uci.py --out docs/data/dun/uci (the CPU default; per set)
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
 IMAGE_STUDY = "docs/data/images_study/summary.json"  # results/images_study/summary.json of `scan_max_depth_images.py --study`
+RESNET_STAGES = "docs/data/resnet_stages/resnet_stages_fashion_mnist.json"  # experiments/resnet_stages_fashion_mnist.py
+LM_FORTUNES = "docs/data/lm_fortunes/lm_fortunes.json"  # experiments/lm_fortunes.py
 GPU_CHECK = "benchmarks/gpu/gpu_check.json"  # benchmarks/gpu_check.py on an NVIDIA H200
 GPU_CHECK_COMMAND = "PYTHONPATH=. python3 benchmarks/gpu_check.py --data-dir data/fashion_mnist --budget-s 420"
 
@@ -587,6 +591,10 @@ def nas_costs(rows: list[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------------------- the GPU check
 
 
+def demo_not_run(script: str) -> str:
+    return f"Not run yet: `python3 {script}` writes the results file this page renders.\n"
+
+
 def gpu_check_not_run() -> str:
     return (f"The GPU check has not been run yet: `{GPU_CHECK_COMMAND}` on the H200, with Fashion-MNIST's files "
             f"copied into data/fashion_mnist, measures what renders here from `{GPU_CHECK}` (the script's "
@@ -759,6 +767,9 @@ TABLES: dict[str, Table] = {
     "image-verdicts": Table(IMAGE_STUDY, lambda summary: verdicts_markdown(findings(summary)),
                             missing=image_study_not_run),
     "image-ablation": Table(IMAGE_STUDY, ablation_markdown, missing=image_study_not_run),
+    "demo-resnet-stages": Table(RESNET_STAGES, demo_markdown, missing=lambda: demo_not_run(
+        "experiments/resnet_stages_fashion_mnist.py")),
+    "demo-lm-fortunes": Table(LM_FORTUNES, demo_markdown, missing=lambda: demo_not_run("experiments/lm_fortunes.py")),
     "gpu-check": Table(GPU_CHECK, gpu_check_markdown, missing=gpu_check_not_run),
 }
 WHOLE_FILES: dict[str, Table] = {"benchmarks/latest/table.md": Table(BENCHMARK, benchmark_markdown)}

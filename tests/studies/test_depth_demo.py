@@ -18,9 +18,10 @@ from helpers import real_fashion_dir  # noqa: E402  (skips, or fails in CI, with
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-KEYS = {"schema_version", "demo", "about", "command", "machine", "settings", "network", "data", "max_depth", "seeds",
-        "ldn", "d_opt", "learnt", "ddn_depths", "ddn", "test", "comparisons", "fixed_depth", "early_exit",
-        "early_exit_summary", "fixed_depth_summary", "timing", "training_seconds", "phases_seconds", "wall_seconds"}
+KEYS = {"schema_version", "demo", "about", "command", "machine", "settings", "network", "data", "max_depth",
+        "seeds", "ldn", "d_opt", "learnt", "ddn_depths", "ddn", "test", "comparisons", "fixed_depth", "early_exit",
+        "early_exit_summary", "fixed_depth_summary", "timing", "training_seconds", "phases_seconds", "wall_seconds",
+        "notes"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def test_tiny_run_writes_every_part(tiny):
     for rows in timing.values():
         assert {"ldn_full", "ldn_pruned", "ddn_3", "early_exit_0.9"} <= set(rows)
         assert all(r["seconds"] > 0 for r in rows.values())
-    assert set(res["phases_seconds"]) == {"train LDNs", "evaluate", "time", *(f"train DDN-{d}" for d in res["ddn_depths"])}
+    phases = {"train LDNs", "evaluate", "time", *(f"train DDN-{d}" for d in res["ddn_depths"])}
+    assert set(res["phases_seconds"]) == phases
 
 
 @pytest.mark.one_stack
@@ -70,7 +72,8 @@ def test_demo_markdown_renders_the_tiny_run(tiny):
     _, res = tiny
     page = depth_demo.demo_markdown(res)
     for words in ("q(0)", "d_opt (95%)", "LDN pruned at d_opt", "DDN-3", "Paired t-tests", "Holm p", "threshold",
-                  "mean depth used", "batch 32", "batch 8", "A batch runs as deep as its deepest example", "Command: `"):
+                  "mean depth used", "batch 32", "batch 8", "A batch runs as deep as its deepest example",
+                  "Command: `"):
         assert words in page, words
     if not all(res["learnt"]["ldn"].values()):  # two epochs: q(d) stays near uniform
         assert "**Did not learn.**" in page

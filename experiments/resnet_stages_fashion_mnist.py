@@ -1,0 +1,149 @@
+"""python3 experiments/resnet_stages_fashion_mnist.py: COST_LINE
+
+A multi-stage ResNet learns its depth across stages on Fashion-MNIST. Three stages of
+pre-activation basic blocks (BN-ReLU-Conv3x3, twice; 3 blocks each, widths 16/32/64 at 14x14,
+7x7 and 4x4), entered through stride-2 BN-ReLU-Conv3x3 transitions, after a 3x3 conv + 2x2
+average-pool stem; every block's globally pooled activations reach one shared head (a residual
+MLP block, then Linear to 10 classes) through its stage's exit, a Linear map to a common width
+of 64 (`vdjax.nn.resnet`). Depth d counts blocks over all stages (max depth 9), so q(d) is one
+categorical over the whole network, and pruning to d_opt cuts the network after its d_opt-th
+block: later stages go.
+
+Default run: a seeded subset of 4,000 training images (10% of it the stratified validation split
+that early stopping watches) and the full 10,000-image test set; 3 seeds; SGD lr 0.1, momentum
+0.5, batch 64, at most 20 epochs, patience 8, the learning rate dropped 10x after half of the
+epochs (both methods). Trains the 3 LDNs as one program, then DDNs (one per seed) at depths 1,
+the LDNs' median d_opt and 9 (one program per depth), then evaluates and times
+(`vdjax.studies.depth_demo`): q(d), d_opt (95% rule and argmax q), test LL / error / ECE of the
+full and pruned LDNs and the DDNs with paired t-tests over seeds, the early-exit curve beside
+fixed-depth pruning, and the wall time of the full, pruned and early-exit predictors at batch
+1024 and 16. Writes <out>/resnet_stages_fashion_mnist.json, the weights under <out>/weights and
+training checkpoints under <out>/checkpoints (a killed run resumes when run again with the same
+options). `--tiny` is a smoke test of a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from vdjax.cli import validate
+
+NAME = "resnet_stages_fashion_mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """What a run trains unless the command line says otherwise."""
+
+    blocks: tuple[int, ...] = (3, 3, 3)
+    widths: tuple[int, ...] = (16, 32, 64)
+    common: int = 64
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_train: int = 4000
+    n_test: int | None = None
+    epochs: int = 20
+    patience: int = 8
+    batch_size: int = 64
+    timing_examples: int = 1024
+    timing_batches: tuple[int, ...] = (1024, 16)
+    timing_repeats: int = 5
+    timing_seeds: int | None = None  # None: every seed
+
+
+DEFAULT = Preset()
+TINY = Preset(blocks=(1, 1, 1), widths=(4, 8, 8), common=8, seeds=(0, 1), n_train=200, n_test=100, epochs=2,
+              patience=2, batch_size=32, timing_examples=32, timing_batches=(32, 8), timing_repeats=1,
+              timing_seeds=1)
+
+
+def threshold(text: str) -> float:
+    """argparse type: an early-exit threshold, a confidence in (0, 1]."""
+    value = validate.finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"an early-exit threshold is a confidence in (0, 1], got {text}")
+    return value
+
+
+def parser() -> validate.ArgumentParser:
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=validate.output_dir, default=None,
+                   help="results directory (default results/resnet_stages; the committed copy goes to "
+                        "docs/data/resnet_stages/)")
+    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0 1 2)")
+    p.add_argument("--epochs", type=validate.positive_int, default=None,
+                   help="most epochs per network (default 20); the learning rate drops 10x after half of them")
+    p.add_argument("--patience", type=validate.positive_int, default=None,
+                   help="epochs without a better validation ELBO before stopping (default 8)")
+    p.add_argument("--batch-size", type=validate.positive_int, default=None, help="SGD batch (default 64)")
+    p.add_argument("--n-train", type=validate.positive_int, default=None,
+                   help="seeded training subset, validation split included (default 4000 of 60000)")
+    p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset (default: all 10000)")
+    p.add_argument("--ddn-depths", type=validate.non_negative_int, nargs="+", default=(),
+                   help="DDN depths besides 1, the median d_opt and the max depth")
+    p.add_argument("--thresholds", type=threshold, nargs="+", default=None,
+                   help="early-exit thresholds of the curve, each in (0, 1] (default 0.5 ... 0.99 and 1)")
+    p.add_argument("--timing-thresholds", type=threshold, nargs="+", default=None,
+                   help="early-exit thresholds that are timed (default 0.9 0.99 1)")
+    p.add_argument("--data-dir", type=validate.existing_dir, default=None,
+                   help="directory with the Fashion-MNIST IDX files (default: Debian's "
+                        "/usr/share/datasets/fashion-mnist, ~/.vdjax/data/fashion_mnist, or TFDS)")
+    p.add_argument("--tiny", action="store_true",
+                   help="a smoke test: 3 stages of one block (widths 4/8/8), 200 training and 100 test images, "
+                        "2 epochs, seeds 0 1, seed 0 timed at batches 32 and 8")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def demo_config(args, preset: Preset):
+    """The `DemoConfig` of this command line."""
+    from vdjax.studies.depth_demo import DemoConfig
+    from vdjax.training.config import IMAGE_PROTOCOL
+
+    epochs = args.epochs or preset.epochs
+    train = IMAGE_PROTOCOL.replace(batch_size=args.batch_size or preset.batch_size, max_epochs=epochs,
+                                   patience=args.patience or preset.patience,
+                                   lr_drop_epoch=max(1, epochs // 2))
+    seeds = tuple(validate.unique(args.seeds or preset.seeds, "--seeds"))
+    about = (f"{len(preset.blocks)}-stage pre-activation ResNet, blocks {list(preset.blocks)}, widths "
+             f"{list(preset.widths)}, exits Linear to {preset.common}; Fashion-MNIST")
+    extra = {"thresholds": tuple(args.thresholds)} if args.thresholds else {}
+    if args.timing_thresholds:
+        extra["timing_thresholds"] = tuple(args.timing_thresholds)
+    return DemoConfig(name=NAME, max_depth=sum(preset.blocks), seeds=seeds, train=train,
+                      ddn_depths=tuple(args.ddn_depths), timing_batches=preset.timing_batches,
+                      timing_examples=preset.timing_examples, timing_repeats=preset.timing_repeats,
+                      timing_seeds=preset.timing_seeds, about=about,
+                      command=" ".join(["python3 experiments/resnet_stages_fashion_mnist.py", *args.argv]),
+                      progress=not args.no_progress, **extra)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    preset = TINY if args.tiny else DEFAULT
+    out = args.out or validate.output_dir("results/resnet_stages")
+    config = demo_config(args, preset)  # bad settings fail here, before any data or JAX work
+    from vdjax.runtime import start_script
+
+    start_script()
+    from vdjax.data.images import load_images
+    from vdjax.nn.resnet import depth_factory
+    from vdjax.studies.depth_demo import run_demo
+
+    data = load_images("fashion_mnist", args.data_dir, n_train=args.n_train or preset.n_train,
+                       n_test=args.n_test or preset.n_test)
+    make = depth_factory(preset.blocks, preset.widths, num_classes=data.num_classes, input_shape=data.input_shape,
+                         common=preset.common)
+    result = run_demo(make, data, config, out)
+    s = result["test"]["summary"]
+    print(f"d_opt per seed {result['d_opt']['rule_95']} (argmax {result['d_opt']['argmax']}); LDNs learnt: "
+          f"{result['learnt']['ldn']}; test error full {s['ldn_full']['error']['mean']:.3f}, pruned "
+          f"{s['ldn_pruned']['error']['mean']:.3f}; {result['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(validate.run_main(main))
