@@ -182,9 +182,9 @@ def demo_config(args, preset: DemoPreset, *, name: str, max_depth: int, about: s
     extra = {"thresholds": tuple(args.thresholds)} if args.thresholds else {}
     if args.timing_thresholds:
         extra["timing_thresholds"] = tuple(args.timing_thresholds)
-    return DemoConfig(name=name, max_depth=max_depth, seeds=tuple(validate.unique(args.seeds or preset.seeds, "--seeds")),
-                      train=train, ddn_depths=tuple(args.ddn_depths), timing_batches=preset.timing_batches,
-                      timing_examples=preset.timing_examples, timing_repeats=preset.timing_repeats,
-                      timing_seeds=preset.timing_seeds, about=about,
+    seeds = tuple(validate.unique(args.seeds or preset.seeds, "--seeds"))
+    return DemoConfig(name=name, max_depth=max_depth, seeds=seeds, train=train, ddn_depths=tuple(args.ddn_depths),
+                      timing_batches=preset.timing_batches, timing_examples=preset.timing_examples,
+                      timing_repeats=preset.timing_repeats, timing_seeds=preset.timing_seeds, about=about,
                       command=" ".join([f"python3 experiments/{script}", *args.argv]), progress=not args.no_progress,
                       **extra)

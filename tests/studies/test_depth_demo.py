@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 KEYS = {"schema_version", "demo", "about", "command", "machine", "settings", "network", "data", "max_depth",
         "seeds", "ldn", "d_opt", "learnt", "ddn_depths", "ddn", "test", "comparisons", "fixed_depth", "early_exit",
         "early_exit_summary", "fixed_depth_summary", "timing", "training_seconds", "phases_seconds", "wall_seconds",
-        "notes"}
+        "resumed_from_epoch", "notes"}
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,8 @@ NOTES = [
     "over depths 0..d_opt. Early exit and fixed-depth curves: from every depth's test outputs of the full network "
     "(exit_depths, pruned_log_probs); wall times: vdjax.early_exit on the pruned network.",
     "training_seconds: the wall time of each training program over every call that resumed it, compilation "
-    "included; phases_seconds: this call's.",
+    "included; phases_seconds: this call's; resumed_from_epoch: the epochs a program's checkpoint held when this "
+    "call started (null: trained from scratch).",
 ]
 
 
@@ -184,6 +185,7 @@ def run_demo(make_network: Factory, data: Dataset, config: DemoConfig, out: str 
         **evaluated, "timing": timing,
         "training_seconds": {"ldn": round(ldn.seconds, 1),
                              **{f"ddn_{d}": round(r.seconds, 1) for d, r in ddns.items()}},
+        "resumed_from_epoch": {"ldn": ldn.resumed_from, **{f"ddn_{d}": r.resumed_from for d, r in ddns.items()}},
         "phases_seconds": phases.seconds, "wall_seconds": round(time.perf_counter() - started, 1), "notes": NOTES,
     }
     path = write_json(out / f"{config.name}.json", result)
@@ -590,7 +592,8 @@ def test_markdown(result: dict[str, Any]) -> str:
         rows.append(row + ([_perplexity(s)] if per_position else []))
     header = ["predictor", "depth", f"test LL {_unit(result)}", "error", "ECE"] + (["perplexity"] if per_position else [])
     note = " Perplexity is exp(-LL per token), each seed's own, then mean ± std." if per_position else ""
-    return (f"Test set, mean ± sample std over {len(result['seeds'])} seeds:{note}\n\n" + "\n".join(_grid(header, rows)))
+    return (f"Test set, mean ± sample std over {len(result['seeds'])} seeds:{note}\n\n"
+            + "\n".join(_grid(header, rows)))
 
 
 def _perplexity(summary: dict[str, Any]) -> str:
