@@ -1,4 +1,8 @@
-"""nice -n 10 python3 experiments/lm_fortunes.py: COST_LINE
+"""nice -n 10 python3 experiments/lm_fortunes.py: about 25 minutes on this 2-core machine shared
+at load average ~7.5, about an hour at ~13 (estimated from measurements: one epoch of the 3 LDNs
+took 28-36 s at load 7-8 and 75-119 s at 13, the first epoch 75 s / 286 s with compiling; the
+3 DDN programs at depths 1, d_opt and 8 cost 1.1-1.6x the LDNs' training; a 6-epoch run of
+every phase took 747 s at load 7-8, of which 108 s evaluating).
 
 A causal transformer language model learns how many layers it needs. Character-level next-token
 prediction on real English text, Debian's fortunes corpus (/usr/share/games/fortunes,
@@ -7,31 +11,44 @@ printable ASCII characters, tab, newline, an end-of-document and an unknown toke
 non-overlapping windows of T = 64 characters whose 64 next characters are the targets.
 
 The network, written as Flax NNX modules (`vdjax.nn.transformer`): a token and a learned position
-embedding (the stem), up to D = MAX_DEPTH pre-norm causal transformer layers of width WIDTH with
-HEADS attention heads and a 4x MLP (each block the layer's residual branch, its output projections
-zero-initialised, so that every depth starts as the stem alone), and one shared head (LayerNorm,
-Linear to the 99 symbols) reading the residual stream after every layer: outputs
-[D + 1, batch, T, 99]. q(d) = softmax of learnt depth logits over d = 0..D is trained with the
-weights by the exact ELBO. An example is a window: its log-likelihood is the sum over its T
-positions, each position weighted alike, and the KL(q || prior) enters divided by N, the number of
-training windows. Metrics are per token: log-likelihood per token, perplexity exp(-LL per token),
-token error and ECE over every position's prediction.
+embedding (the stem), up to D = 8 pre-norm causal transformer layers of width 32 with 2 attention
+heads and a 4x MLP (each block the layer's residual branch, its output projections zero-initialised,
+so that every depth starts as the stem alone), and one shared head (LayerNorm, Linear to the 99
+symbols) reading the residual stream after every layer: outputs [D + 1, batch, T, 99]. q(d) =
+softmax of learnt depth logits over d = 0..D is trained with the weights by the exact ELBO. An
+example is a window: its log-likelihood is the sum over its T positions, each position weighted
+alike, and KL(q || prior) enters divided by N, the number of training windows. Metrics are per
+token: log-likelihood per token, perplexity exp(-LL per token), token error, and ECE over every
+position's prediction.
 
-Default run: the first N_TRAIN training windows (whole documents, in the split's seeded order:
-N_TRAIN_SHARE of the 31,025), the first N_VAL validation windows (early stopping watches their
-ELBO) and the first N_TEST test windows; 3 seeds; SGD lr LR, momentum MOMENTUM, batch BATCH,
-at most EPOCHS epochs, patience PATIENCE, the learning rate dropped 10x after 3/4 of the epochs.
-LR_REASON
+Default run: the first 2,000 training windows (whole documents in the split's seeded order; 6% of
+the 31,025), the first 500 validation windows (early stopping watches their ELBO) and the first
+1,000 test windows (64,000 test tokens); 3 seeds; SGD lr 0.01, momentum 0.9, batch 32, at most 15
+epochs, patience 4, the learning rate dropped 10x after 11 epochs (3/4 of them), for both methods.
+The learning rate is from a probe (this network, one seed, 2,000 training windows, batch 32,
+momentum 0.9, 5 epochs = 315 steps, no drop): validation LL per token after 315 steps -2.685 at
+lr 0.001, -2.641 at 0.003, -2.619 at 0.01, and 0.03 diverged (NaN) in its first epoch. A window's
+loss sums its 64 positions, so lr 0.01 is a per-token rate of 0.64 (x 1 / (1 - 0.9) with the
+momentum). With 15 epochs the drop falls before the last quarter of the epochs, which the
+demonstration's convergence rule reads (`depth_demo.learnt_record`).
+
+q(d) moves deeper as training goes on: the prior (decay 0.85) enters as KL / N with N = 2,000
+windows, about 1e-3 nats a window against differences of nats between depths, so q follows the
+depth whose training loss is lowest at the time, shallow ones first. In a one-seed probe of this
+default, argmax q was depth 1 after the first epoch, 2 after epochs 2-6 and 3 from epoch 7 on,
+ending at q(3) = 0.52, d_opt 3; a shorter run reports a shallower d_opt.
+
 Trains the 3 LDNs as one program, then DDNs (one per seed) at depths 1, the LDNs' median d_opt
 and D (one program per depth; --ddn-depths adds more), then evaluates and times
 (`vdjax.studies.depth_demo`): q(d), d_opt (95% rule and argmax q), test log-likelihood per
 token, perplexity, token error and ECE of the full and the pruned LDNs and of the DDNs, with
 paired t-tests over seeds, the early-exit curve per token beside fixed-depth pruning, and the
-wall time of the full, pruned and early-exit predictors at batches of 512 and 16 windows.
+wall time of the full, pruned and early-exit predictors on seed 0's weights, 256 test windows in
+batches of 256 and of 16.
 
 Writes <out>/lm_fortunes.json, the weights under <out>/weights and training checkpoints under
 <out>/checkpoints (a killed run resumes when run again with the same options). `--tiny` is a
-smoke test of a few minutes, for the tests.
+smoke test (80 s at load 8, several minutes at load 13), for the tests.
 """
 
 from __future__ import annotations
@@ -67,14 +84,14 @@ class Preset(_common.DemoPreset):
 
 
 DEFAULT = Preset(seeds=(0, 1, 2), epochs=15, patience=4, batch_size=32, learning_rate=0.01, momentum=0.9,
-                 timing_examples=512, timing_batches=(512, 16), timing_repeats=3)
+                 timing_examples=256, timing_batches=(256, 16), timing_repeats=3, timing_seeds=1)
 TINY = Preset(width=8, heads=2, seq_len=16, max_depth=2, n_train=96, n_val=32, n_test=32, seeds=(0, 1), epochs=2,
               patience=2, batch_size=32, learning_rate=0.01, momentum=0.9, timing_examples=32,
               timing_batches=(32, 8), timing_repeats=1, timing_seeds=1)
 
 
 def parser() -> validate.ArgumentParser:
-    p = validate.ArgumentParser(description=doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common.add_demo_arguments(
         p, DEFAULT, f"results/{NAME}",
         tiny=f"width {TINY.width}, {TINY.heads} heads, T {TINY.seq_len}, max depth {TINY.max_depth}, "
@@ -102,22 +119,6 @@ def parser() -> validate.ArgumentParser:
     p.add_argument("--corpus", type=validate.existing_dir, default=None,
                    help=f"the fortunes directory (default {FORTUNES_DIR}: apt-get install fortunes)")
     return p
-
-
-def doc() -> str:
-    """The module docstring with the default preset's numbers filled in."""
-    share = f"{DEFAULT.n_train / TRAIN_WINDOWS:.0%}"
-    return (__doc__.replace("MAX_DEPTH", str(DEFAULT.max_depth)).replace("WIDTH", str(DEFAULT.width))
-            .replace("HEADS", str(DEFAULT.heads)).replace("N_TRAIN_SHARE", share)
-            .replace("N_TRAIN", f"{DEFAULT.n_train:,}").replace("N_VAL", f"{DEFAULT.n_val:,}")
-            .replace("N_TEST", f"{DEFAULT.n_test:,}").replace("MOMENTUM", f"{DEFAULT.momentum:g}")
-            .replace("BATCH", str(DEFAULT.batch_size)).replace("EPOCHS", str(DEFAULT.epochs))
-            .replace("PATIENCE", str(DEFAULT.patience)).replace("LR_REASON", LR_REASON)
-            .replace("COST_LINE", COST_LINE).replace("LR", f"{DEFAULT.learning_rate:g}"))
-
-
-COST_LINE = "COST"
-LR_REASON = "REASON"
 
 
 def settings(args, preset: Preset) -> Preset:

@@ -55,10 +55,12 @@ def test_tiny_run_records_per_token_metrics_and_perplexity(tiny):
     _, res = tiny
     t, depth = script.TINY.seq_len, script.TINY.max_depth
     assert res["demo"] == "lm_fortunes" and res["max_depth"] == depth and res["seeds"] == list(script.TINY.seeds)
-    assert res["data"]["target_shape"] == [t] and res["data"]["inputs"] == "tokens" and res["data"]["num_classes"] == 99
-    assert (res["data"]["n_train"], res["data"]["n_val"], res["data"]["n_test"]) == (
+    data = res["data"]
+    assert data["target_shape"] == [t] and data["inputs"] == "tokens" and data["num_classes"] == 99
+    assert (data["n_train"], data["n_val"], data["n_test"]) == (
         script.TINY.n_train, script.TINY.n_val, script.TINY.n_test)
-    assert res["settings"]["train"]["stop_on"] == "val" and res["command"].startswith("python3 experiments/lm_fortunes.py")
+    assert res["settings"]["train"]["stop_on"] == "val"
+    assert res["command"].startswith("python3 experiments/lm_fortunes.py --tiny")
     for p in res["ldn"]:
         assert math.isclose(sum(p["q"]), 1.0, rel_tol=1e-5) and len(p["q"]) == depth + 1 and 0 <= p["d_opt"] <= depth
     assert len(res["ddn_depths"]) >= 3 and res["d_opt"]["median_95"] in res["ddn_depths"]
@@ -67,7 +69,8 @@ def test_tiny_run_records_per_token_metrics_and_perplexity(tiny):
         s = summary[name]
         assert {"log_lik", "error", "ece", "perplexity"} <= set(s) and s["perplexity"]["n"] == len(res["seeds"])
         # per token: a mean log-probability of one of 99 symbols, not a window's sum of T of them
-        assert -2 * math.log(99) < s["log_lik"]["mean"] < 0 and 0 <= s["error"]["mean"] <= 1 and 0 <= s["ece"]["mean"] <= 1
+        assert -2 * math.log(99) < s["log_lik"]["mean"] < 0
+        assert 0 <= s["error"]["mean"] <= 1 and 0 <= s["ece"]["mean"] <= 1
     for rows in (res["test"]["ldn_full"], res["test"]["ldn_pruned"], *res["test"]["ddn"].values()):
         for r in rows:
             assert r["perplexity"] == pytest.approx(math.exp(-r["log_lik"]), rel=1e-9)
@@ -127,6 +130,12 @@ def test_help_explains_every_option():
     assert text.startswith("usage:") and "nice -n 10 python3 experiments/lm_fortunes.py" in text
     for action in p._actions:
         assert action.help, action.option_strings
+    d, doc = script.DEFAULT, " ".join(script.__doc__.split())
+    for words in (f"D = {d.max_depth} ", f"width {d.width} with {d.heads} attention", f"T = {d.seq_len} ",
+                  f"first {d.n_train:,} training", f"first {d.n_val} validation", f"first {d.n_test:,} test",
+                  f"SGD lr {d.learning_rate:g}, momentum {d.momentum:g}, batch {d.batch_size}, at most {d.epochs} "
+                  f"epochs, patience {d.patience}"):
+        assert words in doc, words  # the docstring states the defaults
     for option in ("--tiny", "--out", "--seeds", "--max-depth", "--width", "--heads", "--n-train", "--lr", "--corpus",
                    "--thresholds", "--all-windows"):
         assert option in text, option
