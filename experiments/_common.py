@@ -99,7 +99,7 @@ class DemoPreset:
     """What a depth demonstration trains unless the command line says otherwise; a script's
     preset subclasses it with its network's and its data's fields. The optimisation is
     `vdjax.IMAGE_PROTOCOL` (early stopping on the validation ELBO) with these changes; the
-    learning rate drops 10x after 3/4 of `epochs`."""
+    learning rate drops 10x at `drop_epoch(epochs)` (after `drop_words` of the epochs)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 30
@@ -111,6 +111,10 @@ class DemoPreset:
     timing_batches: tuple[int, ...] = (1024, 16)
     timing_repeats: int = 5
     timing_seeds: int | None = None  # None: every seed
+    drop_words = "3/4"
+
+    def drop_epoch(self, epochs: int) -> int:
+        return max(1, round(0.75 * epochs))
 
 
 def threshold(text: str) -> float:
@@ -137,17 +141,19 @@ def momentum(text: str) -> float:
     return value
 
 
-def add_demo_arguments(p: argparse.ArgumentParser, default: DemoPreset, default_out: str, tiny: str) -> None:
+def add_demo_arguments(p: argparse.ArgumentParser, default: DemoPreset, default_out: str, tiny: str,
+                       committed: str = "") -> None:
     """The options every depth demonstration takes, their help giving `default`'s values;
-    `tiny` says what --tiny runs."""
+    `tiny` says what --tiny runs, `committed` where the committed copy of the results goes."""
+    kept = f"; the committed copy goes to {committed}" if committed else ""
     p.add_argument("--out", type=validate.output_dir, default=None,
-                   help=f"results directory (default {default_out}); a killed run resumes there when run again "
-                        "with the same options")
+                   help=f"results directory (default {default_out}{kept}); a killed run resumes there when run "
+                        "again with the same options")
     p.add_argument("--seeds", type=validate.seed, nargs="+", default=None,
                    help=f"seeds, one LDN and one DDN per depth each (default {' '.join(map(str, default.seeds))})")
     p.add_argument("--epochs", type=validate.positive_int, default=None,
-                   help=f"most epochs per network (default {default.epochs}); the learning rate drops 10x after 3/4 "
-                        "of them")
+                   help=f"most epochs per network (default {default.epochs}); the learning rate drops 10x after "
+                        f"{default.drop_words} of them")
     p.add_argument("--patience", type=validate.positive_int, default=None,
                    help=f"epochs without a better validation ELBO before a network stops (default {default.patience})")
     p.add_argument("--batch-size", type=validate.positive_int, default=None,
@@ -178,7 +184,7 @@ def demo_config(args, preset: DemoPreset, *, name: str, max_depth: int, about: s
         batch_size=args.batch_size or preset.batch_size, max_epochs=epochs, patience=args.patience or preset.patience,
         learning_rate=args.lr or preset.learning_rate,
         momentum=preset.momentum if args.momentum is None else args.momentum,
-        lr_drop_epoch=max(1, round(0.75 * epochs)))
+        lr_drop_epoch=preset.drop_epoch(epochs))
     extra = {"thresholds": tuple(args.thresholds)} if args.thresholds else {}
     if args.timing_thresholds:
         extra["timing_thresholds"] = tuple(args.timing_thresholds)

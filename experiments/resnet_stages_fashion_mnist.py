@@ -32,28 +32,32 @@ import argparse
 import dataclasses
 import sys
 
-from vdjax.cli import validate
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from vdjax.cli import validate  # noqa: E402
 
 NAME = "resnet_stages_fashion_mnist"
 
 
 @dataclasses.dataclass(frozen=True)
-class Preset:
-    """What a run trains unless the command line says otherwise."""
+class Preset(_common.DemoPreset):
+    """What a run trains unless the command line says otherwise; the learning rate drops 10x
+    after half of the epochs."""
 
     blocks: tuple[int, ...] = (3, 3, 3)
     widths: tuple[int, ...] = (16, 32, 64)
     common: int = 64
-    seeds: tuple[int, ...] = (0, 1, 2)
     n_train: int = 4000
     n_test: int | None = None
     epochs: int = 20
     patience: int = 8
     batch_size: int = 64
-    timing_examples: int = 1024
-    timing_batches: tuple[int, ...] = (1024, 16)
-    timing_repeats: int = 5
-    timing_seeds: int | None = None  # None: every seed
+    drop_words = "half"
+
+    def drop_epoch(self, epochs: int) -> int:
+        return max(1, epochs // 2)
 
 
 DEFAULT = Preset()
@@ -62,65 +66,27 @@ TINY = Preset(blocks=(1, 1, 1), widths=(4, 8, 8), common=8, seeds=(0, 1), n_trai
               timing_seeds=1)
 
 
-def threshold(text: str) -> float:
-    """argparse type: an early-exit threshold, a confidence in (0, 1]."""
-    value = validate.finite_float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"an early-exit threshold is a confidence in (0, 1], got {text}")
-    return value
-
-
 def parser() -> validate.ArgumentParser:
     p = validate.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=validate.output_dir, default=None,
-                   help="results directory (default results/resnet_stages; the committed copy goes to "
-                        "docs/data/resnet_stages/)")
-    p.add_argument("--seeds", type=validate.seed, nargs="+", default=None, help="seeds (default 0 1 2)")
-    p.add_argument("--epochs", type=validate.positive_int, default=None,
-                   help="most epochs per network (default 20); the learning rate drops 10x after half of them")
-    p.add_argument("--patience", type=validate.positive_int, default=None,
-                   help="epochs without a better validation ELBO before stopping (default 8)")
-    p.add_argument("--batch-size", type=validate.positive_int, default=None, help="SGD batch (default 64)")
+    _common.add_demo_arguments(
+        p, DEFAULT, "results/resnet_stages", committed="docs/data/resnet_stages/",
+        tiny="3 stages of one block (widths 4/8/8), 200 training and 100 test images, 2 epochs, seeds 0 1, seed 0 "
+             "timed at batches 32 and 8")
     p.add_argument("--n-train", type=validate.positive_int, default=None,
                    help="seeded training subset, validation split included (default 4000 of 60000)")
     p.add_argument("--n-test", type=validate.positive_int, default=None, help="test subset (default: all 10000)")
-    p.add_argument("--ddn-depths", type=validate.non_negative_int, nargs="+", default=(),
-                   help="DDN depths besides 1, the median d_opt and the max depth")
-    p.add_argument("--thresholds", type=threshold, nargs="+", default=None,
-                   help="early-exit thresholds of the curve, each in (0, 1] (default 0.5 ... 0.99 and 1)")
-    p.add_argument("--timing-thresholds", type=threshold, nargs="+", default=None,
-                   help="early-exit thresholds that are timed (default 0.9 0.99 1)")
     p.add_argument("--data-dir", type=validate.existing_dir, default=None,
                    help="directory with the Fashion-MNIST IDX files (default: Debian's "
                         "/usr/share/datasets/fashion-mnist, ~/.vdjax/data/fashion_mnist, or TFDS)")
-    p.add_argument("--tiny", action="store_true",
-                   help="a smoke test: 3 stages of one block (widths 4/8/8), 200 training and 100 test images, "
-                        "2 epochs, seeds 0 1, seed 0 timed at batches 32 and 8")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def demo_config(args, preset: Preset):
     """The `DemoConfig` of this command line."""
-    from vdjax.studies.depth_demo import DemoConfig
-    from vdjax.training.config import IMAGE_PROTOCOL
-
-    epochs = args.epochs or preset.epochs
-    train = IMAGE_PROTOCOL.replace(batch_size=args.batch_size or preset.batch_size, max_epochs=epochs,
-                                   patience=args.patience or preset.patience,
-                                   lr_drop_epoch=max(1, epochs // 2))
-    seeds = tuple(validate.unique(args.seeds or preset.seeds, "--seeds"))
     about = (f"{len(preset.blocks)}-stage pre-activation ResNet, blocks {list(preset.blocks)}, widths "
              f"{list(preset.widths)}, exits Linear to {preset.common}; Fashion-MNIST")
-    extra = {"thresholds": tuple(args.thresholds)} if args.thresholds else {}
-    if args.timing_thresholds:
-        extra["timing_thresholds"] = tuple(args.timing_thresholds)
-    return DemoConfig(name=NAME, max_depth=sum(preset.blocks), seeds=seeds, train=train,
-                      ddn_depths=tuple(args.ddn_depths), timing_batches=preset.timing_batches,
-                      timing_examples=preset.timing_examples, timing_repeats=preset.timing_repeats,
-                      timing_seeds=preset.timing_seeds, about=about,
-                      command=" ".join(["python3 experiments/resnet_stages_fashion_mnist.py", *args.argv]),
-                      progress=not args.no_progress, **extra)
+    return _common.demo_config(args, preset, name=NAME, max_depth=sum(preset.blocks), about=about,
+                               script="resnet_stages_fashion_mnist.py")
 
 
 def main(argv=None):
