@@ -1,10 +1,11 @@
-"""What several test files share: fake and real image files."""
+"""What several test files share: fake and real image files, small Flax modules."""
 
 import gzip
 import os
 import struct
 from pathlib import Path
 
+import flax.linen as nn
 import numpy as np
 import pytest
 
@@ -41,3 +42,23 @@ def real_fashion_dir() -> Path:
             pytest.fail(f"{FASHION_DIR} is missing: apt-get install dataset-fashion-mnist")
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     return FASHION_DIR
+
+
+class ConvBN(nn.Module):
+    """A residual branch (keeps the shape), or a strided transition (changes it)."""
+
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, a, train: bool = False):
+        a = nn.Conv(self.features, (3, 3), strides=self.strides)(nn.relu(a))
+        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(a)
+
+
+class TokenBlock(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, a):
+        return nn.Dense(self.width)(nn.relu(nn.Dense(self.width)(a)))

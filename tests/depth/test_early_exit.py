@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import vdjax
+from helpers import ConvBN, TokenBlock  # noqa: E402
 
 
 def np_softmax(z):
@@ -81,16 +82,6 @@ def test_threshold_one_never_stops_early_even_when_a_confidence_rounds_to_one():
 # ---------------------------------------------------------------------------- networks
 
 
-class ConvBN(nn.Module):
-    features: int
-    strides: int = 1
-
-    @nn.compact
-    def __call__(self, a, train: bool = False):
-        a = nn.Conv(self.features, (3, 3), strides=self.strides)(nn.relu(a))
-        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(a)
-
-
 class DenseBN(nn.Module):
     features: int
 
@@ -112,14 +103,6 @@ class Embed(nn.Module):
     @nn.compact
     def __call__(self, x):
         return nn.Embed(self.vocab, self.width)(x)
-
-
-class TokenBlock(nn.Module):
-    width: int
-
-    @nn.compact
-    def __call__(self, a):
-        return nn.Dense(self.width)(nn.relu(nn.Dense(self.width)(a)))
 
 
 def mlp():

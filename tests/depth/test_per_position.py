@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import vdjax
+from helpers import TokenBlock  # noqa: E402
 from vdjax.data import Dataset
 from vdjax.depth.metrics import (
     error_rate,
@@ -159,14 +160,6 @@ class Embed(nn.Module):
     def __call__(self, x):
         assert jnp.issubdtype(x.dtype, jnp.integer), x.dtype  # inputs='tokens' keeps the ids integers
         return nn.Embed(self.vocab, self.width)(x)
-
-
-class TokenBlock(nn.Module):
-    width: int
-
-    @nn.compact
-    def __call__(self, a):
-        return nn.Dense(self.width)(nn.relu(nn.Dense(self.width)(a)))
 
 
 def next_token_data(n, seed, vocab=C, length=T):

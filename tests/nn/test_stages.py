@@ -13,6 +13,7 @@ from flax import nnx
 from flax.traverse_util import flatten_dict
 
 import vdjax
+from helpers import ConvBN  # noqa: E402
 from vdjax.depth.prune import last_head_only
 from vdjax.nn.nnx import nnx_module
 
@@ -26,18 +27,6 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, a, train: bool = False):
         return nn.Conv(self.features, (3, 3), strides=self.strides)(a)
-
-
-class ConvBN(nn.Module):
-    """A residual branch (keeps the shape), or a strided transition (changes it)."""
-
-    features: int
-    strides: int = 1
-
-    @nn.compact
-    def __call__(self, a, train: bool = False):
-        a = nn.Conv(self.features, (3, 3), strides=self.strides)(nn.relu(a))
-        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(a)
 
 
 class Dense(nn.Module):
