@@ -116,14 +116,43 @@ def test_ddn_depths_are_three_at_least():
 def test_learnt_needs_q_off_uniform_and_a_converged_loss():
     from vdjax.training.config import IMAGE_PROTOCOL
 
-    falling = [{"val_loss": 2.0 - 0.1 * e} for e in range(8)]
-    flat = [{"val_loss": v} for v in (2.0, 1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9)]
+    falling = [{"epoch": e, "val_loss": 2.0 - 0.1 * e} for e in range(8)]
+    flat = [{"epoch": e, "val_loss": v} for e, v in enumerate((2.0, 1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9))]
     peaked, uniform = np.array([0.1, 0.7, 0.1, 0.1]), np.full(4, 0.25)
     assert not depth_demo.learnt_record(peaked, falling, "max_epochs", IMAGE_PROTOCOL)["learnt"]
     assert depth_demo.learnt_record(peaked, flat, "max_epochs", IMAGE_PROTOCOL)["learnt"]
     assert depth_demo.learnt_record(peaked, falling, "patience", IMAGE_PROTOCOL)["learnt"]
     r = depth_demo.learnt_record(uniform, flat, "patience", IMAGE_PROTOCOL)
     assert r["converged"] and not r["q_off_uniform"] and not r["learnt"]
+
+
+def test_convergence_is_read_after_the_last_change_of_learning_rate():
+    import dataclasses
+
+    from vdjax.training.config import IMAGE_PROTOCOL
+
+    peaked = np.array([0.1, 0.7, 0.1, 0.1])
+    # 0.5 at epochs 0-3; the drop at epoch 4 takes the loss to 0.8, then flat.
+    dropped = [{"epoch": e, "val_loss": v} for e, v in enumerate((2.0, 1.0, 0.95, 0.93, 0.8, 0.8, 0.8, 0.8))]
+    drop_at = {"lr_drop_epoch": 4, "lr_drop_methods": ("ldn", "ddn")}
+    for at, method_q in [(4, peaked), (7, peaked), (4, None)]:
+        train = dataclasses.replace(IMAGE_PROTOCOL, **{**drop_at, "lr_drop_epoch": at})
+        r = depth_demo.learnt_record(method_q, dropped, "max_epochs", train)
+        settled = [h["epoch"] for h in depth_demo.settled_epochs(dropped, train, "ddn" if method_q is None else "ldn")]
+        if at == 4:  # epochs 4-7 at the final rate; their last quarter (epoch 7) improved nothing
+            assert settled == [4, 5, 6, 7] and r["settled_from_epoch"] == 4
+            assert r["last_quarter_improvement"] == 0.0 and r["learnt"]
+        else:  # one epoch at the final rate cannot show convergence
+            assert settled == [7] and not r["converged"] and not r["learnt"]
+    # A drop inside the run's last quarter: over all 12 epochs its own improvement (0.9 -> 0.7)
+    # would read as not converged; the 2 epochs at the final rate improved nothing.
+    late = [{"epoch": e, "val_loss": v} for e, v in enumerate([2.0, 1.0] + [0.9] * 8 + [0.7, 0.7])]
+    train = dataclasses.replace(IMAGE_PROTOCOL, **{**drop_at, "lr_drop_epoch": 10})
+    r = depth_demo.learnt_record(peaked, late, "max_epochs", train)
+    assert r["settled_from_epoch"] == 10 and r["last_quarter_improvement"] == 0.0 and r["learnt"]
+    r = depth_demo.learnt_record(peaked, late, "max_epochs", dataclasses.replace(IMAGE_PROTOCOL, lr_drop_epoch=None))
+    assert r["settled_from_epoch"] == 0 and not r["learnt"]
+    assert r["last_quarter_improvement"] == pytest.approx(0.2 / 0.7)
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "-1"], ["--thresholds", "0.5", "1.5"], ["--timing-thresholds", "0"],

@@ -62,8 +62,9 @@ Factory = Callable[[int], Network]
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 PLATEAU = 0.01  # converged at the epoch cap: the last quarter improved the best loss by < 1% (relative)
 LEARNT_RULE = ("an LDN learnt when max_d q(d) > 2/(D+1), twice the uniform mass, and its watched loss converged: "
-               "early stopping ended it, or at the epoch cap the last quarter of its epochs improved the best "
-               f"watched loss by less than {PLATEAU:.0%} (relative). A DDN learnt when its loss converged.")
+               "early stopping ended it, or at the epoch cap the last quarter of the epochs since its last change "
+               f"of learning rate (at least 2 such epochs) improved their best watched loss by less than {PLATEAU:.0%} "
+               "(relative). A DDN learnt when its loss converged.")
 
 NOTES = [
     "LDNs: one vmapped program over the seeds. DDNs: one vmapped program over the seeds per depth (a DDN of depth d "
@@ -273,21 +274,36 @@ def compact_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (np.round(v, 4).tolist() if k == "q" else v) for k, v in h.items()} for h in history]
 
 
+def settled_epochs(history: list[dict[str, Any]], train: TrainConfig, method: str) -> list[dict[str, Any]]:
+    """The epochs since the last change of learning rate. The drop itself improves the loss at
+    once, so epochs on either side of it say nothing together about convergence at the final rate."""
+    if not history:
+        return []
+    final = train.epoch_learning_rate(history[-1]["epoch"], method)
+    first = len(history)
+    while first > 0 and train.epoch_learning_rate(history[first - 1]["epoch"], method) == final:
+        first -= 1
+    return history[first:]
+
+
 def learnt_record(q: np.ndarray | None, history: list[dict[str, Any]], stopped: str,
                   train: TrainConfig) -> dict[str, Any]:
-    """Whether a network learnt. Converged: early stopping ended it (the watched loss had not
-    improved for `patience` epochs), or at the epoch cap the last quarter of its epochs improved
-    the best watched loss by less than PLATEAU (relative). An LDN also needs q off uniform:
-    max_d q(d) > 2 / (D + 1), twice the uniform mass."""
+    """Whether a network learnt (an LDN when `q` is given, else a DDN). Converged: early stopping
+    ended it (the watched loss had not improved for `patience` epochs), or at the epoch cap the last
+    quarter of the epochs since its last change of learning rate improved their best watched loss
+    by less than PLATEAU (relative); fewer than 2 such epochs cannot show it. An LDN also needs q
+    off uniform: max_d q(d) > 2 / (D + 1), twice the uniform mass."""
     key = f"{train.stop_on}_loss" if train.held_out else "train_loss"
-    losses = np.array([h[key] for h in history if np.isfinite(h.get(key, np.nan))], np.float64)
+    settled = settled_epochs(history, train, "ldn" if q is not None else "ddn")
+    losses = np.array([h[key] for h in settled if np.isfinite(h.get(key, np.nan))], np.float64)
     improvement = float("nan")
     if losses.size >= 2:
         cut = losses.size - max(1, losses.size // 4)
         best, before = losses.min(), losses[:cut].min()
         improvement = float((before - best) / max(abs(best), 1e-12))
     converged = stopped == "patience" or (stopped == "max_epochs" and improvement < PLATEAU)
-    out = {"stopped": stopped, "watched": key, "last_quarter_improvement": improvement, "converged": bool(converged)}
+    out = {"stopped": stopped, "watched": key, "settled_from_epoch": settled[0]["epoch"] if settled else None,
+           "last_quarter_improvement": improvement, "converged": bool(converged)}
     if q is not None:
         bar = 2.0 / len(q)
         out.update(q_max=float(np.max(q)), uniform_bar=bar, q_off_uniform=bool(np.max(q) > bar))
