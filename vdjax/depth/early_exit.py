@@ -32,7 +32,7 @@ import numpy as np
 from vdjax.data.core import check_inputs
 from vdjax.depth.prune import PrunedLDN
 from vdjax.nn.models import Model
-from vdjax.nn.network import mode_keywords
+from vdjax.nn.network import mode_keywords, stacked_block_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +125,7 @@ def _stages(net, variables):
 
 def _block_vars(block, blocks: dict[str, Any], k: jax.Array) -> dict[str, Any]:
     """Block k's (0-based) variables out of the scan's stacked ones."""
-    name = f"{type(block).__name__}_0"
-    return {c: _take(t["scan"][name], k) for c, t in blocks.items() if "scan" in t and name in t["scan"]}
+    return {c: _take(t, k) for c, t in stacked_block_variables(blocks, block).items()}
 
 
 def _per_depth(variables: dict[str, Any], row: Any, per_depth_stats: bool) -> dict[str, Any]:

@@ -330,6 +330,14 @@ class BlockStack(nn.Module):
         return scanned(self.network, self.train, self.deterministic, self.emit, self.stage, name="scan")(a, None)
 
 
+def stacked_block_variables(stack: dict[str, Any], block: nn.Module) -> dict[str, Any]:
+    """Per collection, the variables of a `BlockStack`'s blocks, stacked along depth. They sit where
+    `_Step` creates the block: 'scan/<block class>_0', Flax's automatic name, which keeps the
+    presets' parameter paths."""
+    name = f"{type(block).__name__}_0"
+    return {c: t["scan"][name] for c, t in stack.items() if "scan" in t and name in t["scan"]}
+
+
 def apply_heads(head: nn.Module, feats: jax.Array, head_norm: HeadNorm, train: bool, deterministic: bool) -> jax.Array:
     """The head on every depth's features [K, B, ...] -> [K, B, C]; parameters shared, BatchNorm
     statistics per depth ('per_depth', a leading K axis) or one set updated in depth order ('shared')."""
