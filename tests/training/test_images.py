@@ -270,6 +270,7 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     assert env["seeds_in_batch"] == 2 and {"platform", "jax", "jaxlib", "flax"} <= set(env)  # LDN + DDN
     assert ldn["speed"]["pruned_depth"] == ldn["d_opt"] and ldn["speed"]["ddn_depth"] == 3
     assert ldn["speed"]["ddn_seconds"] > 0 and ldn["speed"]["pruned_seconds"] > 0
+    assert ldn["speed_expected"]["pruned_depth"] == ldn["d_expected"] and ldn["speed_expected"]["ddn_depth"] == 3
     # LDN-95 in the record is what the genuinely pruned network predicts.
     variables, depth_logits = load_image_variables(tmp_path, "fashion_mnist", ImagePoint("ldn", 3, 0))
     cfg = ModelConfig("cnn", 3, 10, (28, 28, 1))
