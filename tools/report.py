@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from vdjax.studies.depth_demo import demo_markdown
 from vdjax.studies.image_study import ablation_markdown, findings, findings_markdown, ldn_markdown, verdicts_markdown
-from vdjax.studies.spirals_study import (DDN_SCAN, REDRAWN, SCANS, SPIRALS, all_findings, ddn_table, findings_table,
+from vdjax.studies.spirals_study import (DDN_SCAN, REDRAWN, SCANS, SPIRALS, all_findings, committed_folder, ddn_table, findings_table,
                                         headline, scan_table, wall_times)
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this tool renders its documents
@@ -704,10 +704,10 @@ def load_spirals(folder: Path) -> dict[str, Any]:
     from vdjax.io import read_json
 
     scans, folders = {}, {}
+    root = folder.parents[len(Path(SPIRALS).parts) - 1]  # folder is <root>/SPIRALS
     for name in (DDN_SCAN, *SCANS):
-        redrawn = folder.parent / Path(REDRAWN).name / name
-        where = redrawn if redrawn.is_dir() else folder / name
-        folders[name] = f"{REDRAWN if where == redrawn else SPIRALS}/{name}"
+        where = committed_folder(root, name)
+        folders[name] = where.relative_to(root).as_posix()
         scans[name] = [read_json(p) for p in sorted(where.glob("*.json"))]
     return {"one_seed": read_json(folder / "results.json"), "six_seeds": read_json(folder / "six_seeds/results.json"),
             "scans": scans, "folders": folders}

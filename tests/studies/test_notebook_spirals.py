@@ -41,14 +41,15 @@ def test_spirals_notebook_runs_top_to_bottom_on_quick_results(tmp_path, monkeypa
 
 
 def test_on_the_committed_records_its_verdicts_are_the_studies_own(tmp_path, monkeypatch):
-    """By default the notebook reads the earlier scans in docs/data/spirals, and its verdict table
-    is the one `vdjax.studies.spirals_study` computes from those records (the results page renders
-    the reruns where they exist)."""
+    """By default the notebook reads the committed records the results page reads (each scan's
+    rerun where it exists), and its verdict table is the one `vdjax.studies.spirals_study`
+    computes from those records."""
     from vdjax.io import read_json
-    from vdjax.studies.spirals_study import DDN_SCAN, SCANS, all_findings, findings_table
+    from vdjax.studies.spirals_study import DDN_SCAN, SCANS, all_findings, committed_folder, findings_table
 
     nb = _run(monkeypatch, tmp_path)
     (table,) = [t for t in _outputs(nb, "text/markdown") if t.startswith(FINDINGS_HEADER)]
-    old = ROOT / "docs" / "data" / "spirals"
-    records = {name: [read_json(p) for p in sorted((old / name).glob("*.json"))] for name in (DDN_SCAN, *SCANS)}
+    records = {name: [read_json(p) for p in sorted(committed_folder(ROOT, name).glob("*.json"))]
+               for name in (DDN_SCAN, *SCANS)}
+    assert all(records.values())
     assert table.strip() == findings_table(all_findings(records)).strip()

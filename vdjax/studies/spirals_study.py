@@ -5,12 +5,13 @@ seeds, Welch t between grid points, TOST for what should not change, Holm over t
 Every record is what `vdjax.studies.sweeps.run_grid` wrote for one grid point (six seeds trained
 together, each on its own draw of data in the newer records). Depth claims are judged by argmax q,
 the paper's rule for low-data regimes (Sec. 2), with the 95% rule's value beside it. Pure
-functions, no I/O.
+functions, no I/O (`committed_folder` only says which folder holds a scan).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -51,6 +52,14 @@ SCANS: dict[str, Scan] = {s.name: s for s in (
 SPIRALS = "docs/data/spirals"  # the earlier scans: every repeat on one shared draw of data
 REDRAWN = "docs/data/spirals_redrawn"  # the reruns: each repeat on its own draw, both pruning rules recorded
 DDN_SCAN = "scan_deterministic_depth_spirals"  # an LDN of D = 20 beside a DDN of every depth 0..20
+
+
+def committed_folder(root: Path, name: str) -> Path:
+    """Where the committed records of scan `name` are: its rerun (REDRAWN) where that folder
+    exists, else the earlier run on one shared draw (SPIRALS). The results page and the notebook
+    read the same folders."""
+    redrawn = Path(root) / REDRAWN / name
+    return redrawn if redrawn.is_dir() else Path(root) / SPIRALS / name
 LABELS = {"d_opt": "d_opt", "test_log_lik": "test LL"}
 SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spiral-like function
 
