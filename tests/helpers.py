@@ -56,6 +56,16 @@ class ConvBN(nn.Module):
         return nn.BatchNorm(use_running_average=not train, momentum=0.8)(a)
 
 
+class DenseBN(nn.Module):
+    """A dense residual branch or stage exit with BatchNorm (statistics to check per depth)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, a, train: bool = False):
+        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(self.features)(nn.relu(a)))
+
+
 class TokenBlock(nn.Module):
     width: int
 

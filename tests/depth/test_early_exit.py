@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import vdjax
-from helpers import ConvBN, TokenBlock  # noqa: E402
+from helpers import ConvBN, DenseBN, TokenBlock  # noqa: E402
 
 
 def np_softmax(z):
@@ -80,14 +80,6 @@ def test_threshold_one_never_stops_early_even_when_a_confidence_rounds_to_one():
 
 
 # ---------------------------------------------------------------------------- networks
-
-
-class DenseBN(nn.Module):
-    features: int
-
-    @nn.compact
-    def __call__(self, a, train: bool = False):
-        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(self.features)(nn.relu(a)))
 
 
 class MeanPool(nn.Module):

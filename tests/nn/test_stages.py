@@ -13,7 +13,7 @@ from flax import nnx
 from flax.traverse_util import flatten_dict
 
 import vdjax
-from helpers import ConvBN  # noqa: E402
+from helpers import ConvBN, DenseBN  # noqa: E402
 from vdjax.depth.prune import last_head_only
 from vdjax.nn.nnx import nnx_module
 
@@ -35,14 +35,6 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, a, train: bool = False):
         return nn.Dense(self.features)(a)
-
-
-class DenseBN(nn.Module):
-    features: int
-
-    @nn.compact
-    def __call__(self, a, train: bool = False):
-        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(self.features)(nn.relu(a)))
 
 
 class BNHead(nn.Module):
