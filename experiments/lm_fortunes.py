@@ -1,8 +1,8 @@
-"""nice -n 10 python3 experiments/lm_fortunes.py: about 25 minutes on this 2-core machine shared
-at load average ~7.5, about an hour at ~13 (estimated from measurements: one epoch of the 3 LDNs
-took 28-36 s at load 7-8 and 75-119 s at 13, the first epoch 75 s / 286 s with compiling; the
-3 DDN programs at depths 1, d_opt and 8 cost 1.1-1.6x the LDNs' training; a 6-epoch run of
-every phase took 747 s at load 7-8, of which 108 s evaluating).
+"""nice -n 10 python3 experiments/lm_fortunes.py: about 15 minutes on this 2-core machine when
+idle, about an hour at load average ~13. Measured (docs/data/lm_fortunes/lm_fortunes.json, the
+committed default run): the 3 LDNs' epochs took 13-27 s at load below 3 and up to 99 s on a
+heavily shared machine (566 s in all, over the calls that resumed it); the DDN programs at depths 1, 2 and 8 took
+46 s, 81 s and 284 s, evaluation 62 s and timing 8 s.
 
 A causal transformer language model learns how many layers it needs. Character-level next-token
 prediction on real English text, Debian's fortunes corpus (/usr/share/games/fortunes,
@@ -29,14 +29,13 @@ The learning rate is from a probe (this network, one seed, 2,000 training window
 momentum 0.9, 5 epochs = 315 steps, no drop): validation LL per token after 315 steps -2.685 at
 lr 0.001, -2.641 at 0.003, -2.619 at 0.01, and 0.03 diverged (NaN) in its first epoch. A window's
 loss sums its 64 positions, so lr 0.01 is a per-token rate of 0.64 (x 1 / (1 - 0.9) with the
-momentum). With 15 epochs the drop falls before the last quarter of the epochs, which the
-demonstration's convergence rule reads (`depth_demo.learnt_record`).
+momentum). With 15 epochs, 4 run at the dropped rate; the convergence rule reads those
+(`depth_demo.learnt_record`: the last quarter of the epochs since the last change of learning rate).
 
-q(d) moves deeper as training goes on: the prior (decay 0.85) enters as KL / N with N = 2,000
-windows, about 1e-3 nats a window against differences of nats between depths, so q follows the
-depth whose training loss is lowest at the time, shallow ones first. In a one-seed probe of this
-default, argmax q was depth 1 after the first epoch, 2 after epochs 2-6 and 3 from epoch 7 on,
-ending at q(3) = 0.52, d_opt 3; a shorter run reports a shallower d_opt.
+q(d) follows the depth whose training loss is lowest at the time: the prior (decay 0.85) enters
+as KL / N with N = 2,000 windows, about 1e-3 nats a window against differences of nats between
+depths. In the committed default run each seed's argmax q was fixed early (seed 0 moved from 2 to
+3 at epoch 6) and the seeds ended at d_opt 3, 2 and 1; a shorter run reports a shallower d_opt.
 
 Trains the 3 LDNs as one program, then DDNs (one per seed) at depths 1, the LDNs' median d_opt
 and D (one program per depth; --ddn-depths adds more), then evaluates and times

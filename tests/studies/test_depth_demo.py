@@ -163,3 +163,10 @@ def test_bad_input_is_one_line_and_status_2(argv, tmp_path, capsys):
     assert validate.run_main(script.main, [*argv, "--out", str(tmp_path)], prog="script") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("script: error:") and "\n" not in err
+
+
+def test_a_resumed_run_reports_each_programs_time_over_all_its_calls():
+    result = {"resumed_from_epoch": {"ldn": 14, "ddn_1": None}, "training_seconds": {"ldn": 566.4, "ddn_1": 46.4}}
+    said = depth_demo.resumed_markdown(result)
+    assert "(LDNs after epoch 14)" in said and "LDNs 566 s, DDN-1 46 s" in said
+    assert depth_demo.resumed_markdown({**result, "resumed_from_epoch": {"ldn": None, "ddn_1": None}}) == ""

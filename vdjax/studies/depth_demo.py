@@ -589,7 +589,23 @@ def q_markdown(result: dict[str, Any]) -> str:
     rows = [[str(p["seed"]), *(f"{v:.3f}" for v in p["q"]), str(p["d_opt"]), str(p["d_argmax"]),
              str(p["d_expected"])] for p in result["ldn"]]
     lines = _grid(["seed", *(f"q({d})" for d in depths), "d_opt (95%)", "argmax q", "expected"], rows)
-    return "q(d) per seed, and d_opt by the 95% rule, as argmax q and as the expected depth:\n\n" + "\n".join(lines)
+    return ("q(d) per seed, and d_opt by the 95% rule, as argmax q and as the expected depth:\n\n" + "\n".join(lines)
+            + "\n\n" + trajectory_markdown(result))
+
+
+def trajectory_markdown(result: dict[str, Any]) -> str:
+    """How each LDN got there: argmax q after every epoch, and the watched loss's relative change
+    over the epochs the convergence rule reads."""
+    rows = []
+    for p in result["ldn"]:
+        history, record = p["history"], p["learnt"]
+        key, start = record["watched"], record.get("settled_from_epoch")
+        settled = [h[key] for h in history if start is not None and h["epoch"] >= start]
+        change = (f"{100 * (settled[-1] - settled[0]) / abs(settled[0]):+.2f}% over epochs {start}-"
+                  f"{history[-1]['epoch']}" if len(settled) >= 2 else "–")
+        rows.append([str(p["seed"]), " ".join(str(int(np.argmax(h["q"]))) for h in history), change])
+    lines = _grid(["seed", "argmax q after each epoch", "watched loss: change over the epochs at the final learning rate"], rows)
+    return "How q(d) moved during training:\n\n" + "\n".join(lines)
 
 
 def _unit(result: dict[str, Any]) -> str:
@@ -687,7 +703,8 @@ def batching_sentence(result: dict[str, Any]) -> str:
         if r["computed_mean"] >= 0.95 * d_opt:
             line += " (batches this large ran to d_opt, or within 5% of it: early exit saved almost no blocks)"
         said.append(line)
-    return (f"Early exit at threshold {name.rsplit('_', 1)[1]} (median d_opt {d_opt:g}): " + "; ".join(said) + ". "
+    return (f"Early exit at threshold {name.rsplit('_', 1)[1]} (median d_opt of the timed seeds {d_opt:g}): "
+            + "; ".join(said) + ". "
             "A batch runs as deep as its deepest example, so the blocks a batch saves are those beyond the depth it "
             "computed to, not beyond the mean depth its examples used (what batches of one would compute), and "
             "smaller batches pay more per-call overhead.")
@@ -698,4 +715,19 @@ def run_markdown(result: dict[str, Any]) -> str:
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["phases_seconds"].items())
     return (f"Command: `{result['command']}`. Machine: {m['os']}, {m['cpus']} CPUs, JAX {m['jax']} on "
             f"{m['platform']} ({m['devices']} devices), load average {m['load_average_start'][0]:.1f} at the start and "
-            f"{m['load_average_end'][0]:.1f} at the end. Wall time {result['wall_seconds']:.0f} s: {phases}.")
+            f"{m['load_average_end'][0]:.1f} at the end. Wall time {result['wall_seconds']:.0f} s: {phases}."
+            + resumed_markdown(result))
+
+
+def resumed_markdown(result: dict[str, Any]) -> str:
+    """Where a call resumed training from checkpoints, each program's wall time over all its calls."""
+    def program(key: str) -> str:  # 'ldn' -> 'LDNs', 'ddn_2' -> 'DDN-2'
+        return "LDNs" if key == "ldn" else "DDN-" + key.split("_", 1)[1]
+
+    resumed = {k: e for k, e in result.get("resumed_from_epoch", {}).items() if e}
+    if not resumed:
+        return ""
+    after = ", ".join(f"{program(k)} after epoch {e}" for k, e in resumed.items())
+    total = ", ".join(f"{program(k)} {v:.0f} s" for k, v in result["training_seconds"].items())
+    return (f" This call resumed training from checkpoints ({after}); each training program's wall time over "
+            f"all its calls, compilation included: {total}.")
