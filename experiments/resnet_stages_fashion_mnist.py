@@ -1,8 +1,7 @@
-"""python3 experiments/resnet_stages_fashion_mnist.py: about 53 CPU-minutes, measured: one LDN epoch
-(3 seeds, 3,600 images) 45 CPU-seconds, the DDNs at 1, d_opt and 9 about twice that together, and a
-2-epoch run of every phase (compiling, evaluating, timing) 12.5 CPU-minutes. That is roughly half
-an hour on 2 idle cores, and more while other runs share them: an LDN epoch took 80 s of wall time
-at load average 7 and 184 s at 11 on this 2-core machine.
+"""python3 experiments/resnet_stages_fashion_mnist.py: about 35 minutes on 2 idle cores, longer while
+other runs share them. Measured (docs/data/resnet_stages/, the committed default run; it resumed
+after epoch 2): at load below 2 one LDN epoch (3 seeds, 3,601 images) took 24-43 s, the DDN programs
+at depths 1, 7 and 9 took 92 s, 544 s and 525 s, evaluation 68 s and timing 113 s.
 
 A multi-stage ResNet learns its depth across stages on Fashion-MNIST. Three stages of
 pre-activation basic blocks (BN-ReLU-Conv3x3, twice; 3 blocks each, widths 16/32/64 at 14x14,

@@ -603,8 +603,10 @@ def trajectory_markdown(result: dict[str, Any]) -> str:
         settled = [h[key] for h in history if start is not None and h["epoch"] >= start]
         change = (f"{100 * (settled[-1] - settled[0]) / abs(settled[0]):+.2f}% over epochs {start}-"
                   f"{history[-1]['epoch']}" if len(settled) >= 2 else "–")
-        rows.append([str(p["seed"]), " ".join(str(int(np.argmax(h["q"]))) for h in history), change])
-    lines = _grid(["seed", "argmax q after each epoch", "watched loss: change over the epochs at the final learning rate"], rows)
+        kept = f"{record['stopped']}; kept epoch {p['training']['best_epoch']} of 0-{p['training']['epochs'] - 1}"
+        rows.append([str(p["seed"]), " ".join(str(int(np.argmax(h["q"]))) for h in history), change, kept])
+    lines = _grid(["seed", "argmax q after each epoch",
+                   "watched loss: change over the epochs at the final learning rate", "stopped by"], rows)
     return "How q(d) moved during training:\n\n" + "\n".join(lines)
 
 
