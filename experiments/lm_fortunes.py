@@ -1,8 +1,8 @@
 """nice -n 10 python3 experiments/lm_fortunes.py: about 15 minutes on this 2-core machine when
 idle, about an hour at load average ~13. Measured (docs/data/lm_fortunes/lm_fortunes.json, the
 committed default run): the 3 LDNs' epochs took 13-27 s at load below 3 and up to 99 s on a
-heavily shared machine (566 s in all, over the calls that resumed it); the DDN programs at depths 1, 2 and 8 took
-46 s, 81 s and 284 s, evaluation 62 s and timing 8 s.
+heavily shared machine (566 s in all, over the calls that resumed it); the DDN programs at
+depths 1, 2 and 8 took 46 s, 81 s and 284 s, evaluation 62 s and timing 8 s.
 
 A causal transformer language model learns how many layers it needs. Character-level next-token
 prediction on real English text, Debian's fortunes corpus (/usr/share/games/fortunes,

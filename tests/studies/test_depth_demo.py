@@ -132,7 +132,7 @@ def test_convergence_is_read_after_the_last_change_of_learning_rate():
     from vdjax.training.config import IMAGE_PROTOCOL
 
     peaked = np.array([0.1, 0.7, 0.1, 0.1])
-    # 0.5 at epochs 0-3; the drop at epoch 4 takes the loss to 0.8, then flat.
+    # The first learning rate at epochs 0-3; a drop at epoch 4 takes the loss to 0.8, then flat.
     dropped = [{"epoch": e, "val_loss": v} for e, v in enumerate((2.0, 1.0, 0.95, 0.93, 0.8, 0.8, 0.8, 0.8))]
     drop_at = {"lr_drop_epoch": 4, "lr_drop_methods": ("ldn", "ddn")}
     for at, method_q in [(4, peaked), (7, peaked), (4, None)]:

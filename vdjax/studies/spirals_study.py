@@ -52,6 +52,8 @@ SCANS: dict[str, Scan] = {s.name: s for s in (
 SPIRALS = "docs/data/spirals"  # the earlier scans: every repeat on one shared draw of data
 REDRAWN = "docs/data/spirals_redrawn"  # the reruns: each repeat on its own draw, both pruning rules recorded
 DDN_SCAN = "scan_deterministic_depth_spirals"  # an LDN of D = 20 beside a DDN of every depth 0..20
+LABELS = {"d_opt": "d_opt", "test_log_lik": "test LL"}
+SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spiral-like function
 
 
 def committed_folder(root: Path, name: str) -> Path:
@@ -60,8 +62,6 @@ def committed_folder(root: Path, name: str) -> Path:
     read the same folders."""
     redrawn = Path(root) / REDRAWN / name
     return redrawn if redrawn.is_dir() else Path(root) / SPIRALS / name
-LABELS = {"d_opt": "d_opt", "test_log_lik": "test LL"}
-SPIRAL_ACCURACY = 0.9  # a depth whose test accuracy reaches this computes a spiral-like function
 
 
 # ---------------------------------------------------------------------------- per-seed arrays
