@@ -1,6 +1,6 @@
 """NAS baselines on the depth search space: gates, steps, the DARTS hypergradient, the comparison."""
 
-import functools
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,7 @@ def _traced_network_applications(monkeypatch, step, *args) -> int:
 def test_each_strategy_step_updates_weights_and_architecture(strategy, batches, monkeypatch):
     cfg = SearchConfig(strategy, arch_learning_rate=0.05)
     state = init_search(jax.random.key(0), CFG, cfg)
-    step = lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg)  # noqa: E731
+    step = lambda s, xt, yt, xv, yv: search_step(s, (xt, yt), (xv, yv), model_config=CFG, cfg=cfg)  # noqa: E731
     new, loss = jax.jit(step)(state, *batches)
     assert np.isfinite(float(loss))
     # The step counts the passes it runs: as the algorithm says, and one per network application.
@@ -122,7 +122,7 @@ def test_darts_prefers_the_depth_with_lower_validation_loss(batches):
     (the uniform start), and the worst depth has lost probability."""
     cfg = SearchConfig("darts1", arch_learning_rate=0.05)
     state = init_search(jax.random.key(1), CFG, cfg)
-    step = jax.jit(lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg))
+    step = jax.jit(lambda s, xt, yt, xv, yv: search_step(s, (xt, yt), (xv, yv), model_config=CFG, cfg=cfg))
     for _ in range(200):
         state, _ = step(state, *batches)
     from vdjax.baselines.search import _train_logits
@@ -145,36 +145,37 @@ def _central_difference(f, alpha, eps=1e-2):
 
 def test_second_order_darts_hypergradient_matches_finite_differences(batches):
     with jax.enable_x64(True):
-        cfg = SearchConfig("darts2")
+        cfg = SearchConfig("darts2", unroll_lr=0.5)
         state = init_search(jax.random.key(2), CFG, cfg)
-        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.params)
-        stats = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.batch_stats)
-        alpha = jnp.array([0.4, -0.3, 0.1, 0.2, -0.5], jnp.float64)
+        state = state.replace(params=jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.params),
+                              batch_stats=jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), state.batch_stats),
+                              alpha=jnp.array([0.4, -0.3, 0.1, 0.2, -0.5], jnp.float64))
         xt, yt, xv, yv = batches
-        xt, xv = xt.astype(jnp.float64), xv.astype(jnp.float64)
-        xi = 0.5
+        train, val = (xt.astype(jnp.float64), yt), (xv.astype(jnp.float64), yv)
+
+        def objective(xi):  # L_val after one unrolled step, as a function of alpha
+            return jax.jit(lambda a: unrolled_val_objective(CFG, xi, state.replace(alpha=a), train, val))
+
         # Compiled once each: eager float64 evaluation is what made this test slow.
-        f = jax.jit(lambda a: unrolled_val_objective(CFG, xi, params, stats, a, xt, yt, xv, yv))
-        fd = _central_difference(f, alpha, eps=1e-5)
-        hypergradient = jax.jit(functools.partial(darts2_hypergradient, CFG), static_argnames="method")
-        exact = np.asarray(hypergradient(xi, params, stats, alpha, xt, yt, xv, yv, "exact"))
+        fd = _central_difference(objective(cfg.xi), state.alpha, eps=1e-5)
+        hypergradient = jax.jit(darts2_hypergradient, static_argnums=(0, 1))
+        exact = np.asarray(hypergradient(CFG, cfg, state, train, val))
         np.testing.assert_allclose(exact, fd, rtol=1e-5, atol=1e-8)
         # DARTS's finite-difference Hessian-vector product converges to the same gradient as its
         # radius shrinks; at DARTS's radius 0.01 ReLU kinks leave it roughly right.
         approx = lambda r: np.asarray(hypergradient(  # noqa: E731
-            xi, params, stats, alpha, xt, yt, xv, yv, "finite_difference", fd_radius=r))
+            CFG, dataclasses.replace(cfg, hypergradient="finite_difference", fd_radius=r), state, train, val))
         np.testing.assert_allclose(approx(1e-6), fd, rtol=1e-4, atol=1e-8)
         assert np.max(np.abs(approx(0.01) - fd)) < 0.3 * np.max(np.abs(fd))
         # ... and the second-order term matters here: first order differs.
-        first = np.asarray(jax.jit(jax.grad(
-            lambda a: unrolled_val_objective(CFG, 0.0, params, stats, a, xt, yt, xv, yv)))(alpha))
+        first = np.asarray(jax.grad(objective(0.0))(state.alpha))
         assert np.max(np.abs(first - fd)) > 10 * np.max(np.abs(exact - fd))
 
 
 def test_finite_difference_darts_counts_four_architecture_gradients(batches, monkeypatch):
     cfg = SearchConfig("darts2", hypergradient="finite_difference")
     state = init_search(jax.random.key(0), CFG, cfg)
-    step = lambda s, *b: search_step(s, *b, model_config=CFG, cfg=cfg)[0].cost  # noqa: E731
+    step = lambda s, xt, yt, xv, yv: search_step(s, (xt, yt), (xv, yv), model_config=CFG, cfg=cfg)[0].cost  # noqa: E731
     cost = jax.jit(step)(state, *batches)
     assert cost.counts() == {"forward_passes": 0, "gradient_evaluations": 5, "hessian_vector_products": 0}
     assert _traced_network_applications(monkeypatch, step, state, *batches) == 5
@@ -185,6 +186,8 @@ def test_search_config_validation():
         SearchConfig("random_walk")
     with pytest.raises(ValueError, match="num_eval_samples"):
         SearchConfig("proxyless", num_eval_samples=1)
+    with pytest.raises(ValueError, match="fd_radius"):
+        SearchConfig("darts2", fd_radius=0.0)
 
 
 @pytest.mark.one_stack

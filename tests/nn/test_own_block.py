@@ -132,7 +132,7 @@ def test_image_trainer_and_baselines_take_a_network(spirals):
 
 def test_nas_search_takes_a_network(spirals):
     result = search(network(BatchNormBlock(WIDTH)), SearchConfig("darts1", steps=3, batch_size=32),
-                    spirals.x_train[:50], spirals.y_train[:50], spirals.x_train[50:], spirals.y_train[50:])
+                    (spirals.x_train[:50], spirals.y_train[:50]), (spirals.x_train[50:], spirals.y_train[50:]))
     assert 0 <= result.chosen_depth <= 3 and result.distribution.shape == (4,)
 
 

@@ -73,6 +73,12 @@ class SearchConfig:
     gumbel_temperature: float = 1.0
     ema_rate: float = 0.05  # moving_average: weight of the newest loss
     smash_samples: int = 500  # depths sampled (with replacement) for SMASH's ranking
+    fd_radius: float = 0.01  # darts2 'finite_difference': the step eps = fd_radius / |grad_w' L_val| (DARTS: 0.01)
+
+    @property
+    def xi(self) -> float:
+        """Second-order DARTS's inner learning rate: `unroll_lr`, or else the weights' rate."""
+        return self.learning_rate if self.unroll_lr is None else self.unroll_lr
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -85,6 +91,8 @@ class SearchConfig:
             raise ValueError("num_eval_samples must be >= 2 (one sampled depth has no architecture gradient)")
         if self.gumbel_temperature <= 0 or not 0 < self.ema_rate <= 1:
             raise ValueError("gumbel_temperature must be > 0 and ema_rate in (0, 1]")
+        if self.fd_radius <= 0:
+            raise ValueError(f"fd_radius must be > 0, got {self.fd_radius}")
 
 
 class SearchState(flax.struct.PyTreeNode):
@@ -165,40 +173,50 @@ def gates(cfg: SearchConfig, alpha: jax.Array, key: jax.Array) -> tuple[jax.Arra
 # ---------------------------------------------------------------------------- architecture gradients
 
 
-def darts_objective(model_config, params, batch_stats, alpha, x, y):
+Batch = tuple[jax.Array, jax.Array]  # (inputs, labels)
+
+
+def darts_objective(model_config: Model, params, batch_stats, alpha: jax.Array, batch: Batch) -> jax.Array:
     """DARTS's loss on one batch: the mixed output with softmax(alpha) gates (train-mode BN)."""
-    logits, _ = _train_logits(model_config, params, batch_stats, x)
-    return mixed_loss(logits, y, jax.nn.softmax(alpha))
+    logits, _ = _train_logits(model_config, params, batch_stats, batch[0])
+    return mixed_loss(logits, batch[1], jax.nn.softmax(alpha))
 
 
-def unrolled_val_objective(model_config, xi, params, batch_stats, alpha, xt, yt, xv, yv):
-    """L_val(w - xi grad_w L_train(w, alpha), alpha): second-order DARTS's objective in alpha."""
-    g = jax.grad(darts_objective, argnums=1)(model_config, params, batch_stats, alpha, xt, yt)
-    unrolled = jax.tree_util.tree_map(lambda w, gw: w - xi * gw, params, g)
-    return darts_objective(model_config, unrolled, batch_stats, alpha, xv, yv)
+def _unrolled(model_config: Model, xi: float, state: SearchState, train: Batch):
+    """w' = w - xi grad_w L_train(w, alpha): one SGD step of the weights."""
+    g = jax.grad(darts_objective, argnums=1)(model_config, state.params, state.batch_stats, state.alpha, train)
+    return jax.tree_util.tree_map(lambda w, gw: w - xi * gw, state.params, g)
 
 
-def darts2_hypergradient(model_config, xi, params, batch_stats, alpha, xt, yt, xv, yv, method="exact",
-                         fd_radius=0.01):
-    """The gradient in alpha of `unrolled_val_objective`.
+def unrolled_val_objective(model_config: Model, xi: float, state: SearchState, train: Batch, val: Batch
+                           ) -> jax.Array:
+    """L_val(w - xi grad_w L_train(w, alpha), alpha) at the state's weights and alpha: second-order
+    DARTS's objective in alpha."""
+    return darts_objective(model_config, _unrolled(model_config, xi, state, train), state.batch_stats, state.alpha,
+                           val)
 
-    'exact': autodiff through the unrolled step (a Hessian-vector product).
+
+def darts2_hypergradient(model_config: Model, cfg: SearchConfig, state: SearchState, train: Batch, val: Batch
+                         ) -> jax.Array:
+    """The gradient in alpha of `unrolled_val_objective` at xi = `cfg.xi`.
+
+    `cfg.hypergradient` 'exact': autodiff through the unrolled step (a Hessian-vector product).
     'finite_difference': DARTS eq. 8, grad_a L_val(w', a) - xi (grad_a L_train(w+, a) -
     grad_a L_train(w-, a)) / (2 eps), w+- = w +- eps grad_w' L_val(w', a), eps = fd_radius / |grad_w' L_val|
     (DARTS: 0.01). The ReLU kinks make it inexact at that radius (about 10-20% off on spirals).
     """
-    if method == "exact":
-        return jax.grad(unrolled_val_objective, argnums=4)(model_config, xi, params, batch_stats, alpha, xt, yt,
-                                                           xv, yv)
-    g = jax.grad(darts_objective, argnums=1)(model_config, params, batch_stats, alpha, xt, yt)
-    unrolled = jax.tree_util.tree_map(lambda w, gw: w - xi * gw, params, g)
-    dw, da = jax.grad(darts_objective, argnums=(1, 3))(model_config, unrolled, batch_stats, alpha, xv, yv)
-    eps = fd_radius / jnp.maximum(optax.tree.norm(dw), 1e-12)
-    w_plus = jax.tree_util.tree_map(lambda w, v: w + eps * v, params, dw)
-    w_minus = jax.tree_util.tree_map(lambda w, v: w - eps * v, params, dw)
+    xi = cfg.xi
+    if cfg.hypergradient == "exact":
+        return jax.grad(lambda a: unrolled_val_objective(model_config, xi, state.replace(alpha=a), train, val)
+                        )(state.alpha)
+    unrolled = _unrolled(model_config, xi, state, train)
+    dw, da = jax.grad(darts_objective, argnums=(1, 3))(model_config, unrolled, state.batch_stats, state.alpha, val)
+    eps = cfg.fd_radius / jnp.maximum(optax.tree.norm(dw), 1e-12)
+    w_plus = jax.tree_util.tree_map(lambda w, v: w + eps * v, state.params, dw)
+    w_minus = jax.tree_util.tree_map(lambda w, v: w - eps * v, state.params, dw)
     grad_a = jax.grad(darts_objective, argnums=3)
-    hvp = (grad_a(model_config, w_plus, batch_stats, alpha, xt, yt)
-           - grad_a(model_config, w_minus, batch_stats, alpha, xt, yt)) / (2 * eps)
+    hvp = (grad_a(model_config, w_plus, state.batch_stats, state.alpha, train)
+           - grad_a(model_config, w_minus, state.batch_stats, state.alpha, train)) / (2 * eps)
     return da - xi * hvp
 
 
@@ -209,13 +227,13 @@ def darts2_hypergradient(model_config, xi, params, batch_stats, alpha, xt, yt, x
 _DARTS2_PASSES = {"exact": {"gradient": 2, "hvp": 1}, "finite_difference": {"gradient": 4}}
 
 
-def _arch_grad(cfg, model_config, state, key, xt, yt, xv, yv):
+def _arch_grad(cfg: SearchConfig, model_config: Model, state: SearchState, key: jax.Array, train: Batch,
+               val: Batch):
     """(gradient in alpha, mask of entries to update, new ema, cost of the passes run) for one
     architecture step."""
+    xv, yv = val
     if cfg.strategy == "darts2":
-        xi = cfg.learning_rate if cfg.unroll_lr is None else cfg.unroll_lr
-        g = darts2_hypergradient(model_config, xi, state.params, state.batch_stats, state.alpha, xt, yt, xv, yv,
-                                 cfg.hypergradient)
+        g = darts2_hypergradient(model_config, cfg, state, train, val)
         return g, jnp.ones_like(state.alpha, bool), state.ema, state.cost.add(**_DARTS2_PASSES[cfg.hypergradient])
     # The logits are constants in alpha: one forward pass, no backward pass through the network.
     logits, _ = _train_logits(model_config, state.params, state.batch_stats, xv)
@@ -233,13 +251,14 @@ def _arch_grad(cfg, model_config, state, key, xt, yt, xv, yv):
     return g, gates(cfg, state.alpha, key)[1], state.ema, cost
 
 
-def search_step(state: SearchState, xt, yt, xv, yv, *, model_config: Model, cfg: SearchConfig):
+def search_step(state: SearchState, train: Batch, val: Batch, *, model_config: Model, cfg: SearchConfig):
     """One architecture update on a validation batch, then one weight update on a train batch."""
+    xt, yt = train
     opt_w, opt_a = _optimizers(cfg)
     key, k_arch, k_w = jax.random.split(state.key, 3)
     alpha, opt_a_state, ema, cost = state.alpha, state.opt_a, state.ema, state.cost
     if cfg.strategy != "smash":
-        g_a, mask, ema, cost = _arch_grad(cfg, model_config, state, k_arch, xt, yt, xv, yv)
+        g_a, mask, ema, cost = _arch_grad(cfg, model_config, state, k_arch, train, val)
         upd, opt_a_state = opt_a.update(g_a, state.opt_a, state.alpha)
         upd = jnp.where(mask, upd, 0.0)
         new_alpha = state.alpha + upd
@@ -272,7 +291,7 @@ def _compiled_steps(model_config: Model, cfg: SearchConfig, n_steps: int, n_trai
             key, kt, kv = jax.random.split(state.key, 3)
             it = jax.random.permutation(kt, n_train)[:bt] if bt < n_train else jnp.arange(n_train)
             iv = jax.random.permutation(kv, n_val)[:bv] if bv < n_val else jnp.arange(n_val)
-            return step(state.replace(key=key), xt[it], yt[it], xv[iv], yv[iv])
+            return step(state.replace(key=key), (xt[it], yt[it]), (xv[iv], yv[iv]))
 
         return jax.lax.scan(body, state, None, length=n_steps)
 
@@ -303,9 +322,11 @@ class SearchResult:
                 f"{self.seconds:.1f} s ({self.compile_seconds:.1f} s compiling)")
 
 
-def search(model_config: Model, cfg: SearchConfig, x_train, y_train, x_val, y_val, seed: int = 0,
+def search(model_config: Model, cfg: SearchConfig, train: Batch, val: Batch, seed: int = 0,
            chunk: int = 500) -> SearchResult:
-    """Runs one strategy's search on (train, val) splits and returns the chosen depth."""
+    """Runs one strategy's search on the (inputs, labels) splits `train` and `val` and returns the
+    chosen depth."""
+    (x_train, y_train), (x_val, y_val) = train, val
     with clock() as wall:
         state = init_search(jax.random.key(seed), model_config, cfg)
         xt, yt, xv, yv = map(jnp.asarray, (x_train, y_train, x_val, y_val))

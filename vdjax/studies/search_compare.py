@@ -136,8 +136,8 @@ def compare(
                     row["distribution"] = (dist / dist.sum()).tolist()
                     row["val_log_lik"] = scores
                 else:
-                    res = search(model_config, dataclasses.replace(search_config, strategy=strategy), half.x_train,
-                                 half.y_train, half.x_test, half.y_test, seed=seed)
+                    res = search(model_config, dataclasses.replace(search_config, strategy=strategy),
+                                 (half.x_train, half.y_train), (half.x_test, half.y_test), seed=seed)
                     chosen, search_steps, search_wall = res.chosen_depth, res.steps, res
                     search_cost = res.cost
                     row["distribution"] = res.distribution.tolist()
