@@ -27,7 +27,8 @@ def main(argv=None):
     import numpy as np
 
     from vdjax.studies.experiment import depth_probs, input_grid
-    from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.studies.plots import DepthPosterior, plot_decision_functions, plot_depth_posterior
+    from vdjax.studies.spirals_study import TRIVIAL_DEPTHS
     from vdjax.studies.sweeps import load_variables, record_dataset, run_grid, spirals_point
 
     top = min(args.max_depth, 6) if args.quick else args.max_depth
@@ -43,9 +44,11 @@ def main(argv=None):
     q = np.array([s["q"] for s in ldn_rec["seeds"]])
     ldn_ll = np.array([s["test"]["per_depth_log_lik"] for s in ldn_rec["seeds"]])
     ddn_ll = np.array([[s["test"]["log_lik"] for s in r["seeds"]] for r in ddn_recs]).T  # [seeds, depths]
-    plot_depth_posterior(q, ldn_ll, ldn_rec["mean"]["test_log_lik"], int(round(ldn_rec["mean"]["d_opt"])),
-                         args.out / "fig2_posterior_vs_ddn.png", ddn_log_lik=ddn_ll,
-                         title=f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth")
+    mean = ldn_rec["mean"]
+    posterior = DepthPosterior(q, ldn_ll, mean["test_log_lik"], int(round(mean["d_opt"])),
+                               int(round(mean["d_argmax"])) if "d_argmax" in mean else None, ddn_log_lik=ddn_ll)
+    plot_depth_posterior(posterior, args.out / "fig2_posterior_vs_ddn.png",
+                         f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth", TRIVIAL_DEPTHS)
 
     # Fig 3: the functions of the LDN's single depths (top) and of one deep DDN's intermediate layers
     # (bottom: the output block applied to that single network's activations after d blocks), over
@@ -58,7 +61,7 @@ def main(argv=None):
     shown = sorted(set(np.linspace(0, top, min(top + 1, 8)).round().astype(int)))
     maps = [ldn_maps[d].reshape(gx.shape) for d in shown] + [ddn_maps[d].reshape(gx.shape) for d in shown]
     titles = [f"LDN, d = {d}, q = {q[0, d]:.2f}" for d in shown] + [f"DDN (D = {top}), layer {d}" for d in shown]
-    plot_decision_functions(gx, gy, np.stack(maps), titles, data.x_train, data.y_train,
+    plot_decision_functions([(gx, gy, m) for m in maps], titles, (data.x_train, data.y_train),
                             args.out / "fig3_decision_functions.png", ncols=len(shown))
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def spirals_main(args: argparse.Namespace) -> int:
     from vdjax.studies.experiment import decision_grid, epoch_progress, run_in_memory
     from vdjax.io import write_bytes, write_json
     from vdjax.nn.models import ModelConfig
-    from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.studies.plots import DepthPosterior, plot_decision_functions, plot_depth_posterior
     from vdjax.training.config import RunOptions, TrainConfig
 
     seeds = validate.unique(args.seeds, "--seeds")
@@ -102,14 +102,15 @@ def spirals_main(args: argparse.Namespace) -> int:
                write_bytes(out / "params_seed0.msgpack", run.variables_bytes(0))]
     if plots:
         s0 = run.seeds[0]
+        posterior = DepthPosterior(np.stack([s.q for s in run.seeds]),
+                                   np.stack([s.test["per_depth_log_lik"] for s in run.seeds]),
+                                   np.mean([s.test["log_lik"] for s in run.seeds]), s0.d_opt)
         written.append(plot_depth_posterior(
-            np.stack([s.q for s in run.seeds]), np.stack([s.test["per_depth_log_lik"] for s in run.seeds]),
-            np.mean([s.test["log_lik"] for s in run.seeds]), s0.d_opt, plots[0],
-            title=f"spirals LDN, max_depth {args.max_depth}: q(d) and test log-likelihood"))
+            posterior, plots[0], f"spirals LDN, max_depth {args.max_depth}: q(d) and test log-likelihood"))
         state = run.fit.best_state(0)
         depths = sorted({0, 1, 2, s0.d_opt // 2, s0.d_opt, min(s0.d_opt + 3, args.max_depth), args.max_depth})
         gx, gy, probs, titles = decision_grid(model_config, state.variables, s0.q, data.x_train, depths)
-        written.append(plot_decision_functions(gx, gy, probs, titles, data.x_train, data.y_train,
+        written.append(plot_decision_functions([(gx, gy, p) for p in probs], titles, (data.x_train, data.y_train),
                                                plots[1]))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

@@ -333,7 +333,7 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
 
 def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
     """Figs 4, 9, 10 and 11 into `out` from records per data set (results files or a summary)."""
-    from vdjax.studies.plots import plot_depth_posterior, plot_image_depth_scan, plot_reliability, plot_speedup
+    from vdjax.studies.plots import DepthPosterior, plot_depth_posterior, plot_image_depth_scan, plot_reliability, plot_speedup
 
     out = Path(out)
     records = {k: v for k, v in records.items() if v}
@@ -355,15 +355,15 @@ def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path
             if r["method"] == "ddn" and r["max_depth"] <= deepest:
                 ddn.setdefault(r["max_depth"], []).append(r["test"]["log_lik"])
         ddn_depths = sorted(ddn)
-        paths.append(plot_depth_posterior(
+        posterior = DepthPosterior(
             np.array([r["q"] for r in top]), np.array([r["per_depth"]["log_lik"] for r in top]),
             float(np.mean([r["ldn_full"]["log_lik"] for r in top])), int(round(np.mean([r["d_opt"] for r in top]))),
-            out / f"fig4_posterior_{name}.png",
             ddn_log_lik=np.array([np.mean(ddn[d]) for d in ddn_depths]) if ddn_depths else None,
-            ddn_depths=np.array(ddn_depths) if ddn_depths else None,
-            title=(f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), "
-                   f"test log-likelihood per depth\n{caption}"),
-        ))
+            ddn_depths=np.array(ddn_depths) if ddn_depths else None)
+        paths.append(plot_depth_posterior(
+            posterior, out / f"fig4_posterior_{name}.png",
+            f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), "
+            f"test log-likelihood per depth\n{caption}"))
         first = top[0]
         if "ddn" in first:
             panels += [(f"{name} DDN-{deepest}", first["ddn"]), (f"{name} LDN-{deepest} full", first["ldn_full"]),

@@ -7,6 +7,7 @@ notebook with its own backend, or on a machine without a display.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import matplotlib
@@ -30,44 +31,49 @@ def _finish(fig, path: str | os.PathLike, title: str = ""):
     return save_figure(fig, path)
 
 
-def plot_depth_posterior(
-    q: np.ndarray,
-    per_depth_log_lik: np.ndarray,
-    marginal_log_lik: float,
-    d_opt: int,
-    path: str | os.PathLike,
-    ddn_log_lik: np.ndarray | None = None,
-    title: str = "",
-    ddn_depths: np.ndarray | None = None,
-    d_argmax: int | None = None,
-    judged_from: int | None = None,
-):
-    """Figs 2 (left) and 4: q(d) as bars, test log-likelihood per depth on a second axis.
+@dataclasses.dataclass(frozen=True)
+class DepthPosterior:
+    """What Figs 2 (left) and 4 draw. `q` and `per_depth_log_lik` (the LDN's test log-likelihood
+    of every single depth) are [depths] or [seeds, depths]; `ddn_log_lik` is the DDNs' test
+    log-likelihood ([depths] or [seeds, depths]) at depths 0, 1, ... or at `ddn_depths` when only
+    some depths were trained. `d_argmax`, the most probable depth, is marked beside the 95% rule's
+    `d_opt`."""
 
-    ddn_log_lik: DDN test log-likelihood per depth ([depths] or [seeds, depths]), at depths
-    0, 1, ... or at `ddn_depths` when only some depths were trained. d_argmax: the most probable
-    depth, marked beside the 95% rule's d_opt. judged_from: the depths below it are shaded, as left
-    out of the comparison of q with the DDNs (a check rather than its evidence)."""
-    q = np.atleast_2d(q)
+    q: np.ndarray
+    per_depth_log_lik: np.ndarray
+    marginal_log_lik: float
+    d_opt: int
+    d_argmax: int | None = None
+    ddn_log_lik: np.ndarray | None = None
+    ddn_depths: np.ndarray | None = None
+
+
+def plot_depth_posterior(posterior: DepthPosterior, path: str | os.PathLike, title: str = "",
+                         judged_from: int | None = None):
+    """Figs 2 (left) and 4: q(d) as bars, test log-likelihood per depth on a second axis. The
+    depths below `judged_from` are shaded, as left out of the comparison of q with the DDNs (a
+    check rather than its evidence)."""
+    post = posterior
+    q = np.atleast_2d(post.q)
     depths = np.arange(q.shape[1])
     fig, ax = subplots(figsize=(7, 3.8))
     if judged_from:
         ax.axvspan(-0.5, judged_from - 0.5, color="0.85", label=f"d < {judged_from}: not in the q-DDN verdict")
     ax.bar(depths, q.mean(0), yerr=q.std(0) if len(q) > 1 else None, color="tab:blue", alpha=0.6,
            label="q(d)")
-    ax.axvline(d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt (95% rule) = {d_opt}")
-    if d_argmax is not None:
-        ax.axvline(d_argmax, color="tab:purple", ls="-.", lw=1, label=f"argmax q = {d_argmax}")
+    ax.axvline(post.d_opt, color="tab:blue", ls="--", lw=1, label=f"d_opt (95% rule) = {post.d_opt}")
+    if post.d_argmax is not None:
+        ax.axvline(post.d_argmax, color="tab:purple", ls="-.", lw=1, label=f"argmax q = {post.d_argmax}")
     ax.set_xlabel("depth d")
     ax.set_ylabel("q(d)")
     ax2 = ax.twinx()
-    ll = np.atleast_2d(per_depth_log_lik)
+    ll = np.atleast_2d(post.per_depth_log_lik)
     ax2.plot(depths, ll.mean(0), "o-", color="tab:red", ms=3, label="LDN, single depth d")
-    if ddn_log_lik is not None:
-        ddn = np.atleast_2d(ddn_log_lik)
-        at = np.arange(ddn.shape[1]) if ddn_depths is None else np.asarray(ddn_depths)
+    if post.ddn_log_lik is not None:
+        ddn = np.atleast_2d(post.ddn_log_lik)
+        at = np.arange(ddn.shape[1]) if post.ddn_depths is None else np.asarray(post.ddn_depths)
         ax2.plot(at, ddn.mean(0), "s-", color="tab:green", ms=3, label="DDN of depth d")
-    ax2.axhline(float(np.mean(marginal_log_lik)), color="k", ls=":", label="LDN marginal")
+    ax2.axhline(float(np.mean(post.marginal_log_lik)), color="k", ls=":", label="LDN marginal")
     ax2.set_ylabel("test log-likelihood")
     ax2.set_ylim(max(float(np.nanmin(ll)) - 0.05, -3.0), 0.05)
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
@@ -76,29 +82,21 @@ def plot_depth_posterior(
     return save_figure(fig, path)
 
 
-def plot_decision_functions(
-    grid_x: np.ndarray | None,
-    grid_y: np.ndarray | None,
-    probs,
-    titles: list[str],
-    x_train: np.ndarray | None,
-    y_train: np.ndarray | None,
-    path: str | os.PathLike,
-    ncols: int = 4,
-    rows: list[tuple[np.ndarray, np.ndarray]] | None = None,
-):
-    """Figs 3/7/8: p(class 1 | x) over the input plane, one panel per depth (or marginal).
+Panel = tuple[np.ndarray, np.ndarray, np.ndarray]  # (grid x, grid y, p(class 1) on the grid)
+Points = tuple[np.ndarray, np.ndarray]  # (training inputs, labels)
 
-    Either one grid and one training set for every panel, or (`rows`) one training set per row
-    of `ncols` panels with `probs` a list of (grid_x, grid_y, map) per panel.
-    """
-    n = len(probs)
+
+def plot_decision_functions(panels: list[Panel], titles: list[str], train: Points | list[Points],
+                            path: str | os.PathLike, ncols: int = 4):
+    """Figs 3/7/8: p(class 1 | x) over the input plane, one panel per depth (or marginal), over
+    the training points `train`: one set for every panel, or a list of one set per row of `ncols`
+    panels."""
+    n = len(panels)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
     fig, axes = subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
-    for i, (ax, p, title) in enumerate(zip(axes.flat, probs, titles)):
-        gx, gy, p = p if rows is not None else (grid_x, grid_y, p)
-        xt, yt = rows[i // ncols] if rows is not None else (x_train, y_train)
+    for i, (ax, (gx, gy, p), title) in enumerate(zip(axes.flat, panels, titles)):
+        xt, yt = train[i // ncols] if isinstance(train, list) else train
         ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
         ax.scatter(xt[:, 0], xt[:, 1], c=yt, cmap="RdBu_r", s=5, edgecolors="k", linewidths=0.2)
         ax.set_title(title, fontsize=8)

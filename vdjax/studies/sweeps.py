@@ -198,4 +198,4 @@ def functions_figure(records: list[dict[str, Any]], out: str | Path, key: str, p
             maps.append((gx, gy, probs[d].reshape(gx.shape)))
             titles.append(f"{key}={r['meta'][key]}, d={d}, q={q[d]:.2f}")
         rows.append((data.x_train, data.y_train))
-    return plot_decision_functions(None, None, maps, titles, None, None, path, ncols=n_depths, rows=rows)
+    return plot_decision_functions(maps, titles, rows, path, ncols=n_depths)
