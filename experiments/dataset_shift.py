@@ -78,12 +78,13 @@ def main(argv=None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from vdjax.baselines.dun import (classification_metrics, ensemble_predictive, fit_methods, ldn_predictive,
-                                 mc_dropout_predictive, ddn_predictive, method_predictives, predictive_probs)
+    from vdjax.baselines.dun import (Baselines, classification_metrics, ensemble_predictive, fit_methods,
+                                     ldn_predictive, mc_dropout_predictive, ddn_predictive, method_predictives,
+                                     predictive_probs)
     from vdjax.io import save_figure, write_json
     from vdjax.nn.models import ModelConfig
     from vdjax.baselines.shift import auroc, class_split, predictive_entropy, rotate_images
-    from vdjax.training.config import TrainConfig
+    from vdjax.training.config import RunOptions, TrainConfig
 
     spec = IMAGE_DATASETS["fashion_mnist"]
     wall, t0 = {}, time.perf_counter()
@@ -94,8 +95,8 @@ def main(argv=None) -> int:
     cfg = ModelConfig("cnn", s.max_depth, len(in_classes), data.input_shape, width=s.width, bottleneck=s.bottleneck)
     tc = TrainConfig(learning_rate=s.lr, momentum=s.momentum, batch_size=s.batch_size or data.n_train,
                      max_epochs=s.max_epochs, patience=s.patience, stop_on="val", prior_decay=1.0)
-    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=s.ensemble_size,
-                          dropout_rate=args.dropout_rate, progress=not args.no_progress, log=tqdm.write)
+    trained = fit_methods(data, cfg, tc, args.seed, Baselines(s.ensemble_size, args.dropout_rate),
+                          RunOptions(progress=not args.no_progress, log=tqdm.write))
     wall["load_and_train"], t0 = time.perf_counter() - t0, time.perf_counter()
     key = jax.random.key(args.seed)
     predict = {

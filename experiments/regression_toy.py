@@ -45,19 +45,19 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from vdjax.baselines.dun import fit_methods, method_predictives, regression_curve, regression_metrics
+    from vdjax.baselines.dun import Baselines, fit_methods, method_predictives, regression_curve, regression_metrics
     from vdjax.data.regression import toy_dataset
     from vdjax.io import save_figure, write_json
     from vdjax.nn.models import ModelConfig
-    from vdjax.training.config import TrainConfig
+    from vdjax.training.config import RunOptions, TrainConfig
 
     s = _dun.settings(args, CPU, PAPER)
     data, sx = toy_dataset(args.dataset, seed=args.seed)
     cfg = ModelConfig("mlp", s.max_depth, 1, (1,), width=s.width, likelihood="gaussian")
     tc = TrainConfig(learning_rate=s.lr, momentum=s.momentum, batch_size=s.batch_size or data.n_train,
                      max_epochs=s.max_epochs, patience=s.patience, stop_on="val", prior_decay=1.0)
-    trained = fit_methods(data, cfg, tc, seed=args.seed, ensemble_size=s.ensemble_size,
-                          dropout_rate=args.dropout_rate, progress=not args.no_progress)
+    trained = fit_methods(data, cfg, tc, args.seed, Baselines(s.ensemble_size, args.dropout_rate),
+                          RunOptions(progress=not args.no_progress))
     key = jax.random.key(args.seed)
     preds, seconds = method_predictives(trained, data.x_test, key, args.samples)
     test = {m: regression_metrics(pr, data.y_test, data.target_scale) for m, pr in preds.items()}

@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import norm
 
 from vdjax.baselines.dun import (
+    Baselines,
     Predictive,
     ddn_predictive,
     fit_methods,
@@ -29,7 +30,7 @@ from vdjax.depth.likelihoods import (
     to_original_scale,
 )
 from vdjax.nn.models import LDN, ModelConfig
-from vdjax.training.config import TrainConfig
+from vdjax.training.config import RunOptions, TrainConfig
 from vdjax.training.objective import Objective
 from vdjax.training.step import init_state, loss_fn, make_optimizer
 
@@ -191,7 +192,8 @@ def trained():
     cfg = ModelConfig("mlp", max_depth=3, num_classes=1, input_shape=(1,), width=16, likelihood="gaussian")
     tc = TrainConfig(learning_rate=0.005, momentum=0.9, batch_size=128, max_epochs=60, patience=60, stop_on="val",
                      prior_decay=1.0)
-    return data, fit_methods(data, cfg, tc, ensemble_size=2, dropout_rate=0.2, progress=False, log=lambda s: None)
+    return data, fit_methods(data, cfg, tc, baselines=Baselines(ensemble_size=2, dropout_rate=0.2),
+                             options=RunOptions(progress=False, log=lambda s: None))
 
 
 def test_regression_ldn_learns_and_baselines_predict(trained):

@@ -121,7 +121,8 @@ def test_image_trainer_and_baselines_take_a_network(spirals):
 
     dropout_net = network(DropoutBlock(WIDTH))
     with pytest.raises(ValueError, match="dropout_model"):
-        vdjax.baselines.dun.fit_methods(spirals, net, train, ensemble_size=1, progress=False)
+        vdjax.baselines.dun.fit_methods(spirals, net, train, baselines=vdjax.baselines.dun.Baselines(ensemble_size=1),
+                                        options=vdjax.RunOptions(progress=False))
     dropped = vdjax.fit(dropout_net, train, spirals, [("ddn", 0)]).best_state(0)
     samples = mc_dropout_predictive(dropout_net, dropped, x, jax.random.key(0), n_samples=3)
     assert samples.outputs.shape == (3, 50, 2)

@@ -1,9 +1,7 @@
 """Image data readers, held-out training (early stopping, checkpoints, resume) and image runs."""
 
 import dataclasses
-import gzip
 import os
-import struct
 from pathlib import Path
 
 import chex

@@ -187,28 +187,40 @@ class TrainedMethods:
         return self.training
 
 
+@dataclasses.dataclass(frozen=True)
+class Baselines:
+    """Which networks `fit_methods` trains beside the LDN. `ensemble_size` DDNs (member 0 is the
+    DDN). The MC-dropout network is `dropout_model`, or else a preset LDN config with
+    `dropout_rate` (None: no dropout baseline); the MFVI network is `mfvi_model`, or else a preset
+    with weights='mfvi' and prior std `mfvi_prior_std` (None: no MFVI baseline)."""
+
+    ensemble_size: int = 5
+    dropout_rate: float | None = 0.1
+    dropout_model: Model | None = None
+    mfvi_prior_std: float | None = None
+    mfvi_model: Model | None = None
+
+    def __post_init__(self):
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {self.ensemble_size}")
+
+
 def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_config: TrainConfig,
-                seed: int | Sequence[int] = 0, ensemble_size: int = 5, dropout_rate: float | None = 0.1,
-                progress: bool = True, log: Callable[[str], None] = print, dropout_model: Model | None = None,
-                mfvi_prior_std: float | None = None, mfvi_model: Model | None = None
-                ) -> TrainedMethods | list[TrainedMethods]:
-    """Trains the LDN and `ensemble_size` DDNs (seeds seed..seed+M-1) as one vmapped program,
-    then the MC-dropout DDN and the MFVI DDN, each a program of its own, all with
-    `train_config`'s protocol. The dropout network is `dropout_model`, or else a preset
-    `model_config` with `dropout_rate` (None skips it); the MFVI network is `mfvi_model`, or else
-    a preset `model_config` with weights='mfvi' and prior std `mfvi_prior_std` (None skips it).
+                seed: int | Sequence[int] = 0, baselines: Baselines = Baselines(),
+                options: RunOptions = RunOptions()) -> TrainedMethods | list[TrainedMethods]:
+    """Trains the LDN and the `baselines.ensemble_size` DDNs (seeds seed..seed+M-1) as one
+    vmapped program, then the MC-dropout DDN and the MFVI DDN, each a program of its own, all
+    with `train_config`'s protocol (`options`: progress and log, as for `vdjax.fit`).
     Several data sets of one size (`data` a sequence; set j's seed is `seed[j]`, or seed + 100 j)
     train in the same three programs; one `TrainedMethods` per set comes back."""
     from vdjax.training.runner import fit
 
-    if ensemble_size < 1:
-        raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    b = baselines
     several = not isinstance(data, Dataset)
     sets = list(data) if several else [data]
     seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [seed + 100 * j for j in range(len(sets))]
     if len(seeds) != len(sets):
         raise ValueError(f"{len(sets)} data sets need as many seeds, got {seeds}")
-    options = RunOptions(progress=progress, log=log)
 
     def run(config: Model, members: Callable[[int], list]) -> list[list[tuple]]:
         """Per data set, (kept state, training summary) of each of its networks."""
@@ -219,11 +231,11 @@ def fit_methods(data: Dataset | Sequence[Dataset], model_config: Model, train_co
             per_set[j].append((result.best_state(i), result.summary(i)))
         return per_set
 
-    dropout_config = dropout_model or _preset_variant(model_config, "dropout_model", dropout_rate,
-                                                      dropout_rate=dropout_rate)
-    mfvi_config = mfvi_model or _preset_variant(model_config, "mfvi_model", mfvi_prior_std, weights="mfvi",
-                                                prior_std=mfvi_prior_std)
-    main = run(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(ensemble_size)])
+    dropout_config = b.dropout_model or _preset_variant(model_config, "dropout_model", b.dropout_rate,
+                                                        dropout_rate=b.dropout_rate)
+    mfvi_config = b.mfvi_model or _preset_variant(model_config, "mfvi_model", b.mfvi_prior_std, weights="mfvi",
+                                                  prior_std=b.mfvi_prior_std)
+    main = run(model_config, lambda s: [("ldn", s)] + [("ddn", s + i) for i in range(b.ensemble_size)])
     none = [[(None, None)]] * len(sets)
     dropout = run(dropout_config, lambda s: [("ddn", s)]) if dropout_config else none
     mfvi = run(mfvi_config, lambda s: [("ddn", s)]) if mfvi_config else none
@@ -241,7 +253,7 @@ def _preset_variant(model_config: Model, argument: str, setting: float | None, *
     if not setting:
         return None
     if not isinstance(model_config, ModelConfig):
-        raise ValueError(f"a Network has no {', '.join(changes)} to set: pass the baseline's network as {argument} "
+        raise ValueError(f"a Network has no {', '.join(changes)} to set: pass the baseline's network as Baselines({argument}=...) "
                          f"(or leave its setting None to skip it)")
     return model_config.replace(**changes)
 

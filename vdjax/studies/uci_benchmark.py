@@ -23,12 +23,12 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from vdjax.baselines.dun import fit_methods, method_predictives, regression_metrics
+from vdjax.baselines.dun import Baselines, fit_methods, method_predictives, regression_metrics
 from vdjax.studies import claims
 from vdjax.studies.stats import GREATER, Claim, TTest, paired_t
 from vdjax.data.core import Dataset
 from vdjax.nn.models import ModelConfig
-from vdjax.training.config import TrainConfig
+from vdjax.training.config import RunOptions, TrainConfig
 from vdjax.training.epoch import Batching
 
 SUITE_METHODS = ("ldn", "ddn", "ensemble", "dropout", "mfvi")  # ranked; 'ldn_full' is reported beside them
@@ -92,9 +92,9 @@ def run_splits(datasets: Sequence[Dataset], splits: Sequence[int], config: Suite
     for group in shape_groups(datasets):
         sets = [datasets[i] for i in group]
         cfg, tc = config.model_config(sets[0].input_shape), config.train_config(sets[0].n_train)
-        trained = fit_methods(sets, cfg, tc, seed=[config.seed + 100 * splits[i] for i in group],
-                              ensemble_size=config.ensemble_size, dropout_rate=config.dropout_rate,
-                              mfvi_prior_std=config.prior_std, progress=progress, log=log)
+        baselines = Baselines(config.ensemble_size, config.dropout_rate, mfvi_prior_std=config.prior_std)
+        trained = fit_methods(sets, cfg, tc, [config.seed + 100 * splits[i] for i in group], baselines,
+                              RunOptions(progress=progress, log=log))
         for i, data, tr in zip(group, sets, trained):
             key = jax.random.key(config.seed + splits[i])
             preds, seconds = method_predictives(tr, data.x_test, key, config.samples, n_mfvi_samples=config.samples)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 
 from vdjax.nn.models import LDN, ModelConfig
 from vdjax.training.config import TrainConfig
