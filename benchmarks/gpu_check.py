@@ -390,11 +390,11 @@ def network_summary(record: dict[str, Any], wall_s: float, limit_s: float) -> di
 
 def train_network(data, method: str, depth: int, s: Settings, limit_s: float) -> dict[str, Any]:
     """One network with the library's image trainer, stopped by patience, the epoch cap or `limit_s`."""
-    from vdjax.studies.image_runs import ImagePoint, cnn_config, network_record
+    from vdjax.studies.image_runs import ImageModel, ImagePoint, cnn_config, network_record
     from vdjax.training.config import RunOptions
     from vdjax.training.runner import fit
 
-    cfg, tc = cnn_config(data, depth, head_norm="shared"), method_config(method, s)
+    cfg, tc = cnn_config(data, depth, ImageModel(head_norm="shared")), method_config(method, s)
     t0 = time.perf_counter()
     result = fit(cfg, tc, data, [(method, 0)], RunOptions(log=log, stop_after_seconds=max(limit_s, 0.0)))
     record = network_record(data, ImagePoint(method, depth, 0), result, cfg, tc)

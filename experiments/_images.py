@@ -49,7 +49,7 @@ class Ablation:
 
     @property
     def network(self) -> dict:
-        """The change to `run_image_points`' network options (head_norm), if any."""
+        """The change to `run_image_points`' `ImageModel` (head_norm), if any."""
         return {"head_norm": self.head_norm} if self.head_norm else {}
 
     @property
@@ -215,7 +215,7 @@ def preset(args) -> ImagePreset:
 def settings(args, cpu_depths: list[int]):
     """(datasets, depths, seeds, train_config, subset sizes, network options) from the command
     line: the chosen preset, with what the command line overrides. The network options are
-    `run_image_points`' head_norm, width and bottleneck."""
+    `run_image_points`' `ImageModel`."""
     chosen = preset(args)
     datasets, seeds, n_train, n_test = list(chosen.datasets), list(chosen.seeds), chosen.n_train, chosen.n_test
     depths = list(chosen.depths) if chosen.depths is not None else cpu_depths
@@ -225,8 +225,10 @@ def settings(args, cpu_depths: list[int]):
                  ("patience", args.patience), ("patience_rule", args.patience_rule),
                  ("lr_drop_epoch", args.lr_drop_epoch), ("lr_drop_methods", lr_drop_methods(args.lr_drop_methods)))
     train = train.replace(**{k: v for k, v in overrides if v is not None})  # TrainConfig rejects bad mixes
-    network = {"head_norm": args.head_norm or chosen.head_norm, "width": args.width or chosen.width,
-               "bottleneck": args.bottleneck or chosen.bottleneck}
+    from vdjax.studies.image_runs import ImageModel
+
+    network = ImageModel(args.head_norm or chosen.head_norm, args.width or chosen.width,
+                         args.bottleneck or chosen.bottleneck)
     return (args.datasets or datasets, args.depths or depths, args.seeds or seeds, train,
             args.n_train or n_train, args.n_test or n_test, network)
 
@@ -249,6 +251,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import check_available, load_images
     from vdjax.studies.image_runs import ImagePoint, image_figures, run_image_points
+    from vdjax.training.config import RunOptions
     from vdjax.training.runner import with_stopping_data
 
     datasets, depths, seeds, train, n_train, n_test, network = settings(args, cpu_depths)
@@ -277,8 +280,8 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
               f"patience {train.patience} {train.patience_rule}), learning rate of "
               f"{'; '.join(f'{k.upper()}s {v}' for k, v in schedule_note(train).items() if k != 'note')}, "
               f"head statistics "
-              f"{network['head_norm']}, CNN "
-              f"width {network['width'] or 64} / {network['bottleneck'] or 32}")
+              f"{network.head_norm}, CNN "
+              f"width {network.width or 64} / {network.bottleneck or 32}")
         programs = []
         for depth in depths:
             points = [ImagePoint(method, depth, seed) for seed in seeds for method in methods(depth)]
@@ -288,14 +291,15 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
             for variant in preset(args).ablation:
                 points = [ImagePoint(m, variant.depth, s) for s in seeds for m in variant.methods]
                 programs.append((points, out / "ablation" / variant.name, train.replace(**variant.train),
-                                 {**network, **variant.network}))
+                                 dataclasses.replace(network, **variant.network)))
         from vdjax.training.metrics_writer import create_writer
 
         writer = create_writer(args.metrics_dir) if args.metrics_dir is not None and primary else None
         try:
             for group, group_out, group_train, group_network in programs[share::shares]:  # this process's share
-                run_image_points(data, group, group_train, group_out, progress=not args.no_progress and primary,
-                                 mesh=mesh, span_processes=args.span_processes, metrics_writer=writer, **group_network)
+                options = RunOptions(progress=not args.no_progress and primary, mesh=mesh,
+                                     span_processes=args.span_processes, metrics_writer=writer)
+                run_image_points(data, group, group_train, group_out, group_network, options)
         finally:
             if writer is not None:
                 writer.close()

@@ -250,7 +250,7 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
 
     tc = TINY.replace(max_epochs=2, lr_drop_epoch=1, lr_drop_methods=("ddn",))
     ldn, ddn = run_image_points(tiny_images, [ImagePoint("ldn", 3, 0), ImagePoint("ddn", 3, 0)], tc, tmp_path,
-                                progress=False)
+                                options=RunOptions(progress=False))
     assert ldn["networks_in_program"] == ddn["networks_in_program"] == 2
     # Each epoch's learning rate, per network of the one program: the DDN's drops, the LDN's does not.
     from vdjax.studies.image_study import compact, epochs_after_lr_change
@@ -279,7 +279,8 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
         assert abs(direct[k] - ldn["ldn_95"][k]) < 1e-4
     assert not any((tmp_path / "fashion_mnist" / "checkpoints").glob("*/*")), "checkpoints are removed when done"
     logs = []
-    again = run_image_point(tiny_images, ImagePoint("ldn", 3, 0), tc, tmp_path, progress=False, log=logs.append)
+    again = run_image_point(tiny_images, ImagePoint("ldn", 3, 0), tc, tmp_path,
+                            options=RunOptions(progress=False, log=logs.append))
     assert "skipped" in logs[0] and again == ldn
     table = depth_table(load_records(tmp_path, "fashion_mnist"))
     np.testing.assert_array_equal(table["max_depth"], [3])
@@ -305,10 +306,10 @@ def test_a_run_killed_while_writing_records_resumes_without_training(tiny_images
 
     monkeypatch.setattr(image_runs, "_write_record", killed_at_the_ldn)
     with pytest.raises(KeyboardInterrupt):
-        run_image_points(tiny_images, points, tc, tmp_path, progress=False)
+        run_image_points(tiny_images, points, tc, tmp_path, options=RunOptions(progress=False))
     monkeypatch.setattr(image_runs, "_write_record", write)
     logs: list[str] = []
-    ldn, ddn = run_image_points(tiny_images, points, tc, tmp_path, progress=False, log=logs.append)
+    ldn, ddn = run_image_points(tiny_images, points, tc, tmp_path, options=RunOptions(progress=False, log=logs.append))
     assert any("resuming" in line and "after epoch 2" in line for line in logs), logs
     assert ldn["epochs"] == 2 and ddn["method"] == "ddn" and ldn["ddn"] == ddn["test"]
     assert not any((tmp_path / "fashion_mnist" / "checkpoints").glob("*/*"))

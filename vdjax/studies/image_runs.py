@@ -25,7 +25,6 @@ from vdjax.training.cost import median_seconds
 from vdjax.data.core import Dataset
 from vdjax.io import read_json, write_bytes, write_json
 from vdjax.depth.metrics import marginal_log_probs, per_depth_metrics, predictive_metrics
-from vdjax.training.metrics_writer import MetricsWriter
 from vdjax.nn.models import Model, ModelConfig
 from vdjax.depth.prune import d_opt_95, expected_depth, last_head_only, prune, pruned_log_probs
 from vdjax.nn.models import eval_logits, forward_fn
@@ -51,51 +50,42 @@ def record_path(out: str | Path, dataset: str, point: ImagePoint) -> Path:
     return Path(out) / dataset / f"{point.name}.json"
 
 
-def cnn_config(data: Dataset, depth: int, head_norm: str = "per_depth", width: int | None = None,
-               bottleneck: int | None = None) -> Model:
-    """The paper's CNN for `data` at max depth `depth`; `head_norm` as `ModelConfig.head_norm`;
-    `width` / `bottleneck` the outer and inner channel counts (None: the paper's 64 / 32)."""
-    sizes = {k: v for k, v in (("width", width), ("bottleneck", bottleneck)) if v is not None}
-    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=head_norm, **sizes)
+@dataclasses.dataclass(frozen=True)
+class ImageModel:
+    """The CNN of the image points: `head_norm` as `ModelConfig.head_norm`; `width` / `bottleneck`
+    the outer and inner channel counts (None: the paper's 64 / 32)."""
+
+    head_norm: str = "per_depth"
+    width: int | None = None
+    bottleneck: int | None = None
 
 
-def run_image_point(
-    data: Dataset,
-    point: ImagePoint,
-    train_config: TrainConfig,
-    out: str | Path,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    speed_batch: int = 512,
-) -> dict[str, Any]:
+SPEED_BATCH = 512  # test images per timed forward pass of the pruned LDN and the DDN
+
+
+def cnn_config(data: Dataset, depth: int, model: ImageModel = ImageModel()) -> Model:
+    """The paper's CNN for `data` at max depth `depth`, sized by `model`."""
+    sizes = {k: v for k, v in (("width", model.width), ("bottleneck", model.bottleneck)) if v is not None}
+    return ModelConfig("cnn", depth, data.num_classes, data.input_shape, head_norm=model.head_norm, **sizes)
+
+
+def run_image_point(data: Dataset, point: ImagePoint, train_config: TrainConfig, out: str | Path,
+                    model: ImageModel = ImageModel(), options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Trains and evaluates one point (resuming its checkpoint), writes and returns its record."""
-    return run_image_points(data, [point], train_config, out, progress, log, speed_batch)[0]
+    return run_image_points(data, [point], train_config, out, model, options)[0]
 
 
-def run_image_points(
-    data: Dataset,
-    points: list[ImagePoint],
-    train_config: TrainConfig,
-    out: str | Path,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    speed_batch: int = 512,
-    mesh: dict[str, int | None] | None = None,
-    span_processes: bool = False,
-    head_norm: str = "per_depth",
-    metrics_writer: MetricsWriter | None = None,
-    width: int | None = None,
-    bottleneck: int | None = None,
-) -> list[dict[str, Any]]:
+def run_image_points(data: Dataset, points: list[ImagePoint], train_config: TrainConfig, out: str | Path,
+                     model: ImageModel = ImageModel(), options: RunOptions = RunOptions()) -> list[dict[str, Any]]:
     """Trains the points of one max depth that have no results yet as one program (resuming its
-    checkpoint; `mesh` and `span_processes` as `vdjax.training.config.RunOptions`), writes a record per network (DDNs
-    first, so that each LDN record holds its DDN's metrics and speed-up) and returns every
-    point's record.
+    checkpoint under `out`; `options` as for `vdjax.fit`, its checkpoint_dir set here), writes a
+    record per network (DDNs first, so that each LDN record holds its DDN's metrics and speed-up)
+    and returns every point's record.
 
-    With `span_processes` every process calls this and trains the program together; what is
-    done is process 0's view of `out` (broadcast, so all train the same networks), and only
-    process 0 evaluates, writes records and removes the checkpoint; the others return [].
-    `head_norm`, `width` and `bottleneck` as `cnn_config`."""
+    With `options.span_processes` every process calls this and trains the program together; what
+    is done is process 0's view of `out` (broadcast, so all train the same networks), and only
+    process 0 evaluates, writes records and removes the checkpoint; the others return []."""
+    span_processes, log = options.span_processes, options.log
     if len({p.depth for p in points}) != 1:
         raise ValueError(f"points of one program must share their max depth, got {sorted({p.depth for p in points})}")
     done = _process0_view(np.array([record_path(out, data.name, p).exists() for p in points]), span_processes)
@@ -105,7 +95,7 @@ def run_image_points(
             log(f"{data.name} {p.name}: done before, skipped")
     written: dict[ImagePoint, Path] = {}
     if todo:
-        model_config = cnn_config(data, todo[0].depth, head_norm, width, bottleneck)
+        model_config = cnn_config(data, todo[0].depth, model)
         data = with_stopping_data(data, train_config)
         # A run stopped while writing the records leaves the whole program's checkpoint: its
         # networks are finished there, so resume it rather than train the unwritten ones again.
@@ -114,15 +104,14 @@ def run_image_points(
         program = points if whole else todo
         ckpt_dir = checkpoints / "+".join(p.name for p in program)
         result = fit(model_config, train_config, data, [(p.method, p.seed) for p in program],
-                     RunOptions(checkpoint_dir=ckpt_dir, progress=progress, log=log, mesh=mesh,
-                                span_processes=span_processes, metrics_writer=metrics_writer))
+                     options.replace(checkpoint_dir=ckpt_dir))
         if span_processes and jax.process_index() != 0:
             return []
         results = [result.select([i]) for i in range(len(program))]
         for point, result in sorted(zip(program, results), key=lambda pr: pr[0].method != "ddn"):
             if point in todo:
                 written[point] = _write_record(data, point, result, model_config,
-                                               train_config.replace(method=point.method), out, speed_batch, log)
+                                               train_config.replace(method=point.method), out, SPEED_BATCH, log)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if span_processes and jax.process_index() != 0:
         return []
