@@ -81,9 +81,7 @@ class ModelConfig:
         if self.arch not in DEFAULT_WIDTH:
             raise ValueError(f"arch must be 'mlp' or 'cnn', got {self.arch!r}")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
-        check_common(max_depth=self.max_depth, num_classes=self.num_classes, input_shape=self.input_shape,
-                     likelihood=self.likelihood, heads=self.heads, head_norm=self.head_norm, unroll=self.unroll,
-                     remat=self.remat)
+        check_common(self)
         if self.width is None:
             object.__setattr__(self, "width", DEFAULT_WIDTH[self.arch])
         if not isinstance(self.width, int) or self.width < 1:

@@ -56,9 +56,11 @@ Weights = Literal["point", "mfvi"]
 NOISE_RNGS = {"dropout": True, WEIGHTS_STREAM: True}  # split across blocks and depths
 
 
-def check_common(*, max_depth: Any, num_classes: int, input_shape: tuple[int, ...], likelihood: str, heads: str,
-                 head_norm: str, unroll: int, remat: Any) -> None:
-    """Validation shared by `Network` and the presets' `ModelConfig`."""
+def check_common(config: Any) -> None:
+    """Validation shared by `Network` and the presets' `ModelConfig`: the fields they both have."""
+    max_depth, num_classes, input_shape = config.max_depth, config.num_classes, config.input_shape
+    likelihood, heads, head_norm, unroll, remat = (config.likelihood, config.heads, config.head_norm, config.unroll,
+                                                   config.remat)
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
         raise ValueError(f"max_depth must be an integer >= 0, got {max_depth!r}")
     if likelihood not in ("categorical", "gaussian"):
@@ -159,9 +161,7 @@ class Network:
         object.__setattr__(self, "stages", tuple(self.stages))
         for name in ("stem", "block", "head") + (("pool",) if self.pool is not None else ()):
             check_module(name, getattr(self, name))
-        check_common(max_depth=self.max_depth, num_classes=self.num_classes, input_shape=self.input_shape,
-                     likelihood=self.likelihood, heads=self.heads, head_norm=self.head_norm, unroll=self.unroll,
-                     remat=self.remat)
+        check_common(self)
         check_weights(self.weights, self.prior_std, self.uses_dropout)
         self._check_stages()
         if min(self.target_shape, default=1) < 1:
