@@ -1,10 +1,11 @@
 """Deterministic-depth networks (DDN) of every depth 0 ... 20 on spirals, beside an LDN of
 max depth 20 (paper Fig 2, left, and Fig 3).
 
-    python3 experiments/scan_deterministic_depth_spirals.py --out docs/data/spirals/scan_deterministic_depth_spirals
+    python3 experiments/scan_deterministic_depth_spirals.py --out docs/data/spirals_redrawn/scan_deterministic_depth_spirals
     python3 experiments/scan_deterministic_depth_spirals.py --quick   # a smoke run
 
-Cost: 22 networks (21 DDNs and one LDN) x 6 seeds: 40 min of recorded wall time on 2 CPU cores.
+Cost: 22 networks (21 DDNs and one LDN) x 6 seeds, each repeat on its own data draw: 12.6 min
+of recorded wall time on 2 CPU cores.
 
 The paper finds that the depths the LDN gives most probability are those where DDNs do best,
 and that the LDN's marginal beats DDNs of every depth; Fig 3 draws the functions of the LDN's

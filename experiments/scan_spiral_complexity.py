@@ -1,9 +1,10 @@
 """Learnt depth against spiral complexity: rotation 180 ... 1260 degrees (paper Fig 6, left).
 
-    python3 experiments/scan_spiral_complexity.py --out docs/data/spirals/scan_spiral_complexity
+    python3 experiments/scan_spiral_complexity.py --out docs/data/spirals_redrawn/scan_spiral_complexity
     python3 experiments/scan_spiral_complexity.py --quick   # a smoke run
 
-Cost: 7 rotations x 6 seeds: 6 min of recorded wall time on 2 CPU cores.
+Cost: 7 rotations x 6 seeds, each repeat on its own data draw: 13.5 min of recorded wall time on 2
+CPU cores.
 
 The paper finds d_opt grows with the rotation, and test performance suffers past 720
 degrees with D=20. Writes one results file per rotation, then fig6_complexity.png.
