@@ -249,11 +249,11 @@ def test_paper_selects_the_reference_choices():
     assert train_config("--lr-drop-methods", "none").lr_drop_methods == ()
     # The output block's statistics: shared under --paper, per depth otherwise, either by flag.
     network = lambda *argv: _images.settings(_images.parser("", [1]).parse_args(list(argv)), [1])[6]  # noqa: E731
-    head_norm = lambda *argv: network(*argv)["head_norm"]  # noqa: E731
+    head_norm = lambda *argv: network(*argv).head_norm  # noqa: E731
     assert (head_norm("--paper"), head_norm(), head_norm("--study")) == ("shared", "per_depth", "per_depth")
     assert (head_norm("--paper", "--head-norm", "per_depth"), head_norm("--head-norm", "shared")) == ("per_depth", "shared")
     # The CNN's size: the paper's unless a preset or the command line says otherwise.
-    size = lambda *argv: (network(*argv)["width"], network(*argv)["bottleneck"])  # noqa: E731
+    size = lambda *argv: (network(*argv).width, network(*argv).bottleneck)  # noqa: E731
     assert (size(), size("--paper"), size("--study"), size("--study", "--width", "32")) == (
         (None, None), (None, None), (16, 8), (32, 8))
 
