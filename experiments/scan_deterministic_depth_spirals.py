@@ -28,8 +28,8 @@ def main(argv=None):
     import numpy as np
 
     from vdjax.studies.experiment import depth_probs, input_grid
-    from vdjax.studies.plots import DepthPosterior, plot_decision_functions, plot_depth_posterior
-    from vdjax.studies.spirals_study import TRIVIAL_DEPTHS
+    from vdjax.studies.plots import plot_decision_functions, plot_depth_posterior
+    from vdjax.studies.spirals_study import TRIVIAL_DEPTHS, ddn_scan_posterior
     from vdjax.studies.sweeps import load_variables, record_dataset, run_grid, spirals_point
 
     top = min(args.max_depth, 6) if args.quick else args.max_depth
@@ -42,12 +42,8 @@ def main(argv=None):
     (ldn_rec,) = run_grid([ldn], args.out, _common.seeds(args))
     ddn_recs = run_grid(ddns, args.out, _common.seeds(args))
 
-    q = np.array([s["q"] for s in ldn_rec["seeds"]])
-    ldn_ll = np.array([s["test"]["per_depth_log_lik"] for s in ldn_rec["seeds"]])
-    ddn_ll = np.array([[s["test"]["log_lik"] for s in r["seeds"]] for r in ddn_recs]).T  # [seeds, depths]
-    mean = ldn_rec["mean"]
-    posterior = DepthPosterior(q, ldn_ll, mean["test_log_lik"], int(round(mean["d_opt"])),
-                               int(round(mean["d_argmax"])) if "d_argmax" in mean else None, ddn_log_lik=ddn_ll)
+    posterior = ddn_scan_posterior([ldn_rec, *ddn_recs])
+    q = posterior.q
     plot_depth_posterior(posterior, args.out / "fig2_posterior_vs_ddn.png",
                          f"spirals: LDN q(d) (D={top}) and DDN test log-likelihood per depth", TRIVIAL_DEPTHS)
 

@@ -253,8 +253,8 @@ def _preset_variant(model_config: Model, argument: str, setting: float | None, *
     if not setting:
         return None
     if not isinstance(model_config, ModelConfig):
-        raise ValueError(f"a Network has no {', '.join(changes)} to set: pass the baseline's network as Baselines({argument}=...) "
-                         f"(or leave its setting None to skip it)")
+        raise ValueError(f"a Network has no {', '.join(changes)} to set: pass the baseline's network as "
+                         f"Baselines({argument}=...) (or leave its setting None to skip it)")
     return model_config.replace(**changes)
 
 

@@ -111,7 +111,7 @@ def run_image_points(data: Dataset, points: list[ImagePoint], train_config: Trai
         for point, result in sorted(zip(program, results), key=lambda pr: pr[0].method != "ddn"):
             if point in todo:
                 written[point] = _write_record(data, point, result, model_config,
-                                               train_config.replace(method=point.method), out, SPEED_BATCH, log)
+                                               train_config.replace(method=point.method), out, log)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if span_processes and jax.process_index() != 0:
         return []
@@ -189,7 +189,7 @@ def validation_log_lik(logits: np.ndarray, labels: np.ndarray, q: np.ndarray | N
 
 
 def _write_record(data: Dataset, point: ImagePoint, result: FitResult, model_config: Model,
-                  train_config: TrainConfig, out: str | Path, speed_batch: int, log: Callable[[str], None]) -> Path:
+                  train_config: TrainConfig, out: str | Path, log: Callable[[str], None]) -> Path:
     """Evaluates one trained network on the test set (with, for an LDN, the DDN of its depth and
     seed where that is trained); writes its parameters, then its record, and returns where the
     record went (a fallback location if `out` has become unwritable)."""
@@ -208,7 +208,7 @@ def _write_record(data: Dataset, point: ImagePoint, result: FitResult, model_con
             if depth not in timed:
                 pruned = prune(model_config, variables, np.asarray(record["q"]), depth)
                 timed[depth] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
-                                               data.x_test[:speed_batch])
+                                               data.x_test[:SPEED_BATCH])
             record[key] = timed[depth]
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
@@ -322,7 +322,8 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
 
 def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
     """Figs 4, 9, 10 and 11 into `out` from records per data set (results files or a summary)."""
-    from vdjax.studies.plots import DepthPosterior, plot_depth_posterior, plot_image_depth_scan, plot_reliability, plot_speedup
+    from vdjax.studies.plots import (DepthPosterior, plot_depth_posterior, plot_image_depth_scan, plot_reliability,
+                                     plot_speedup)
 
     out = Path(out)
     records = {k: v for k, v in records.items() if v}

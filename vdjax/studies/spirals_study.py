@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -20,6 +20,9 @@ from scipy.stats import spearmanr
 from vdjax.studies import claims, stats
 from vdjax.studies.stats import GREATER, LESS, NO_CHANGE, Claim, TTest
 from vdjax.training.epoch import stop_reason as network_stop_reason
+
+if TYPE_CHECKING:
+    from vdjax.studies.plots import DepthPosterior
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +304,22 @@ def _row(figure: str, paper: str, ours: str, claim: Claim | None, missing: list[
     blocked = (f"not resolved: grid incomplete (no {', '.join(map(str, missing))})" if missing else
                "" if claim is not None else "not resolved: too few seeds for a test")
     return claims.Row(figure, paper, ours, claim, blocked)
+
+
+def ddn_scan_posterior(records: list[dict[str, Any]]) -> DepthPosterior:
+    """What Fig 2 (left) draws from the deterministic-depth scan's records: the LDN's q(d) and
+    single-depth test LL per seed, its marginal LL, d_opt and argmax q (seed means, rounded; argmax
+    q only where the record has it), and the DDN test LL of every trained depth per seed."""
+    from vdjax.studies.plots import DepthPosterior  # matplotlib only when a figure is wanted
+
+    ldn, ddns = split_ddn_scan(records)
+    mean = ldn["mean"]
+    return DepthPosterior(
+        np.array([s["q"] for s in ldn["seeds"]]), np.array([s["test"]["per_depth_log_lik"] for s in ldn["seeds"]]),
+        mean["test_log_lik"], int(round(mean["d_opt"])),
+        int(round(mean["d_argmax"])) if "d_argmax" in mean else None,
+        ddn_log_lik=np.array([per_seed(r, "test_log_lik") for r in ddns]).T,  # [seeds, depths]
+        ddn_depths=np.array([r["meta"]["depth"] for r in ddns]))
 
 
 def ddn_findings(records: list[dict[str, Any]]) -> list[claims.Row]:
