@@ -201,6 +201,10 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
     p.add_argument("--summarize-only", action="store_true",
                    help="with --study: train nothing; write summary.json and the figures from the networks "
                         "finished so far (marked partial if some are missing)")
+    p.add_argument("--retime", action="store_true",
+                   help="train nothing; time every finished LDN's pruned forward pass against its DDN again "
+                        "from their saved parameters, rewrite those records and redraw the figures (and, with "
+                        "--study, the summary): for timings first taken while other work shared the cores")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--metrics-dir", type=validate.output_dir, default=None,
                    help="stream every network's per-epoch metrics while training: metrics.jsonl there, and "
@@ -250,7 +254,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     start_script()  # before JAX starts: on CPU, networks of a program run on every core
     mesh = parse_mesh(args.mesh) if args.mesh else None
     from vdjax.data.images import check_available, load_images
-    from vdjax.studies.image_runs import ImagePoint, image_figures, run_image_points
+    from vdjax.studies.image_runs import ImagePoint, image_figures, retime_speedups, run_image_points
     from vdjax.training.config import RunOptions
     from vdjax.training.runner import with_stopping_data
 
@@ -273,6 +277,9 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
+        if args.retime:
+            print(f"{data.name}: retimed {len(retime_speedups(out, data))} LDNs under {out}")
+            continue
         data = with_stopping_data(data, train)
         print(f"{data.name}: {data.n_train} train / {data.n_val} validation / {len(data.x_test)} test images "
               f"{data.input_shape}, depths {depths}, seeds {seeds}, batch {train.batch_size}, up to "
@@ -309,7 +316,8 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.study:
         summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods,
-                        schedule=schedule_note(train), copy_to=summary_copy(args, cpu_depths, out))
+                        partial=args.retime, schedule=schedule_note(train),
+                        copy_to=summary_copy(args, cpu_depths, out))
     return paths
 
 

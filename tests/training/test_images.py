@@ -285,6 +285,18 @@ def test_image_points_records_pruning_and_skip(tiny_images, tmp_path):
     table = depth_table(load_records(tmp_path, "fashion_mnist"))
     np.testing.assert_array_equal(table["max_depth"], [3])
     assert table["ddn_log_lik"][0] == ddn["test"]["log_lik"] and table["d_opt"][0] == ldn["d_opt"]
+    # Retiming from the saved parameters rewrites the LDN's speed-ups only, marked, and nothing else.
+    from vdjax.studies.image_runs import record_path, retime_speedups
+
+    ddn_file = record_path(tmp_path, "fashion_mnist", ImagePoint("ddn", 3, 0)).read_bytes()
+    rewritten = retime_speedups(tmp_path, tiny_images, log=logs.append)
+    assert rewritten == [record_path(tmp_path, "fashion_mnist", ImagePoint("ldn", 3, 0))]
+    retimed = load_records(tmp_path, "fashion_mnist")[1]
+    assert retimed["speed"]["retimed"] and retimed["speed_expected"]["retimed"]
+    assert retimed["speed"]["pruned_depth"] == ldn["d_opt"] and retimed["speed"]["ddn_seconds"] > 0
+    assert {k: v for k, v in retimed.items() if not k.startswith("speed")} == {
+        k: v for k, v in ldn.items() if not k.startswith("speed")}
+    assert record_path(tmp_path, "fashion_mnist", ImagePoint("ddn", 3, 0)).read_bytes() == ddn_file
 
 
 
@@ -558,6 +570,13 @@ def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, mon
     assert main["ldn"]["validation"]["n"] == main["ldn"]["n_val"] and main["ldn"]["validation"]["log_lik_se"] > 0
     assert findings(summary)["ldns"][0]["steps"] == 3 * (main["ldn"]["best_epoch"] + 1)  # 72 images: 3 steps an epoch
     assert (out / "fig9_depth_scan.png").exists()
+    # --retime trains nothing, times the LDN again and summarises the retimed record.
+    (out / "summary.json").unlink()
+    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
+        "--study", "--retime", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32",
+        "--data-dir", str(data_dir), "--out", str(out), "--no-progress"])
+    retimed = {r["method"]: r for r in read_json(out / "summary.json")["records"]}
+    assert retimed["ldn"]["speed"]["retimed"] and retimed["ldn"]["epochs"] == main["ldn"]["epochs"]
 
 
 def test_only_the_study_as_its_preset_defines_it_writes_the_committed_summary():

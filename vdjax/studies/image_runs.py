@@ -203,19 +203,46 @@ def _write_record(data: Dataset, point: ImagePoint, result: FitResult, model_con
         ddn = read_json(ddn_path)
         record["ddn"] = ddn["test"]
         ddn_vars = load_image_variables(out, data.name, dataclasses.replace(point, method="ddn"))[0]
-        timed = {}  # depth -> its speed-up: d_opt and the expected depth often coincide
-        for key, depth in (("speed", record["d_opt"]), ("speed_expected", record["d_expected"])):
-            if depth not in timed:
-                pruned = prune(model_config, variables, np.asarray(record["q"]), depth)
-                timed[depth] = forward_speedup(model_config, ddn_vars, pruned.config, pruned.variables,
-                                               data.x_test[:SPEED_BATCH])
-            record[key] = timed[depth]
+        record.update(_speedups(model_config, variables, record, ddn_vars, data.x_test[:SPEED_BATCH]))
     # Parameters first, results last: a results file always has its parameters beside it.
     write_bytes(path.with_suffix(".msgpack"), flax.serialization.msgpack_serialize(
         {"variables": variables, "depth_logits": depth_logits}))
     written = write_json(path, record)  # elsewhere (and said so) if `out` has become unwritable
     log(summary_line(record))
     return written
+
+
+def _speedups(model_config: Model, variables: dict, record: dict[str, Any], ddn_variables: dict,
+              x: np.ndarray) -> dict[str, dict[str, float]]:
+    """An LDN record's `speed` and `speed_expected`: its forward pass pruned to d_opt and to the
+    expected depth, each timed against the DDN of its max depth on the images `x`."""
+    timed: dict[int, dict[str, float]] = {}  # depth -> its speed-up: the two depths often coincide
+    for depth in (record["d_opt"], record["d_expected"]):
+        if depth not in timed:
+            pruned = prune(model_config, variables, np.asarray(record["q"]), depth)
+            timed[depth] = forward_speedup(model_config, ddn_variables, pruned.config, pruned.variables, x)
+    return {"speed": timed[record["d_opt"]], "speed_expected": timed[record["d_expected"]]}
+
+
+def retime_speedups(out: str | Path, data: Dataset, log: Callable[[str], None] = print) -> list[Path]:
+    """Times every finished LDN under `out` (on `data`) against its DDN again, from their saved
+    parameters, and rewrites its record (`speed`, `speed_expected`, each marked `retimed`); returns
+    the records rewritten. Training beside the timing measures the load, not the networks: run
+    this on idle cores when the training shared them."""
+    rewritten = []
+    for record in load_records(out, data.name):
+        point = ImagePoint(record["method"], record["max_depth"], record["seed"])
+        ddn = dataclasses.replace(point, method="ddn")
+        if point.method != "ldn" or not record_path(out, data.name, ddn).exists():
+            continue
+        config = ModelConfig(**{**record["model_config"], "input_shape": tuple(record["model_config"]["input_shape"])})
+        variables = load_image_variables(out, data.name, point)[0]
+        timed = _speedups(config, variables, record, load_image_variables(out, data.name, ddn)[0],
+                          data.x_test[:SPEED_BATCH])
+        record.update({k: {**v, "retimed": True} for k, v in timed.items()})
+        rewritten.append(write_json(record_path(out, data.name, point), record))
+        log(summary_line(record))
+    return rewritten
 
 
 def early_stopping_note(train_config: TrainConfig, data: Dataset) -> dict[str, Any]:
