@@ -44,7 +44,7 @@ DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at 
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
 DUN_UCI_FULL = "docs/data/dun/uci"  # experiments/regression_uci.py --out docs/data/dun/uci (the CPU default; per set)
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
-IMAGE_STUDY = "docs/data/images_study/summary.json"  # results/images_study/summary.json of `scan_max_depth_images.py --study`
+IMAGE_STUDY = "docs/data/images_study/summary.json"  # results/images_study4/summary.json of `scan_max_depth_images.py --study`
 RESNET_STAGES = "docs/data/resnet_stages/resnet_stages_fashion_mnist.json"  # experiments/resnet_stages_fashion_mnist.py
 LM_FORTUNES = "docs/data/lm_fortunes/lm_fortunes.json"  # experiments/lm_fortunes.py
 GPU_CHECK = "benchmarks/gpu/gpu_check.json"  # benchmarks/gpu_check.py on an NVIDIA H200
@@ -719,7 +719,7 @@ def _spirals(render: Callable[[dict[str, Any]], str]) -> Table:
 
 def image_study_not_run() -> str:
     return (f"Not run yet: `python3 experiments/scan_max_depth_images.py --study` writes "
-            f"`results/images_study/summary.json`, committed as `{IMAGE_STUDY}`.\n")
+            f"`results/images_study4/summary.json`, committed as `{IMAGE_STUDY}`.\n")
 
 
 def verdict_rule(_: Any = None) -> str:
