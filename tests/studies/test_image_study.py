@@ -121,6 +121,32 @@ def test_an_ldn_whose_rate_dropped_is_judged_on_the_epochs_before_the_drop():
     assert ldn_diagnostics(compact(recorded))["judged_at"] == 14
 
 
+def test_fig4_names_the_seeds_whose_q_had_not_settled(tmp_path, monkeypatch):
+    """The q(d) figure of the deepest D says which LDNs missed the bar; with all settled it says nothing."""
+    from vdjax.studies.image_study import study_figures, unsettled_note
+
+    moving = [[0.9 - 0.05 * e, 0.1 + 0.05 * e] for e in range(15)]  # 0.05 per epoch to the end
+    still = [[0.5, 0.5]] * 15
+    ldns = [{**_ldn(10, s, 1, (-0.6, 0.2, 0.02), (-0.6, 0.2, 0.02)), "epochs": 15, "best_epoch": 14,
+             "n_train": 32 * 200, "per_depth": {"log_lik": [-0.6] * 11}, "history": [{"epoch": e, "q": q} for e, q in enumerate(qs)]}
+            for s, qs in ((0, moving), (1, still), (2, moving))]
+    assert unsettled_note([compact(r) for r in ldns]) == (
+        "q(d) not settled (below the study's bar) for seeds 0, 2: not a finding")
+    assert unsettled_note([compact(ldns[1])]) == ""
+    assert unsettled_note([compact(_ddn(10, 0, -0.5, 0.2, 0.04))]) == ""
+    shallow = {**ldns[0], "max_depth": 4, "q": [0.9, 0.025, 0.025, 0.025, 0.025]}  # D < 10 is not held to it
+    assert unsettled_note([compact(shallow)]) == ""
+    summary = summarize(ldns + [_ddn(10, s, -0.5, 0.2, 0.04) for s in range(3)], None, dataset="toy")
+    from vdjax.studies import plots
+
+    titles = []
+    draw = plots.plot_depth_posterior
+    monkeypatch.setattr(plots, "plot_depth_posterior", lambda p, path, title: titles.append(title) or draw(p, path, title))
+    paths = study_figures(summary, tmp_path)
+    assert tmp_path / "fig4_posterior_toy.png" in paths and (tmp_path / "fig4_posterior_toy.png").stat().st_size > 0
+    assert titles[0].endswith("\nq(d) not settled (below the study's bar) for seeds 0, 2: not a finding")
+
+
 def test_q_plateau_marks_a_posterior_that_has_not_fallen_by_the_deepest_depth():
     from vdjax.studies.image_study import q_plateau
 

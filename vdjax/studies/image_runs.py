@@ -347,8 +347,11 @@ def image_figures(out: str | Path, datasets: list[str]) -> list[Path]:
     return draw_image_figures({name: load_records(out, name) for name in datasets}, out)
 
 
-def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
-    """Figs 4, 9, 10 and 11 into `out` from records per data set (results files or a summary)."""
+def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path,
+                       q_notes: dict[str, str] | None = None) -> list[Path]:
+    """Figs 4, 9, 10 and 11 into `out` from records per data set (results files or a summary);
+    `q_notes[name]`, where given, is a last title line of that data set's Fig 4 (for example, that
+    its q(d) had not settled), so the figure never shows an unsettled q as a finding."""
     from vdjax.studies.plots import (DepthPosterior, plot_depth_posterior, plot_image_depth_scan, plot_reliability,
                                      plot_speedup)
 
@@ -380,7 +383,7 @@ def draw_image_figures(records: dict[str, list[dict[str, Any]]], out: str | Path
         paths.append(plot_depth_posterior(
             posterior, out / f"fig4_posterior_{name}.png",
             f"{name}: q(d) of LDN D={deepest} ({len(top)} seed{'s' if len(top) > 1 else ''}), "
-            f"test log-likelihood per depth\n{caption}"))
+            f"test log-likelihood per depth\n{caption}" + (f"\n{q_notes[name]}" if q_notes and name in q_notes else "")))
         first = top[0]
         if "ddn" in first:
             panels += [(f"{name} DDN-{deepest}", first["ddn"]), (f"{name} LDN-{deepest} full", first["ldn_full"]),

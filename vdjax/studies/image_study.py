@@ -413,12 +413,35 @@ def write_study(summary: dict[str, Any], out) -> list:
     """Writes `out/summary.json` and draws the study's Figs 4, 9, 10 and 11 into `out`."""
     from pathlib import Path
 
-    from vdjax.studies.image_runs import draw_image_figures
     from vdjax.io import write_json
 
     out = Path(out)
     path = write_json(out / "summary.json", summary)
-    return [path, *draw_image_figures(records_by_dataset(summary), out)]
+    return [path, *study_figures(summary, out)]
+
+
+def study_figures(summary: dict[str, Any], out) -> list:
+    """The study's Figs 4, 9, 10 and 11 drawn into `out`; Fig 4 says so where the q(d) it shows
+    (the LDNs at the deepest D) did not meet the bar."""
+    from vdjax.studies.image_runs import draw_image_figures
+
+    by_dataset = records_by_dataset(summary)
+    return draw_image_figures(by_dataset, out, {name: note for name, rs in by_dataset.items()
+                                                if (note := unsettled_note(rs))})
+
+
+def unsettled_note(records: list[dict[str, Any]]) -> str:
+    """'' if every LDN at the deepest max depth of `records` met the bar, else a line naming those
+    that did not."""
+    ldn = [r for r in records if r["method"] == "ldn"]
+    if not ldn:
+        return ""
+    deepest = max(r["max_depth"] for r in ldn)
+    below = [r["seed"] for r in ldn if r["max_depth"] == deepest and not settled(ldn_diagnostics(r))]
+    if not below:
+        return ""
+    return (f"q(d) not settled (below the study's bar) for seed{'s' if len(below) > 1 else ''} "
+            f"{', '.join(map(str, sorted(below)))}: not a finding")
 
 
 def records_by_dataset(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -497,9 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     summary = read_json(args.summary)
     if args.figures:
-        from vdjax.studies.image_runs import draw_image_figures
-
-        for path in draw_image_figures(records_by_dataset(summary), args.figures):
+        for path in study_figures(summary, args.figures):
             print(f"wrote {path}")
     print(json.dumps(to_jsonable(findings(summary)), indent=1))
     return 0
