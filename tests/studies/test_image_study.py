@@ -296,3 +296,22 @@ def test_epochs_after_a_change_of_learning_rate():
     reference = {**old, "train_config": {**old["train_config"], "lr_drop_methods": ["ddn"]}}
     assert epochs_after_lr_change({**reference, "method": "ldn"}) == []
     assert epochs_after_lr_change({**reference, "method": "ddn"}) == [15]
+
+
+def test_patience_ran_out_marks_the_ldns_a_higher_cap_cannot_change():
+    """The reference's rule stops after 0-based epoch i once i - best > patience: 60 epochs with the
+    best at 28 spend a patience of 30 at the cap itself (59 - 28 = 31), the best at 29 does not."""
+    from vdjax.studies.image_study import ldn_diagnostics, ldn_markdown, patience_ran_out
+
+    def rec(best, rule="exceeded"):
+        return {"epochs": 60, "best_epoch": best, "train_config": {"patience": 30, "patience_rule": rule}}
+
+    assert patience_ran_out(rec(28)) is True and patience_ran_out(rec(29)) is False
+    assert patience_ran_out(rec(29, "reached")) is True and patience_ran_out(rec(30, "reached")) is False
+    assert patience_ran_out({"epochs": 60, "best_epoch": 0}) is None
+    ldn = {**_ldn(10, 0, 3, (-0.6, 0.2, 0.02), (-0.6, 0.2, 0.02)), "epochs": 60, "best_epoch": 28,
+           "train_config": {"batch_size": 32, "patience": 30, "patience_rule": "exceeded"},
+           "history": [{"epoch": e, "q": [0.9] + [0.01] * 10} for e in range(60)]}
+    g = ldn_diagnostics(compact(ldn))
+    assert g["patience_spent"] is True
+    assert "| 10 | 0 | 28 / 60 | yes |" in ldn_markdown({"ldns": [g]})

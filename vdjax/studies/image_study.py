@@ -155,10 +155,23 @@ def ldn_diagnostics(record: dict[str, Any]) -> dict[str, Any]:
                 {"steps": (record["best_epoch"] + 1) * steps_per_epoch(record), "tv_change": None, "judged_at": None})
     plateau = q_plateau(record["q"])
     return {"max_depth": record["max_depth"], "seed": record["seed"], "best_epoch": record["best_epoch"],
-            "epochs": record["epochs"], **settling, "lr_changed": bool(after_change), **q_movement(record["q"]),
+            "epochs": record["epochs"], "patience_spent": patience_ran_out(record), **settling, "lr_changed": bool(after_change), **q_movement(record["q"]),
             "d_opt": record["d_opt"], "d_expected": record["d_expected"], "plateau_start": plateau,
             "identified": plateau is None or record["max_depth"] == 0,
             "validation_se": record.get("validation", {}).get("log_lik_se")}
+
+
+def patience_ran_out(record: dict[str, Any]) -> bool | None:
+    """Whether early stopping's patience had run out by the record's last epoch (even where the
+    cap was reached at that same epoch): then a higher epoch cap keeps the same epoch. None for a
+    record without its stopping settings."""
+    from vdjax.training.epoch import patience_spent
+
+    train = record.get("train_config", {})
+    if "patience" not in train:
+        return None
+    since_best = record["epochs"] - 1 - record["best_epoch"]
+    return bool(patience_spent(since_best, train["patience"], train.get("patience_rule", "reached")))
 
 
 def settled(diagnostic: dict[str, Any]) -> bool:
@@ -338,16 +351,17 @@ def ldn_markdown(f: dict[str, Any]) -> str:
              f"d_opt is not identified where q has not fallen below {PLATEAU_LEVEL:g} × its maximum by the "
              "deepest depth: on a plateau reaching D the 95% rule (the shallowest d with q(d) ≥ 0.95 max q) "
              "picks whichever of its depths the noise in q lifts first.", "",
-             "| D | seed | kept epoch / epochs | SGD steps to kept | q change, last 20% (judged at epoch) | H/H_max | "
-             "TV from uniform "
+             "| D | seed | kept epoch / epochs | patience ran out | SGD steps to kept | q change, last 20% (judged at "
+             "epoch) | H/H_max | TV from uniform "
              "| d_opt | expected depth | plateau from | validation LL s.e. |",
-             "|---:|---:|---|---:|---|---|---|---:|---:|---|---|"]
+             "|---:|---:|---|---|---:|---|---|---|---:|---:|---|---|"]
     for g in f["ldns"]:
         change = "–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})"
         flag = "" if settled(g) else " (below the bar)"
         se = "–" if g["validation_se"] is None else f"{g['validation_se']:.3f}"
         plateau = "–" if g["plateau_start"] is None or g["max_depth"] == 0 else f"d = {g['plateau_start']}: not identified"
-        lines.append(f"| {g['max_depth']} | {g['seed']} | {g['best_epoch']} / {g['epochs']} | {g['steps']} | "
+        spent = {True: "yes", False: "no", None: "–"}[g["patience_spent"]]
+        lines.append(f"| {g['max_depth']} | {g['seed']} | {g['best_epoch']} / {g['epochs']} | {spent} | {g['steps']} | "
                      f"{change}{flag} | {g['entropy_fraction']:.2f} | {g['tv_from_uniform']:.2f} | {g['d_opt']} | "
                      f"{g['d_expected']} | {plateau} | {se} |")
     return "\n".join(lines) + "\n"
