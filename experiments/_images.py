@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from vdjax.cli import validate
 
@@ -273,7 +274,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
         if not args.study:
             raise validate.UserError("--summarize-only summarises the --study study: add --study")
         summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods, partial=True,
-                        schedule=schedule_note(train), copy_to=summary_copy(args, cpu_depths, out))
+                        about=study_about(train, argv), copy_to=summary_copy(args, cpu_depths, out))
         return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
@@ -316,7 +317,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.study:
         summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods,
-                        partial=args.retime, schedule=schedule_note(train),
+                        partial=args.retime, about=study_about(train, argv),
                         copy_to=summary_copy(args, cpu_depths, out))
     return paths
 
@@ -352,14 +353,30 @@ def summary_copy(args, cpu_depths: list[int], out: Path) -> Path | None:
     return Path(__file__).resolve().parents[1] / chosen.summary_copy
 
 
+def study_about(train, argv: list[str] | None) -> dict[str, Any]:
+    """The summary's `lr_schedule` and `command` for a study trained with `train` from `argv`."""
+    return {"lr_schedule": schedule_note(train), "command": study_command(argv)}
+
+
+def study_command(argv: list[str] | None = None) -> str:
+    """The command that trains the study as this process was asked to (the training settings;
+    not --summarize-only, --retime or --no-progress, which change nothing in the results)."""
+    import shlex
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    kept = [a for a in argv if a not in ("--summarize-only", "--retime", "--no-progress")]
+    return " ".join(["python3 experiments/scan_max_depth_images.py", *map(shlex.quote, kept)])
+
+
 def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods,
-                    partial: bool = False, schedule: dict[str, str] | None = None,
+                    partial: bool = False, about: dict[str, Any] | None = None,
                     copy_to: Path | None = None) -> None:
     """Once every network of the study and its ablation is trained (by this process or another),
     write <out>/summary.json with the study's figures, and, when complete, the summary to
     `copy_to` too (where it is committed). `partial`: do it now with the networks finished so
-    far, listing the missing ones in the summary. `schedule`: each method's learning rate in
-    words (`schedule_note`), stored as the summary's `lr_schedule`."""
+    far, listing the missing ones in the summary. `about`: what the summary says of its run, such
+    as `lr_schedule` (each method's learning rate in words, `schedule_note`) and `command`."""
     from vdjax.studies.image_runs import ImagePoint, load_records, record_path
     from vdjax.studies.image_study import findings, summarize, write_study
 
@@ -374,9 +391,8 @@ def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int]
         return
     ablation = {v.name: {"changes": v.changes, "records": load_records(out / "ablation" / v.name, dataset)}
                 for v in variants}
-    about = {"lr_schedule": schedule} if schedule else {}
+    about = {"command": study_command([]), **(about or {})}
     summary = summarize(load_records(out, dataset), None, ablation, dataset=dataset, depths=depths, seeds=seeds,
-                        command="python3 experiments/scan_max_depth_images.py --study",
                         complete=not missing, missing=missing, **about)
     paths = write_study(summary, out)
     if copy_to is not None and not missing:

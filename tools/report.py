@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vdjax.studies.depth_demo import demo_markdown
-from vdjax.studies.image_study import ablation_markdown, findings, findings_markdown, ldn_markdown, verdicts_markdown
+from vdjax.studies.image_study import (ablation_markdown, cap_markdown, findings, findings_markdown, ldn_markdown,
+                                      verdicts_markdown)
 from vdjax.studies.spirals_study import (DDN_SCAN, REDRAWN, SCANS, SPIRALS, all_findings, committed_folder,  # noqa: F401 (REDRAWN: tests)
                                         ddn_table, findings_table, headline, scan_table, wall_times)
 
@@ -44,6 +45,7 @@ DUN_UCI = "docs/data/dun/uci_diabetes.json"  # experiments/regression_uci.py at 
 DUN_UCI_SUITE = "docs/data/dun/uci_quick/summary.json"  # experiments/regression_uci.py --quick --out docs/data/dun/uci_quick
 DUN_UCI_FULL = "docs/data/dun/uci"  # experiments/regression_uci.py --out docs/data/dun/uci (the CPU default; per set)
 DUN_SHIFT = "docs/data/dun/shift_fashion_mnist.json"  # experiments/dataset_shift.py --out docs/data/dun
+IMAGE_CAP = "docs/data/images_study_cap150/summary.json"  # the study at --max-epochs 150
 IMAGE_STUDY = "docs/data/images_study/summary.json"  # results/images_study4/summary.json of `scan_max_depth_images.py --study`
 RESNET_STAGES = "docs/data/resnet_stages/resnet_stages_fashion_mnist.json"  # experiments/resnet_stages_fashion_mnist.py
 LM_FORTUNES = "docs/data/lm_fortunes/lm_fortunes.json"  # experiments/lm_fortunes.py
@@ -722,6 +724,14 @@ def image_study_not_run() -> str:
             f"`results/images_study4/summary.json`, committed as `{IMAGE_STUDY}`.\n")
 
 
+def load_image_cap(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image study's summary and its rerun at a higher cap (`path`)."""
+    from vdjax.io import read_json
+
+    root = path.parents[len(Path(IMAGE_CAP).parts) - 1]
+    return read_json(root / IMAGE_STUDY), read_json(path)
+
+
 def verdict_rule(_: Any = None) -> str:
     """The one rule every verdict table refers to, and the margins of its no-change claims."""
     from vdjax.studies.claims import RULE, margins_markdown
@@ -767,6 +777,9 @@ TABLES: dict[str, Table] = {
     "image-verdicts": Table(IMAGE_STUDY, lambda summary: verdicts_markdown(findings(summary)),
                             missing=image_study_not_run),
     "image-ablation": Table(IMAGE_STUDY, ablation_markdown, missing=image_study_not_run),
+    "image-cap": Table(IMAGE_CAP, lambda both: cap_markdown(*both), load_image_cap,
+                       missing=lambda: "Not run yet: `python3 experiments/scan_max_depth_images.py --study "
+                       "--max-epochs 150 --out results/images_study_cap150`.\n"),
     "demo-resnet-stages": Table(RESNET_STAGES, demo_markdown, missing=lambda: demo_not_run(
         "experiments/resnet_stages_fashion_mnist.py")),
     "demo-lm-fortunes": Table(LM_FORTUNES, demo_markdown, missing=lambda: demo_not_run("experiments/lm_fortunes.py")),

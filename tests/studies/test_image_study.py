@@ -315,3 +315,28 @@ def test_patience_ran_out_marks_the_ldns_a_higher_cap_cannot_change():
     g = ldn_diagnostics(compact(ldn))
     assert g["patience_spent"] is True
     assert "| 10 | 0 | 28 / 60 | yes |" in ldn_markdown({"ldns": [g]})
+
+
+def test_the_higher_cap_table_compares_the_ldns_trained_at_both_caps():
+    """Per LDN in both summaries: kept epochs, q's change before them, test LL and the bar at the
+    higher cap; depths only the study trained are named, and a moved epoch is counted."""
+    from vdjax.studies.image_study import cap_markdown
+
+    def ldn(d, seed, best, epochs, cap, moving):
+        qs = [[0.9 - 0.05 * e, 0.1 + 0.05 * e] if moving else [0.5, 0.5] for e in range(epochs)]
+        return {**_ldn(d, seed, 1, (-0.6 - best / 1000, 0.2, 0.02), (-0.6, 0.2, 0.02)), "epochs": epochs,
+                "best_epoch": best, "n_train": 32 * 200, "history": [{"epoch": e, "q": q} for e, q in enumerate(qs)],
+                "train_config": {"batch_size": 32, "max_epochs": cap, "patience": 5}}
+
+    base = summarize([ldn(10, 0, 8, 15, 15, True), ldn(10, 1, 12, 15, 15, True), ldn(20, 0, 9, 15, 15, True)], None,
+                     dataset="toy")
+    higher = summarize([ldn(10, 0, 8, 14, 40, True), ldn(10, 1, 30, 36, 40, False)], None, dataset="toy",
+                       command="python3 experiments/scan_max_depth_images.py --study --max-epochs 40")
+    text = cap_markdown(base, higher)
+    assert text.startswith("`python3 experiments/scan_max_depth_images.py --study --max-epochs 40` (cap 40) "
+                           "against the study (cap 15):")
+    assert "| 10 | 0 | 8 / 15 | 8 / 14 | 0.100 (8) | 0.100 (8) | -0.6080 | -0.6080 | no |" in text
+    assert "| 10 | 1 | 12 / 15 | 30 / 36 | 0.150 (12) | 0.000 (30) | -0.6120 | -0.6300 | yes |" in text
+    assert "moved for 1 of the 2 LDNs trained at both caps; 1 of them met the bar at cap 40. " \
+           "Not trained at cap 40: D = 20." in text
+    assert cap_markdown(base, summarize([], None, dataset="toy")).startswith("No LDN")

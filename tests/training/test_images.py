@@ -557,7 +557,9 @@ def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, mon
         str(data_dir), "--out", str(out), "--no-progress"])
     assert written == [None]  # not the preset's own settings: docs/data is left alone
     summary = read_json(out / "summary.json")
-    assert summary["complete"] and summary["command"].endswith("--study") and summary["ablation"] == {}
+    assert summary["complete"] and summary["ablation"] == {}
+    assert summary["command"].startswith("python3 experiments/scan_max_depth_images.py --study --depths 1 --seeds 0 ")
+    assert "--max-epochs 3" in summary["command"] and "--no-progress" not in summary["command"]
     assert summary["lr_schedule"]["ldn"] == "0.1 at every epoch (never dropped)"
     assert summary["lr_schedule"]["ddn"] == "0.1 for epochs 0-0, 0.01 (x0.1) from epoch 1 on"
     main = {r["method"]: r for r in summary["records"]}
@@ -575,7 +577,9 @@ def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, mon
     _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
         "--study", "--retime", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32",
         "--data-dir", str(data_dir), "--out", str(out), "--no-progress"])
-    retimed = {r["method"]: r for r in read_json(out / "summary.json")["records"]}
+    resummarised = read_json(out / "summary.json")
+    assert "--retime" not in resummarised["command"] and "--max-epochs" not in resummarised["command"]
+    retimed = {r["method"]: r for r in resummarised["records"]}
     assert retimed["ldn"]["speed"]["retimed"] and retimed["ldn"]["epochs"] == main["ldn"]["epochs"]
 
 

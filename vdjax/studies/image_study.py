@@ -367,6 +367,42 @@ def ldn_markdown(f: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cap_markdown(base: dict[str, Any], higher: dict[str, Any]) -> str:
+    """The study's LDNs again at a higher epoch cap (`higher`, a summary of the same study run with
+    a larger `--max-epochs`) against the study (`base`): per LDN trained in both, the kept epoch, q's
+    change before it, its test log-likelihood, and whether it met the bar at the higher cap."""
+    def ldns(summary):
+        return {(r["max_depth"], r["seed"]): r for r in summary["records"] if r["method"] == "ldn"}
+
+    def cap(records):
+        return "/".join(str(c) for c in sorted({r["train_config"]["max_epochs"] for r in records}))
+
+    low, high = ldns(base), ldns(higher)
+    both = sorted(set(low) & set(high))
+    if not both:
+        return "No LDN of the study is trained at a higher cap yet.\n"
+    low_cap, high_cap = cap([low[k] for k in both]), cap([high[k] for k in both])
+    lines = [f"`{higher.get('command', '')}` (cap {high_cap}) against the study (cap {low_cap}):", "",
+             f"| D | seed | kept epoch / epochs, cap {low_cap} | cap {high_cap} | q change (judged at), cap {low_cap} "
+             f"| cap {high_cap} | LDN-full test LL, cap {low_cap} | cap {high_cap} | met the bar at cap {high_cap} |",
+             "|---:|---:|---|---|---|---|---:|---:|---|"]
+    moved, met = 0, 0
+    for key in both:
+        a, b = low[key], high[key]
+        ga, gb = ldn_diagnostics(a), ldn_diagnostics(b)
+        moved += a["best_epoch"] != b["best_epoch"]
+        met += settled(gb)
+        change = ["–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})" for g in (ga, gb)]
+        lines.append(f"| {key[0]} | {key[1]} | {a['best_epoch']} / {a['epochs']} | {b['best_epoch']} / {b['epochs']} | "
+                     f"{change[0]} | {change[1]} | {a['ldn_full']['log_lik']:.4f} | {b['ldn_full']['log_lik']:.4f} | "
+                     f"{'yes' if settled(gb) else 'no'} |")
+    rest = sorted({d for d, _ in low} - {d for d, _ in high})
+    lines += ["", f"The kept epoch moved for {moved} of the {len(both)} LDNs trained at both caps; {met} of them met "
+                  f"the bar at cap {high_cap}."
+              + (f" Not trained at cap {high_cap}: D = {', '.join(map(str, rest))}." if rest else "")]
+    return "\n".join(lines) + "\n"
+
+
 def ablation_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Each ablation variant against the study's own networks of the same max depth and seeds:
     per method, LL / error / ECE (and d_opt for the LDN), and the paired change, variant − study."""
