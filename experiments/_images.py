@@ -131,7 +131,8 @@ epoch's learning rate is in the record's history (`lr`).
 
 
 def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
-    p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = validate.ArgumentParser(description=doc + CPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # study_command reads the options by their full names
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--paper", action="store_true", help="the paper's full grid, data and protocol (GPU work)")
     preset.add_argument("--study", action="store_true", help="the CPU image study (see above)")
@@ -200,12 +201,13 @@ def parser(doc: str, cpu_depths: list[int]) -> argparse.ArgumentParser:
                             "instead of splitting the grid; process 0 writes the results, and checkpoints need "
                             "an --out that every host shares")
     p.add_argument("--summarize-only", action="store_true",
-                   help="with --study: train nothing; write summary.json and the figures from the networks "
-                        "finished so far (marked partial if some are missing)")
+                   help="with --study and the training run's settings: train nothing; write summary.json and "
+                        "the figures from the networks finished so far (marked partial if some are missing)")
     p.add_argument("--retime", action="store_true",
                    help="train nothing; time every finished LDN's pruned forward pass against its DDN again "
                         "from their saved parameters, rewrite those records and redraw the figures (and, with "
-                        "--study, the summary): for timings first taken while other work shared the cores")
+                        "--study and the training run's settings, the summary): for timings first taken while "
+                        "other work shared the cores")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--metrics-dir", type=validate.output_dir, default=None,
                    help="stream every network's per-epoch metrics while training: metrics.jsonl there, and "
@@ -358,14 +360,30 @@ def study_about(train, argv: list[str] | None) -> dict[str, Any]:
     return {"lr_schedule": schedule_note(train), "command": study_command(argv)}
 
 
+# Options that change where or how a run goes, not its results, and how many values each takes.
+RUN_ONLY = {"--summarize-only": 0, "--retime": 0, "--no-progress": 0, "--debug": 0, "--data-dir": 1, "--metrics-dir": 1,
+            "--networks-per-program": 1, "--mesh": 1, "--distributed": 0, "--span-processes": 0,
+            "--coordinator": 1, "--num-processes": 1, "--process-index": 1}
+
+
 def study_command(argv: list[str] | None = None) -> str:
-    """The command that trains the study as this process was asked to (the training settings;
-    not --summarize-only, --retime or --no-progress, which change nothing in the results)."""
+    """The command that trains the study with the settings of `argv` (default: this process's):
+    its options less `RUN_ONLY`. A --summarize-only or --retime call given the training run's
+    settings, as their help asks, records the same command as that run."""
     import shlex
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
-    kept = [a for a in argv if a not in ("--summarize-only", "--retime", "--no-progress")]
+    kept, skip = [], 0
+    for token in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = token.split("=", 1)[0]
+        if name in RUN_ONLY:
+            skip = 0 if "=" in token else RUN_ONLY[name]
+            continue
+        kept.append(token)
     return " ".join(["python3 experiments/scan_max_depth_images.py", *map(shlex.quote, kept)])
 
 
@@ -391,7 +409,7 @@ def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int]
         return
     ablation = {v.name: {"changes": v.changes, "records": load_records(out / "ablation" / v.name, dataset)}
                 for v in variants}
-    about = {"command": study_command([]), **(about or {})}
+    about = {"command": study_command(["--study"]), **(about or {})}
     summary = summarize(load_records(out, dataset), None, ablation, dataset=dataset, depths=depths, seeds=seeds,
                         complete=not missing, missing=missing, **about)
     paths = write_study(summary, out)

@@ -337,6 +337,9 @@ def test_the_higher_cap_table_compares_the_ldns_trained_at_both_caps():
                            "against the study (cap 15):")
     assert "| 10 | 0 | 8 / 15 | 8 / 14 | 0.100 (8) | 0.100 (8) | -0.6080 | -0.6080 | no |" in text
     assert "| 10 | 1 | 12 / 15 | 30 / 36 | 0.150 (12) | 0.000 (30) | -0.6120 | -0.6300 | yes |" in text
-    assert "moved for 1 of the 2 LDNs trained at both caps; 1 of them met the bar at cap 40. " \
-           "Not trained at cap 40: D = 20." in text
+    assert "moved for 1 of the 2 LDNs trained at both caps; 1 of the 2 held to the bar (D ≥ 10) met it at " \
+           "cap 40. Not trained at cap 40 yet: D = 20 (seed 0)." in text
+    shallow = summarize([ldn(5, 0, 8, 15, 15, True)], None, dataset="toy")
+    text = cap_markdown(shallow, summarize([ldn(5, 0, 8, 15, 40, True)], None, dataset="toy"))
+    assert text.rstrip().endswith("0 of the 0 held to the bar (D ≥ 10) met it at cap 40.") and "| – |" in text
     assert cap_markdown(base, summarize([], None, dataset="toy")).startswith("No LDN")

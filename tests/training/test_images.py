@@ -551,15 +551,13 @@ def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, mon
         data_dir = tmp_path / "data"
         fake_mnist(data_dir, 128, 64)
     out = tmp_path / "out"
-    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
-        "--study", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32", "--max-epochs", "3",
-        "--lr-drop-epoch", "1", "--batch-size", "32", "--width", "4", "--bottleneck", "2", "--data-dir",
-        str(data_dir), "--out", str(out), "--no-progress"])
+    trained = ["--study", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32", "--max-epochs", "3",
+               "--lr-drop-epoch", "1", "--batch-size", "32", "--width", "4", "--bottleneck", "2", "--out", str(out)]
+    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[*trained, "--data-dir", str(data_dir), "--no-progress"])
     assert written == [None]  # not the preset's own settings: docs/data is left alone
     summary = read_json(out / "summary.json")
     assert summary["complete"] and summary["ablation"] == {}
-    assert summary["command"].startswith("python3 experiments/scan_max_depth_images.py --study --depths 1 --seeds 0 ")
-    assert "--max-epochs 3" in summary["command"] and "--no-progress" not in summary["command"]
+    assert summary["command"] == "python3 experiments/scan_max_depth_images.py " + " ".join(trained)
     assert summary["lr_schedule"]["ldn"] == "0.1 at every epoch (never dropped)"
     assert summary["lr_schedule"]["ddn"] == "0.1 for epochs 0-0, 0.01 (x0.1) from epoch 1 on"
     main = {r["method"]: r for r in summary["records"]}
@@ -574,13 +572,28 @@ def test_the_study_preset_trains_and_summarises_with_its_schedules(tmp_path, mon
     assert (out / "fig9_depth_scan.png").exists()
     # --retime trains nothing, times the LDN again and summarises the retimed record.
     (out / "summary.json").unlink()
-    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[
-        "--study", "--retime", "--depths", "1", "--seeds", "0", "--n-train", "96", "--n-test", "32",
-        "--data-dir", str(data_dir), "--out", str(out), "--no-progress"])
+    _images.run("", [1], lambda d: ["ddn", "ldn"], argv=[*trained, "--retime", "--data-dir", str(data_dir),
+                                                         "--no-progress"])
     resummarised = read_json(out / "summary.json")
-    assert "--retime" not in resummarised["command"] and "--max-epochs" not in resummarised["command"]
+    assert (resummarised["command"], resummarised["lr_schedule"]) == (summary["command"], summary["lr_schedule"])
     retimed = {r["method"]: r for r in resummarised["records"]}
     assert retimed["ldn"]["speed"]["retimed"] and retimed["ldn"]["epochs"] == main["ldn"]["epochs"]
+
+
+def test_the_study_command_keeps_the_settings_and_drops_what_only_places_the_run():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import _images
+
+    head = "python3 experiments/scan_max_depth_images.py "
+    assert _images.study_command(["--study", "--max-epochs", "150", "--retime", "--data-dir", "/d", "--mesh=nets=2",
+                                  "--no-progress", "--out", "a b", "--process-index", "1", "--debug"]) == (
+        head + "--study --max-epochs 150 --out 'a b'")
+    from vdjax.cli.validate import UserError
+
+    with pytest.raises(UserError, match="unrecognized arguments: --summarize"):  # study_command needs full names
+        _images.parser("", [1]).parse_args(["--study", "--summarize"])
 
 
 def test_only_the_study_as_its_preset_defines_it_writes_the_committed_summary():

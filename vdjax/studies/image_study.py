@@ -155,7 +155,8 @@ def ldn_diagnostics(record: dict[str, Any]) -> dict[str, Any]:
                 {"steps": (record["best_epoch"] + 1) * steps_per_epoch(record), "tv_change": None, "judged_at": None})
     plateau = q_plateau(record["q"])
     return {"max_depth": record["max_depth"], "seed": record["seed"], "best_epoch": record["best_epoch"],
-            "epochs": record["epochs"], "patience_spent": patience_ran_out(record), **settling, "lr_changed": bool(after_change), **q_movement(record["q"]),
+            "epochs": record["epochs"], "patience_spent": patience_ran_out(record), **settling,
+            "lr_changed": bool(after_change), **q_movement(record["q"]),
             "d_opt": record["d_opt"], "d_expected": record["d_expected"], "plateau_start": plateau,
             "identified": plateau is None or record["max_depth"] == 0,
             "validation_se": record.get("validation", {}).get("log_lik_se")}
@@ -165,7 +166,7 @@ def patience_ran_out(record: dict[str, Any]) -> bool | None:
     """Whether early stopping's patience had run out by the record's last epoch (even where the
     cap was reached at that same epoch): then a higher epoch cap keeps the same epoch. None for a
     record without its stopping settings."""
-    from vdjax.training.epoch import patience_spent
+    from vdjax.training.config import patience_spent
 
     train = record.get("train_config", {})
     if "patience" not in train:
@@ -386,20 +387,25 @@ def cap_markdown(base: dict[str, Any], higher: dict[str, Any]) -> str:
              f"| D | seed | kept epoch / epochs, cap {low_cap} | cap {high_cap} | q change (judged at), cap {low_cap} "
              f"| cap {high_cap} | LDN-full test LL, cap {low_cap} | cap {high_cap} | met the bar at cap {high_cap} |",
              "|---:|---:|---|---|---|---|---:|---:|---|"]
-    moved, met = 0, 0
+    moved, held, met = 0, 0, 0
     for key in both:
         a, b = low[key], high[key]
         ga, gb = ldn_diagnostics(a), ldn_diagnostics(b)
         moved += a["best_epoch"] != b["best_epoch"]
-        met += settled(gb)
+        bar = "–" if key[0] < SETTLED_FROM else ("yes" if settled(gb) else "no")  # shallower LDNs are not held to it
+        held, met = held + (bar != "–"), met + (bar == "yes")
         change = ["–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})" for g in (ga, gb)]
         lines.append(f"| {key[0]} | {key[1]} | {a['best_epoch']} / {a['epochs']} | {b['best_epoch']} / {b['epochs']} | "
                      f"{change[0]} | {change[1]} | {a['ldn_full']['log_lik']:.4f} | {b['ldn_full']['log_lik']:.4f} | "
-                     f"{'yes' if settled(gb) else 'no'} |")
-    rest = sorted({d for d, _ in low} - {d for d, _ in high})
-    lines += ["", f"The kept epoch moved for {moved} of the {len(both)} LDNs trained at both caps; {met} of them met "
-                  f"the bar at cap {high_cap}."
-              + (f" Not trained at cap {high_cap}: D = {', '.join(map(str, rest))}." if rest else "")]
+                     f"{bar} |")
+    rest: dict[int, list[int]] = {}
+    for d, seed in sorted(set(low) - set(high)):
+        rest.setdefault(d, []).append(seed)
+    lines += ["", f"The kept epoch moved for {moved} of the {len(both)} LDNs trained at both caps; {met} of the {held} "
+                  f"held to the bar (D ≥ {SETTLED_FROM}) met it at cap {high_cap}."
+              + (f" Not trained at cap {high_cap} yet: " + "; ".join(
+                  f"D = {d} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))})" for d, v in rest.items()) + "."
+                 if rest else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,14 @@ Method = Literal["ldn", "ddn"]
 StopOn = Literal["train", "val", "test"]
 StopObjective = Literal["expected", "marginal"]
 PatienceRule = Literal["reached", "exceeded"]
+
+
+def patience_spent(since_best, patience: int, rule: PatienceRule):
+    """Whether `since_best` epochs without a strict improvement end the run under `rule` (ints or
+    arrays alike: the jitted epoch and the study's tables ask the same question)."""
+    return since_best >= patience if rule == "reached" else since_best > patience
+
+
 METHOD_NAMES: tuple[Method, ...] = ("ldn", "ddn")  # `vdjax.training.objective` defines each
 MAX_SEED = 2**32 - 1  # seeds become uint32 PRNG keys: a larger one would silently wrap around
 

@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from vdjax.nn.models import LDN
-from vdjax.training.config import PatienceRule, TrainConfig
+from vdjax.training.config import TrainConfig, patience_spent
 from vdjax.training.objective import MethodArg, Objective, depth_weights
 from vdjax.training.step import TrainState, make_optimizer, train_step
 
@@ -181,11 +181,6 @@ def end_epoch(net: NetState, trained: TrainState, candidate: TrainState, loss: j
         history=net.history.at[net.epoch].set(loss),
     )
     return jax.tree_util.tree_map(lambda old, new: jnp.where(net.done, old, new), net, updated)
-
-
-def patience_spent(since_best: jax.Array, patience: int, rule: PatienceRule) -> jax.Array:
-    """Whether `since_best` epochs without a strict improvement end the run under `rule`."""
-    return since_best >= patience if rule == "reached" else since_best > patience
 
 
 def stop_reason(done: bool, nonfinite: bool, epochs: int, max_epochs: int) -> str:
