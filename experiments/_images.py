@@ -275,8 +275,8 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     if args.summarize_only:
         if not args.study:
             raise validate.UserError("--summarize-only summarises the --study study: add --study")
-        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods, partial=True,
-                        about=study_about(train, argv), copy_to=summary_copy(args, cpu_depths, out))
+        summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods,
+                        study_about(train, argv), partial=True, copy_to=summary_copy(args, cpu_depths, out))
         return []
     for name in datasets:
         data = load_images(name, args.data_dir, source=args.source, n_train=n_train, n_test=n_test)
@@ -319,7 +319,7 @@ def run(doc: str, cpu_depths: list[int], methods, argv=None):
     print(f"done in {time.perf_counter() - start:.0f} s; figures: " + ", ".join(str(p) for p in paths))
     if args.study:
         summarize_study(out, datasets[0], depths, sorted(set(seeds) | set(STUDY_SEEDS)), methods,
-                        partial=args.retime, about=study_about(train, argv),
+                        study_about(train, argv), partial=args.retime,
                         copy_to=summary_copy(args, cpu_depths, out))
     return paths
 
@@ -388,13 +388,12 @@ def study_command(argv: list[str] | None = None) -> str:
 
 
 def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int], methods,
-                    partial: bool = False, about: dict[str, Any] | None = None,
-                    copy_to: Path | None = None) -> None:
+                    about: dict[str, Any], partial: bool = False, copy_to: Path | None = None) -> None:
     """Once every network of the study and its ablation is trained (by this process or another),
     write <out>/summary.json with the study's figures, and, when complete, the summary to
     `copy_to` too (where it is committed). `partial`: do it now with the networks finished so
-    far, listing the missing ones in the summary. `about`: what the summary says of its run, such
-    as `lr_schedule` (each method's learning rate in words, `schedule_note`) and `command`."""
+    far, listing the missing ones in the summary. `about`: what the summary says of its run
+    (`study_about`: the learning-rate schedule in words and the command)."""
     from vdjax.studies.image_runs import ImagePoint, load_records, record_path
     from vdjax.studies.image_study import findings, summarize, write_study
 
@@ -409,7 +408,6 @@ def summarize_study(out: Path, dataset: str, depths: list[int], seeds: list[int]
         return
     ablation = {v.name: {"changes": v.changes, "records": load_records(out / "ablation" / v.name, dataset)}
                 for v in variants}
-    about = {"command": study_command(["--study"]), **(about or {})}
     summary = summarize(load_records(out, dataset), None, ablation, dataset=dataset, depths=depths, seeds=seeds,
                         complete=not missing, missing=missing, **about)
     paths = write_study(summary, out)

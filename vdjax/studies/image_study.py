@@ -343,6 +343,13 @@ def verdicts_markdown(f: dict[str, Any]) -> str:
     return head + claims.table(rows)
 
 
+def _q_change(diagnostic: dict[str, Any]) -> str:
+    """A table cell: q's change before the epoch it is judged at, and that epoch."""
+    if diagnostic["tv_change"] is None:
+        return "–"
+    return f"{diagnostic['tv_change']:.3f} ({diagnostic['judged_at']})"
+
+
 def ldn_markdown(f: dict[str, Any]) -> str:
     """One row per LDN: whether it trained and settled, how far q moved, and whether d_opt is identified."""
     lines = [f"Bar for D ≥ {SETTLED_FROM}: at least {MIN_STEPS} SGD steps before the kept epoch and a q(d) change "
@@ -357,7 +364,7 @@ def ldn_markdown(f: dict[str, Any]) -> str:
              "| d_opt | expected depth | plateau from | validation LL s.e. |",
              "|---:|---:|---|---|---:|---|---|---|---:|---:|---|---|"]
     for g in f["ldns"]:
-        change = "–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})"
+        change = _q_change(g)
         flag = "" if settled(g) else " (below the bar)"
         se = "–" if g["validation_se"] is None else f"{g['validation_se']:.3f}"
         plateau = "–" if g["plateau_start"] is None or g["max_depth"] == 0 else f"d = {g['plateau_start']}: not identified"
@@ -394,7 +401,7 @@ def cap_markdown(base: dict[str, Any], higher: dict[str, Any]) -> str:
         moved += a["best_epoch"] != b["best_epoch"]
         bar = "–" if key[0] < SETTLED_FROM else ("yes" if settled(gb) else "no")  # shallower LDNs are not held to it
         held, met = held + (bar != "–"), met + (bar == "yes")
-        change = ["–" if g["tv_change"] is None else f"{g['tv_change']:.3f} ({g['judged_at']})" for g in (ga, gb)]
+        change = [_q_change(g) for g in (ga, gb)]
         lines.append(f"| {key[0]} | {key[1]} | {a['best_epoch']} / {a['epochs']} | {b['best_epoch']} / {b['epochs']} | "
                      f"{change[0]} | {change[1]} | {a['ldn_full']['log_lik']:.4f} | {b['ldn_full']['log_lik']:.4f} | "
                      f"{bar} |")
